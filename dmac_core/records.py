@@ -1,0 +1,127 @@
+"""Record types written to the JSONL learning logs (see DESIGN.md, "Records").
+
+Every record carries ``schema`` (the format version), ``id`` (uuid4 hex) and ``ts``
+(ISO-8601 UTC). Validation happens here, before anything touches disk, so a refused record
+leaves no trace in the logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+
+SCHEMA_VERSION = 1
+
+RecordKind = Literal["interactions", "feedback", "evals"]
+
+
+class RecordError(ValueError):
+    """A record was refused; the message says which field and why. Nothing was written."""
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_ts(ts: datetime) -> str:
+    """ISO-8601 in UTC with a ``Z`` suffix and millisecond precision."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=timezone.utc)
+    return ts.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(value: str) -> datetime:
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    schema_: int = Field(SCHEMA_VERSION, alias="schema")
+    id: str = Field(default_factory=new_id, min_length=1)
+    ts: str = Field(default_factory=lambda: format_ts(utc_now()))
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_is_iso(cls, value: str) -> str:
+        try:
+            return format_ts(parse_ts(value))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"ts must be an ISO-8601 timestamp, got {value!r}") from exc
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """Field names as written to disk (``schema`` rather than ``schema_``)."""
+        return [info.alias or name for name, info in cls.model_fields.items()]
+
+    def month(self) -> str:
+        """The UTC month (``YYYY-MM``) whose file holds this record."""
+        return self.ts[:7]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+class Interaction(_Record):
+    user: str = "anonymous"
+    session_id: str = ""
+    model: str = Field(min_length=1)
+    provider_model: str = ""
+    model_version: str | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    prompt: str
+    response: str
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    route_reason: str = ""
+    error: str | None = None
+
+
+class Feedback(_Record):
+    user: str = "anonymous"
+    interaction_id: str | None = None
+    prompt: str
+    response: str
+    rating: StrictInt = Field(ge=1, le=5)
+    feedback: str = ""
+    # An analyst's corrected answer: a preferred training target (optional).
+    correction: str | None = None
+
+    @field_validator("response")
+    @classmethod
+    def _response_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("response must not be empty: there is nothing to rate")
+        return value
+
+
+class EvalResult(_Record):
+    model: str
+    model_version: str | None = None
+    suite: str
+    n: int = Field(ge=0)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    per_item: list[dict[str, Any]] = Field(default_factory=list)
+
+
+RECORD_TYPES: dict[str, type[_Record]] = {"interactions": Interaction, "feedback": Feedback, "evals": EvalResult}
+
+
+def validate_record(kind: str, data: dict[str, Any]) -> _Record:
+    """Build a record of ``kind`` from ``data``; raise :class:`RecordError` naming the bad fields."""
+    try:
+        return RECORD_TYPES[kind].model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or kind}: {e['msg']} (got {e.get('input')!r:.80})" for e in exc.errors()
+        )
+        raise RecordError(f"Refused {kind} record, nothing written: {problems}") from None
