@@ -1,0 +1,173 @@
+"""The local learner ("DeepSeek-RL"): a transformers causal LM served in-process.
+
+Serves the registry's current version: the base model, or the base with a LoRA adapter
+merged in. When a new version is promoted the next request loads it; a request that has
+already started keeps the model object it started with, so in-flight answers finish on
+their version and nobody needs a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..base_model import is_model_dir
+from ..config import LocalModelConfig
+from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
+from .base import Availability, BackendError, Generation, Message, StreamItem
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 matmuls are only fast on CPUs with native bf16 (AVX512-BF16 or AMX); elsewhere
+    torch emulates them and fp32 is faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(precision: str) -> torch.dtype:
+    if precision == "bf16" or (precision == "auto" and cpu_supports_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+@dataclass
+class LoadedModel:
+    version: str
+    model: Any
+    tokenizer: Any
+    # One generation at a time per model object: two cores gain nothing from overlap and
+    # interleaved generate() calls would only slow each other down.
+    lock: threading.Lock
+
+
+def load_model(base_path: Path, version: ModelVersion, dtype: torch.dtype) -> LoadedModel:
+    """Load the base model, with the version's LoRA adapter merged in when it has one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = version.path if (version.path and is_model_dir(version.path)) else base_path
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if version.adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, version.adapter_path).merge_and_unload()
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=threading.Lock())
+
+
+class LocalBackend:
+    """Backend protocol implementation for the local learner."""
+
+    def __init__(self, name: str, config: LocalModelConfig, base_path: Path, registry: ModelRegistry) -> None:
+        self.name = name
+        self.config = config
+        self.base_path = Path(base_path)
+        self.registry = registry
+        self.dtype = resolve_dtype(config.precision)
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+
+    def available(self) -> Availability:
+        if not self.config.enabled:
+            return Availability(False, "disabled in config (models.deepseek.enabled: false)")
+        if not is_model_dir(self.base_path):
+            return Availability(False, f"base model not found at {self.base_path}; run `make setup`")
+        return Availability(True)
+
+    def served_version(self) -> str:
+        return self.registry.served_id()
+
+    def current(self) -> LoadedModel:
+        """The loaded model of the served version (loads it when the served version changed)."""
+        wanted = self.registry.served_id()
+        loaded = self._loaded
+        if loaded is not None and loaded.version == wanted:
+            return loaded
+        with self._load_lock:
+            if self._loaded is None or self._loaded.version != wanted:
+                try:
+                    version = self.registry.get(wanted)
+                except Exception:  # an unreadable version never takes the learner down
+                    version = self.registry.get(BASE_VERSION)
+                self._loaded = load_model(self.base_path, version, self.dtype)
+            return self._loaded
+
+    def _inputs(self, loaded: LoadedModel, messages: list[Message]) -> dict[str, torch.Tensor]:
+        chat = [{"role": m["role"], "content": str(m["content"])} for m in messages]
+        encoded = loaded.tokenizer.apply_chat_template(
+            chat, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _generate_kwargs(self, loaded: LoadedModel, options: dict[str, Any]) -> dict[str, Any]:
+        temperature = options.get("temperature")
+        temperature = self.config.temperature if temperature is None else temperature
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": int(options.get("max_new_tokens") or self.config.max_new_tokens),
+            "pad_token_id": loaded.tokenizer.pad_token_id,
+        }
+        if temperature and temperature > 0:
+            kwargs.update(do_sample=True, temperature=float(temperature), top_p=0.95)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def generate(self, messages: list[Message], **options: Any) -> Generation:
+        final: Generation | None = None
+        for item in self.stream(messages, **options):
+            if isinstance(item, Generation):
+                final = item
+        assert final is not None
+        return final
+
+    def stream(self, messages: list[Message], **options: Any) -> Iterator[StreamItem]:
+        from transformers import TextIteratorStreamer
+
+        if not self.available().ok:
+            raise BackendError(f"{self.name}: {self.available().reason}", kind="unavailable")
+        loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
+        started = time.perf_counter()
+        inputs = self._inputs(loaded, messages)
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        output: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with loaded.lock, torch.inference_mode():
+                    output["ids"] = loaded.model.generate(
+                        **inputs, streamer=streamer, **self._generate_kwargs(loaded, options)
+                    )
+            except BaseException as exc:  # surfaced to the caller below
+                output["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=run, name=f"generate-{self.name}", daemon=True)
+        worker.start()
+        pieces: list[str] = []
+        for piece in streamer:
+            if piece:
+                pieces.append(piece)
+                yield piece
+        worker.join()
+        if "error" in output:
+            raise BackendError(f"{self.name}: local generation failed: {output['error']}") from output["error"]
+        prompt_len = inputs["input_ids"].shape[1]
+        tokens_out = int(output["ids"].shape[1] - prompt_len)
+        yield Generation(
+            text="".join(pieces).strip(),
+            provider_model=self.base_path.name,
+            model_version=loaded.version,
+            tokens_in=int(prompt_len),
+            tokens_out=tokens_out,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )

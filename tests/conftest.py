@@ -1,0 +1,116 @@
+"""Shared fixtures: a tiny random Llama with the real tokenizer, and per-test configs.
+
+Every test gets its own data directory; nothing here touches ``data/`` except reading the
+converted bundled base model (``make test`` converts it before pytest starts).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from dmac_core.config import BUNDLED_BASE_MODEL_NAME, PROJECT_ROOT, Config, load_config
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REAL_BASE_MODEL = PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
+
+
+
+def build_tiny_model(target: Path) -> Path:
+    """A randomly initialised ~1M-parameter Llama that shares the bundled model's tokenizer
+    and chat template, so every code path runs exactly as with the real model, only fast."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if (target / "model.safetensors").is_file():
+        return target
+    if not (REAL_BASE_MODEL / "tokenizer_config.json").is_file():
+        from dmac_core.base_model import ensure_base_model
+
+        ensure_base_model(REAL_BASE_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(REAL_BASE_MODEL)
+    torch.manual_seed(2)  # seed 2: greedy output is visible words, not blank lines
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    if not (REAL_BASE_MODEL / "model.safetensors").is_file():
+        pytest.fail(f"The bundled base model is not converted at {REAL_BASE_MODEL}: run `make setup`.")
+    return REAL_BASE_MODEL
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def tiny_config_dict(data_dir: Path, base_model: Path, **learner: Any) -> dict[str, Any]:
+    """A complete config for tests: local learner only, tiny model, fast training."""
+    deepseek = {
+        "kind": "local",
+        "base_model": str(base_model),
+        "learning_enabled": True,
+        "learning_rate": 0.01,
+        "batch_size": 2,
+        "epochs": 2,
+        "evaluation_interval": 2,
+        "min_examples": 4,
+        "max_length": 128,
+        "max_new_tokens": 8,
+        "validation_fraction": 0.25,
+        "precision": "fp32",
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    deepseek.update(learner)
+    return {
+        "data_dir": str(data_dir),
+        "models": {"deepseek": deepseek},
+        "routing": {"strategy": "priority", "order": ["deepseek"]},
+        "storage": {"fsync": False},
+    }
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, tiny_model_dir: Path) -> Callable[..., Config]:
+    """``make_config(**learner_overrides)`` → a loaded Config on the tiny model in ``tmp_path``."""
+
+    def factory(**learner: Any) -> Config:
+        data = tiny_config_dict(tmp_path / "data", tiny_model_dir, **learner)
+        return load_config(write_config(tmp_path / "config.yaml", data))
+
+    return factory
+
+
+@pytest.fixture
+def tiny_config(make_config: Callable[..., Config]) -> Config:
+    return make_config()
