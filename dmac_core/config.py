@@ -192,12 +192,16 @@ class Config(_Strict):
         """Model names in order of preference for automatic routing."""
         return list(self.routing.order) or list(self.models)
 
+    def resolve_path(self, path: str | None) -> Path:
+        """A configured model path; relative to the project root; None = the bundled base."""
+        if not path:
+            return self.data_path / "base" / BUNDLED_BASE_MODEL_NAME
+        resolved = Path(path).expanduser()
+        return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
+
     def base_model_path(self) -> Path:
         """Directory of the learner's base model (safetensors)."""
-        if self.learner.base_model:
-            path = Path(self.learner.base_model).expanduser()
-            return path if path.is_absolute() else PROJECT_ROOT / path
-        return self.data_path / "base" / BUNDLED_BASE_MODEL_NAME
+        return self.resolve_path(self.learner.base_model)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -1,0 +1,56 @@
+"""Model backends behind one protocol (see :mod:`dmac_core.backends.base`)."""
+
+from __future__ import annotations
+
+from ..config import Config, GeminiModelConfig, LocalModelConfig, OpenAICompatModelConfig
+from ..training.registry import ModelRegistry
+from .base import Availability, Backend, BackendError, Generation
+
+
+class DisabledBackend:
+    """Stands in for a model switched off in config, so the UI can say why."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self._reason = reason
+
+    def available(self) -> Availability:
+        return Availability(False, self._reason)
+
+    def generate(self, messages, **options):  # type: ignore[no-untyped-def]
+        raise BackendError(f"{self.name}: {self._reason}", kind="unavailable")
+
+    def stream(self, messages, **options):  # type: ignore[no-untyped-def]
+        raise BackendError(f"{self.name}: {self._reason}", kind="unavailable")
+
+
+def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend]:
+    """One backend per configured model, in config order. API keys come from the
+    environment or ``.streamlit/secrets.toml``; a model without its key reports itself
+    unavailable (with the reason) instead of failing."""
+    from ..secrets import resolve_api_key
+
+    backends: dict[str, Backend] = {}
+    for name, model in config.models.items():
+        if not model.enabled:
+            backends[name] = DisabledBackend(name, f"disabled in config (models.{name}.enabled: false)")
+        elif isinstance(model, LocalModelConfig):
+            from .local import LocalBackend
+
+            if name == "deepseek":  # the learner: serves the registry's promoted version
+                backends[name] = LocalBackend(name, model, config.base_model_path(), registry)
+            else:  # another local model: served as configured, never trained here
+                other = ModelRegistry(config.data_path / f"models-{name}")
+                backends[name] = LocalBackend(name, model, config.resolve_path(model.base_model), other)
+        elif isinstance(model, GeminiModelConfig):
+            from .gemini import GeminiBackend
+
+            backends[name] = GeminiBackend(name, model, resolve_api_key(model.api_key_env))
+        elif isinstance(model, OpenAICompatModelConfig):
+            from .openai_compat import OpenAICompatBackend
+
+            backends[name] = OpenAICompatBackend(name, model, resolve_api_key(model.api_key_env))
+    return backends
+
+
+__all__ = ["Availability", "Backend", "BackendError", "Generation", "build_backends", "DisabledBackend"]

@@ -1,0 +1,109 @@
+"""Command line: ``python -m dmac_core <command>``; ``--help`` on any command explains it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import subprocess
+import sys
+from typing import Any, Callable
+
+from .config import PROJECT_ROOT, Config, ConfigError, load_config
+
+Handler = Callable[[argparse.Namespace, Config], int | None]
+
+
+def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
+    from .base_model import ensure_base_model
+
+    if config.learner.base_model:
+        print(f"Using the configured base model {config.base_model_path()} (no conversion needed).")
+        return 0
+    ensure_base_model(config.base_model_path(), progress=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from .auth import is_loopback, load_users
+
+    if not is_loopback(args.address) and not load_users():
+        print(
+            f"Refusing to listen on {args.address}: the workbench would be reachable by others without sign-in.\n"
+            "Add a user first: python -m dmac_core add-user NAME   (then run again), or use --address 127.0.0.1.",
+            file=sys.stderr,
+        )
+        return 2
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
+        "--server.address", args.address, "--server.port", str(args.port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]
+    print(f"DMac Learning Workbench on http://{args.address}:{args.port}  (Ctrl+C to stop)", flush=True)
+    try:
+        return subprocess.call(command, cwd=PROJECT_ROOT)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
+    from .auth import add_user
+
+    password = os.environ.get("DMAC_NEW_PASSWORD") or getpass.getpass(f"Password for {args.name}: ")
+    if not os.environ.get("DMAC_NEW_PASSWORD") and getpass.getpass("Repeat it: ") != password:
+        print("The passwords differ; nothing changed.", file=sys.stderr)
+        return 2
+    if len(password) < 8:
+        print("Use at least 8 characters; nothing changed.", file=sys.stderr)
+        return 2
+    path = add_user(args.name, password)
+    print(f"User {args.name!r} can sign in now (hash stored in {path}).")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dmac_core",
+        description="DMac Learning Workbench: chat with LLMs, rate answers, train the local learner on them.",
+        epilog="Config: config/config.yaml (or $DMAC_CONFIG); data: data/ (or $DMAC_DATA_DIR).",
+    )
+    parser.add_argument("--config", help="config file (default: $DMAC_CONFIG or config/config.yaml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("setup", help="convert the bundled model once (idempotent)")
+    p.set_defaults(handler=_cmd_setup)
+
+    p = sub.add_parser("serve", help="start the workbench in the browser (Streamlit)")
+    p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1; others need sign-in)")
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.set_defaults(handler=_cmd_serve)
+
+    p = sub.add_parser("add-user", help="add or replace a sign-in user in .streamlit/secrets.toml")
+    p.add_argument("name", help="user name (letters, digits, - _ .)")
+    p.set_defaults(handler=_cmd_add_user)
+
+    for register in _registrars():
+        register(sub)
+    return parser
+
+
+def _registrars() -> list[Callable[[Any], None]]:
+    from .evaluation_cli import register as register_evaluation
+    from .store_cli import register as register_store
+    from .training.cli import register as register_training
+
+    return [register_training, register_evaluation, register_store]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return int(args.handler(args, config) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

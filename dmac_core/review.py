@@ -1,0 +1,80 @@
+"""Tables for reviewing what was logged and rated (used by the Feedback page and the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from .store import LearningStore
+
+REVIEW_COLUMNS = [
+    "ts", "month", "model", "model_version", "prompt", "response", "rating", "feedback", "correction",
+    "rated_by", "interaction_id",
+]
+
+
+def review_table(store: LearningStore) -> pd.DataFrame:
+    """One row per logged answer (and per stand-alone rated answer), newest first, with the
+    latest rating and textual feedback of each analyst. Failed attempts are left out."""
+    interactions = store.interactions()
+    feedback = store.feedback(latest_only=True)
+    if not interactions.empty:
+        answers = interactions[interactions["error"].isna() & (interactions["response"].fillna("") != "")]
+        answers = answers.rename(columns={"id": "interaction_id"})[
+            ["interaction_id", "ts", "model", "model_version", "prompt", "response"]
+        ]
+    else:
+        answers = pd.DataFrame(columns=["interaction_id", "ts", "model", "model_version", "prompt", "response"])
+    if not feedback.empty:
+        rated = feedback.rename(columns={"user": "rated_by", "ts": "rated_at"})
+        linked = rated[rated["interaction_id"].notna()][
+            ["interaction_id", "rating", "feedback", "correction", "rated_by", "rated_at"]
+        ]
+        table = answers.merge(linked, on="interaction_id", how="left")
+        alone = rated[rated["interaction_id"].isna()].copy()
+        if not alone.empty:
+            alone["ts"] = alone["rated_at"]
+            alone["model"] = "(given as prompt + response)"
+            alone["model_version"] = None
+            table = pd.concat([table, alone[table.columns.intersection(alone.columns)]], ignore_index=True)
+    else:
+        table = answers.assign(rating=pd.NA, feedback=None, correction=None, rated_by=None, rated_at=pd.NaT)
+    table = table.copy()
+    table["month"] = table["ts"].dt.strftime("%Y-%m") if len(table) else pd.Series(dtype="object")
+    table["rating"] = pd.to_numeric(table["rating"], errors="coerce").astype("Int64")
+    for column in REVIEW_COLUMNS:
+        if column not in table.columns:
+            table[column] = None
+    return table.sort_values("ts", ascending=False, kind="stable")[REVIEW_COLUMNS].reset_index(drop=True)
+
+
+def filter_review(
+    table: pd.DataFrame,
+    models: list[str] | None = None,
+    months: list[str] | None = None,
+    ratings: list[Any] | None = None,
+) -> pd.DataFrame:
+    """Filter the review table; ``ratings`` may contain 1..5 and "unrated"."""
+    mask = pd.Series(True, index=table.index)
+    if models:
+        mask &= table["model"].isin(models)
+    if months:
+        mask &= table["month"].isin(months)
+    if ratings:
+        wanted = {int(r) for r in ratings if r != "unrated"}
+        by_rating = table["rating"].isin(wanted).fillna(False).astype(bool)
+        if "unrated" in ratings:
+            by_rating |= table["rating"].isna()
+        mask &= by_rating
+    return table[mask].reset_index(drop=True)
+
+
+def rating_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Count and mean rating per model over the rated rows."""
+    rated = table.dropna(subset=["rating"])
+    if rated.empty:
+        return pd.DataFrame(columns=["model", "rated", "mean_rating"])
+    summary = rated.groupby("model")["rating"].agg(rated="count", mean_rating="mean").reset_index()
+    summary["mean_rating"] = summary["mean_rating"].astype(float).round(2)
+    return summary

@@ -1,0 +1,357 @@
+"""``ModelManager``: picks a model per request, retries and falls back, captures everything.
+
+Every answer from every model, and every failed attempt, becomes an interaction record with
+``route_reason`` saying which model answered and why (e.g. "auto/priority: gemini:
+1000/1000 requests today → deepseek_api"). The seed's async API
+(``generate``, ``provide_feedback``, ``train_deepseek``) lives here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+
+from .backends.base import Backend, BackendError, Generation, Message
+from .backends.retry import call_with_retries
+from .config import Config
+from .records import Feedback, RecordError
+from .store import LearningStore
+from .usage import UsageCounter, cap_exceeded
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .training.job import TrainingJobManager
+
+AUTO = "auto"
+
+
+class RoutingError(RuntimeError):
+    """No model could answer; the message lists what was tried and why each was skipped."""
+
+
+@dataclass
+class ChatResult:
+    """An answer with its provenance. ``str(result)`` is the answer text."""
+
+    text: str
+    model: str
+    model_version: str | None
+    route_reason: str
+    interaction_id: str
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class ModelStatus:
+    name: str
+    display_name: str
+    available: bool
+    reason: str
+    cooldown_s: float
+    requests_today: int
+    tokens_today: int
+    caps: dict[str, int | None]
+
+
+class ModelManager:
+    """Routes chat requests across the configured backends and logs every interaction."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: LearningStore,
+        backends: dict[str, Backend],
+        jobs: "TrainingJobManager | None" = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.backends = backends
+        self.jobs = jobs
+        self.usage = UsageCounter(store)
+        self._rng = rng or random.Random()
+        self._cooldown_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    # -- model selection ---------------------------------------------------------------
+    def display_name(self, name: str) -> str:
+        model = self.config.models.get(name)
+        return model.display_name if model else name
+
+    def in_cooldown(self, name: str) -> float:
+        """Seconds of cooldown left for ``name`` (0 when healthy)."""
+        return max(0.0, self._cooldown_until.get(name, 0.0) - time.monotonic())
+
+    def _skip_reason(self, name: str) -> str | None:
+        backend = self.backends.get(name)
+        if backend is None:
+            return f"{name}: not configured"
+        availability = backend.available()
+        if not availability.ok:
+            return f"{name}: {availability.reason}"
+        left = self.in_cooldown(name)
+        if left > 0:
+            return f"{name}: cooling down for {left:.0f}s after errors"
+        return cap_exceeded(name, self.usage.usage(name), self.config.routing.caps.get(name))
+
+    def candidates(self, model: str | None = None) -> tuple[list[str], list[str]]:
+        """Models to try in order, and the reasons others were skipped."""
+        if model and model != AUTO:
+            if model not in self.backends:
+                raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}")
+            skip = self._skip_reason(model)
+            if skip:
+                raise RoutingError(f"{self.display_name(model)} cannot answer now — {skip}")
+            return [model], []
+        order = self.config.routing_order()
+        if self.config.routing.strategy == "best_rated":
+            order = self._rank_by_rating(order)
+        chosen, skipped = [], []
+        for name in order:
+            reason = self._skip_reason(name)
+            (skipped if reason else chosen).append(reason or name)
+        return chosen, skipped
+
+    def mean_ratings(self) -> dict[str, tuple[float, int]]:
+        """Mean rating and count per model over the configured window (latest feedback only)."""
+        feedback = self.store.feedback()
+        interactions = self.store.interactions()
+        if feedback.empty or interactions.empty:
+            return {}
+        window_start = time.time() - self.config.routing.best_rated_window_days * 86400
+        linked = feedback.dropna(subset=["interaction_id"]).merge(
+            interactions[["id", "model"]], left_on="interaction_id", right_on="id", how="inner"
+        )
+        linked = linked[linked["ts"].map(lambda t: t.timestamp() >= window_start)]
+        grouped = linked.groupby("model")["rating"].agg(["mean", "count"])
+        return {str(m): (float(r["mean"]), int(r["count"])) for m, r in grouped.iterrows()}
+
+    def _rank_by_rating(self, order: list[str]) -> list[str]:
+        ratings = self.mean_ratings()
+        minimum = self.config.routing.best_rated_min_samples
+        rated = [n for n in order if ratings.get(n, (0, 0))[1] >= minimum]
+        rated.sort(key=lambda n: -ratings[n][0])
+        unrated = [n for n in order if n not in rated]
+        ranked = rated + unrated
+        # A little exploration keeps collecting ratings for models that are not on top.
+        if len(ranked) > 1 and self._rng.random() < self.config.routing.exploration:
+            pick = self._rng.randrange(1, len(ranked))
+            ranked.insert(0, ranked.pop(pick))
+        return ranked
+
+    # -- requests ----------------------------------------------------------------------
+    def _messages(self, prompt_or_messages: str | list[Message]) -> list[Message]:
+        messages = (
+            [{"role": "user", "content": prompt_or_messages}]
+            if isinstance(prompt_or_messages, str)
+            else [dict(m) for m in prompt_or_messages]
+        )
+        if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
+            raise ValueError("The prompt is empty: type a question first.")
+        size = sum(len(str(m.get("content", ""))) for m in messages)
+        if size > self.config.routing.max_prompt_chars:
+            raise ValueError(
+                f"The conversation is {size:,} characters long; the limit is "
+                f"{self.config.routing.max_prompt_chars:,} (routing.max_prompt_chars). Start a new chat or shorten it."
+            )
+        system = self.config.routing.system_prompt.strip()
+        if system and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": system})
+        return messages
+
+    def _route_reason(self, requested: str | None, name: str, skipped: list[str], failures: list[str]) -> str:
+        if requested and requested != AUTO:
+            head = f"chosen by user: {name}"
+        else:
+            head = f"auto/{self.config.routing.strategy}: {name}"
+        notes = skipped + failures
+        return head if not notes else f"{'; '.join(notes)} → {head}"
+
+    def _max_retries(self, name: str) -> int:
+        return int(getattr(self.config.models[name], "max_retries", 0))
+
+    def _note_failure(self, name: str, error: BackendError) -> None:
+        if error.retryable or error.kind in ("timeout", "rate_limit", "server", "connection"):
+            with self._lock:
+                self._cooldown_until[name] = time.monotonic() + self.config.routing.cooldown_s
+
+    def _capture(
+        self,
+        *,
+        name: str,
+        messages: list[Message],
+        generation: Generation | None,
+        route_reason: str,
+        user: str,
+        session_id: str,
+        error: str | None = None,
+        latency_ms: float | None = None,
+    ) -> str:
+        record = self.store.append_interaction(
+            user=user,
+            session_id=session_id,
+            model=name,
+            provider_model=generation.provider_model if generation else str(getattr(self.config.models[name], "model", name)),
+            model_version=generation.model_version if generation else None,
+            messages=messages,
+            prompt=str(messages[-1]["content"]),
+            response=generation.text if generation else "",
+            latency_ms=generation.latency_ms if generation and generation.latency_ms is not None else latency_ms,
+            tokens_in=generation.tokens_in if generation else None,
+            tokens_out=generation.tokens_out if generation else None,
+            route_reason=route_reason,
+            error=error,
+        )
+        return record.id
+
+    def respond_stream(
+        self,
+        prompt_or_messages: str | list[Message],
+        model: str | None = None,
+        user: str = "anonymous",
+        session_id: str = "",
+        **options: Any,
+    ) -> Iterator[str | ChatResult]:
+        """Yield text deltas of the answer, then one :class:`ChatResult`.
+
+        Fallback to the next model happens only before the first delta was shown; an error
+        after that is raised (and logged) rather than silently mixing two models' answers.
+        """
+        messages = self._messages(prompt_or_messages)
+        order, skipped = self.candidates(model)
+        if not order:
+            raise RoutingError("No model can answer now: " + "; ".join(skipped))
+        failures: list[str] = []
+        for name in order:
+            backend = self.backends[name]
+            started = time.perf_counter()
+            reason = self._route_reason(model, name, skipped, failures)
+            emitted = False
+            try:
+                stream = call_with_retries(
+                    lambda: _first_item(backend.stream(messages, **options)), max_retries=self._max_retries(name)
+                )
+                for item in stream:
+                    if isinstance(item, Generation):
+                        interaction_id = self._capture(
+                            name=name, messages=messages, generation=item, route_reason=reason, user=user,
+                            session_id=session_id,
+                        )
+                        yield ChatResult(
+                            text=item.text, model=name, model_version=item.model_version, route_reason=reason,
+                            interaction_id=interaction_id, latency_ms=item.latency_ms, tokens_in=item.tokens_in,
+                            tokens_out=item.tokens_out,
+                        )
+                        return
+                    emitted = True
+                    yield item
+                raise BackendError(f"{name}: the stream ended without a final answer", kind="error")
+            except BackendError as exc:
+                self._note_failure(name, exc)
+                self._capture(
+                    name=name, messages=messages, generation=None, route_reason=reason, user=user,
+                    session_id=session_id, error=str(exc)[:500], latency_ms=(time.perf_counter() - started) * 1000,
+                )
+                if emitted:
+                    raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
+                failures.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
+        raise RoutingError("Every model failed: " + "; ".join(skipped + failures))
+
+    def respond(self, prompt_or_messages: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
+        """Answer synchronously (see :meth:`respond_stream`)."""
+        result: ChatResult | None = None
+        for item in self.respond_stream(prompt_or_messages, model=model, **kwargs):
+            if isinstance(item, ChatResult):
+                result = item
+        assert result is not None
+        return result
+
+    def status(self) -> list[ModelStatus]:
+        """Availability, health and usage against caps for every configured model."""
+        rows = []
+        for name, model_config in self.config.models.items():
+            backend = self.backends.get(name)
+            availability = backend.available() if backend else None
+            usage = self.usage.usage(name)
+            caps = self.config.routing.caps.get(name)
+            rows.append(
+                ModelStatus(
+                    name=name,
+                    display_name=model_config.display_name,
+                    available=bool(availability and availability.ok),
+                    reason=availability.reason if availability else "not configured",
+                    cooldown_s=self.in_cooldown(name),
+                    requests_today=usage.requests_today,
+                    tokens_today=usage.tokens_today,
+                    caps=caps.model_dump() if caps else {},
+                )
+            )
+        return rows
+
+    # -- the seed's async API ------------------------------------------------------------
+    async def generate(self, prompt: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
+        """``await model_manager.generate("...")``: answer and capture the interaction."""
+        return await asyncio.to_thread(self.respond, prompt, model, **kwargs)
+
+    async def generate_stream(
+        self, prompt: str | list[Message], model: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[str | ChatResult]:
+        """``async for delta in model_manager.generate_stream("...")``: text deltas, then the result."""
+        iterator = self.respond_stream(prompt, model, **kwargs)
+        sentinel = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, sentinel)
+            if item is sentinel:
+                return
+            yield item  # type: ignore[misc]
+
+    async def provide_feedback(
+        self,
+        prompt: str | None = None,
+        response: str | None = None,
+        feedback: str = "",
+        rating: Any = None,
+        interaction_id: str | None = None,
+        user: str = "anonymous",
+        correction: str | None = None,
+    ) -> Feedback:
+        """The seed's ``await model_manager.provide_feedback(prompt=..., response=..., feedback=..., rating=4)``."""
+        if rating is None:
+            raise RecordError("Refused feedback, nothing written: a rating from 1 to 5 is required")
+        return await asyncio.to_thread(
+            self.store.append_feedback,
+            prompt=prompt,
+            response=response,
+            rating=rating,
+            feedback=feedback,
+            interaction_id=interaction_id,
+            user=user,
+            correction=correction,
+        )
+
+    async def train_deepseek(self, **kwargs: Any) -> dict[str, Any]:
+        """The seed's ``await model_manager.train_deepseek()``: train the local learner now and
+        return the run's summary (status, metrics, version created)."""
+        if self.jobs is None:
+            raise RuntimeError("Training is not configured for this ModelManager")
+        return await asyncio.to_thread(self.jobs.train_blocking, **kwargs)
+
+
+def _first_item(iterator: Iterator[Any]) -> Iterator[Any]:
+    """Pull the first item eagerly so connection errors surface inside the retry loop, then
+    hand back an iterator over the whole stream."""
+    first = next(iterator)
+
+    def chained() -> Iterator[Any]:
+        yield first
+        yield from iterator
+
+    return chained()

@@ -1,0 +1,105 @@
+"""Usage per model (requests and tokens per UTC day and per minute), counted from the logs.
+
+The counts come from the interaction records themselves, so caps hold across restarts and
+across processes. Only records appended since the last look are read (the store parses new
+bytes only), so checking a cap does not rescan the logs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from .config import CapsConfig
+from .records import parse_ts, utc_now
+from .store import LearningStore
+
+
+@dataclass
+class Usage:
+    requests_today: int = 0
+    tokens_today: int = 0
+    requests_last_minute: int = 0
+    tokens_last_minute: int = 0
+
+
+def _tokens(row: dict[str, Any]) -> int:
+    return int(row.get("tokens_in") or 0) + int(row.get("tokens_out") or 0)
+
+
+class UsageCounter:
+    """Per-model usage of the current UTC day, kept up to date from the interaction log."""
+
+    def __init__(self, store: LearningStore, clock: Callable[[], datetime] = utc_now) -> None:
+        self.store = store
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._day = ""
+        self._seen = 0  # how many rows of the current month's file were already counted
+        self._month = ""
+        self._requests: dict[str, int] = defaultdict(int)
+        self._tokens: dict[str, int] = defaultdict(int)
+        self._recent: dict[str, deque[tuple[datetime, int]]] = defaultdict(deque)
+
+    def _catch_up(self, now: datetime) -> None:
+        day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+        if day != self._day or month != self._month:
+            self._day, self._month, self._seen = day, month, 0
+            self._requests.clear()
+            self._tokens.clear()
+            self._recent.clear()
+        rows = self.store.month_records("interactions", month)
+        if len(rows) < self._seen:  # the file was rewritten (doctor, deletion): count again
+            self._seen = 0
+            self._requests.clear()
+            self._tokens.clear()
+            self._recent.clear()
+        minute_ago = now - timedelta(minutes=1)
+        for row in rows[self._seen :]:
+            ts_text = str(row.get("ts", ""))
+            if not ts_text.startswith(day):
+                continue
+            try:
+                ts = parse_ts(ts_text)
+            except ValueError:
+                continue
+            model = str(row.get("model"))
+            self._requests[model] += 1
+            self._tokens[model] += _tokens(row)
+            if ts >= minute_ago:
+                self._recent[model].append((ts, _tokens(row)))
+        self._seen = len(rows)
+        for window in self._recent.values():
+            while window and window[0][0] < minute_ago:
+                window.popleft()
+
+    def usage(self, model: str) -> Usage:
+        now = self.clock().astimezone(timezone.utc)
+        with self._lock:
+            self._catch_up(now)
+            recent = self._recent.get(model, deque())
+            return Usage(
+                requests_today=self._requests.get(model, 0),
+                tokens_today=self._tokens.get(model, 0),
+                requests_last_minute=len(recent),
+                tokens_last_minute=sum(t for _, t in recent),
+            )
+
+
+def cap_exceeded(model: str, usage: Usage, caps: CapsConfig | None) -> str | None:
+    """A short reason when ``model`` is at or over one of its caps, else None."""
+    if caps is None:
+        return None
+    checks = (
+        (caps.requests_per_day, usage.requests_today, "requests today"),
+        (caps.tokens_per_day, usage.tokens_today, "tokens today"),
+        (caps.requests_per_minute, usage.requests_last_minute, "requests this minute"),
+        (caps.tokens_per_minute, usage.tokens_last_minute, "tokens this minute"),
+    )
+    for limit, used, what in checks:
+        if limit is not None and used >= limit:
+            return f"{model}: {used}/{limit} {what}"
+    return None

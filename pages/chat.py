@@ -1,0 +1,126 @@
+"""Chat: talk to any model; rate each answer 1–5 and say why. Every turn is logged."""
+
+from __future__ import annotations
+
+import uuid
+
+import streamlit as st
+
+from dmac_core.records import RecordError
+from dmac_core.router import AUTO, ChatResult, RoutingError
+from pages.common import current_user, services, show_log_health
+
+system = services()
+manager = system.model_manager
+
+# -- inputs ------------------------------------------------------------------------------
+statuses = manager.status()
+labels = {AUTO: "Auto (routing picks)"} | {s.name: s.display_name for s in statuses}
+with st.sidebar:
+    choice = st.selectbox(
+        "Model", [AUTO] + [s.name for s in statuses if s.available], format_func=labels.get, key="chat_model"
+    )
+    with st.expander("Models, usage and caps", expanded=False):
+        for s in statuses:
+            state = "✅ ready" if s.available and not s.cooldown_s else ("⏸️ cooling down" if s.available else "⛔ off")
+            st.markdown(f"**{s.display_name}** (`{s.name}`) — {state}")
+            if not s.available:
+                st.caption(s.reason)
+            caps = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s.caps.items() if v is not None)
+            st.caption(
+                f"today: {s.requests_today} requests, {s.tokens_today:,} tokens" + (f" · caps: {caps}" if caps else "")
+            )
+    if st.button("New chat", key="chat_new"):
+        st.session_state.chat_history = []
+        st.rerun()
+
+# -- title ---------------------------------------------------------------------------------
+st.title("💬 Chat")
+st.caption("Ask anything. Rate answers with stars and a note: every rating teaches DeepSeek-RL at the next training.")
+show_log_health(system)
+
+# -- state -----------------------------------------------------------------------------------
+st.session_state.setdefault("chat_history", [])
+st.session_state.setdefault("chat_session_id", uuid.uuid4().hex)
+st.session_state.setdefault("chat_saved", {})
+history: list[dict] = st.session_state.chat_history
+
+
+def rating_controls(message: dict) -> None:
+    interaction_id = message["interaction_id"]
+    saved = st.session_state.chat_saved.get(interaction_id)
+    stars = st.feedback("stars", key=f"chat_stars_{interaction_id}")
+    note = st.text_input(
+        "Feedback (optional)", key=f"chat_note_{interaction_id}", placeholder="What was good, wrong or missing?"
+    )
+    if st.button("Save rating", key=f"chat_save_{interaction_id}", disabled=stars is None):
+        try:
+            system.store.append_feedback(
+                interaction_id=interaction_id, rating=int(stars) + 1, feedback=note, user=current_user()
+            )
+        except RecordError as exc:
+            st.error(str(exc))
+        else:
+            st.session_state.chat_saved[interaction_id] = int(stars) + 1
+            saved = int(stars) + 1
+    if saved:
+        st.caption(f"✓ Saved: {saved}/5")
+
+
+# -- history ---------------------------------------------------------------------------------
+if not history:
+    st.info("No messages yet — type a question below. Answers can be rated right under them.", icon="ℹ️")
+for message in history:
+    with st.chat_message(message["role"]):
+        st.markdown(message["content"] or "_(empty answer)_")
+        if message["role"] == "assistant":
+            st.caption(
+                f"{labels.get(message['model'], message['model'])}"
+                f"{' · version ' + message['model_version'] if message.get('model_version') else ''}"
+                f" · {message['route_reason']}"
+            )
+            if message.get("content"):
+                rating_controls(message)
+
+# -- input, guard, call, render -------------------------------------------------------------
+prompt = st.chat_input("Ask a question…", key="chat_input")
+if prompt is not None:
+    if not prompt.strip():
+        st.warning("The question is empty: type something first.")
+        st.stop()
+    conversation = [{"role": m["role"], "content": m["content"]} for m in history] + [
+        {"role": "user", "content": prompt}
+    ]
+    with st.chat_message("user"):
+        st.markdown(prompt)
+    result: dict[str, ChatResult] = {}
+
+    def deltas():  # type: ignore[no-untyped-def]
+        for item in manager.respond_stream(
+            conversation, model=choice, user=current_user(), session_id=st.session_state.chat_session_id
+        ):
+            if isinstance(item, ChatResult):
+                result["final"] = item
+            else:
+                yield item
+
+    with st.chat_message("assistant"):
+        try:
+            with st.spinner("Thinking… (the local model loads on first use)"):
+                st.write_stream(deltas())
+        except (RoutingError, ValueError) as exc:
+            st.error(str(exc))
+            st.stop()
+    final = result["final"]
+    history.append({"role": "user", "content": prompt})
+    history.append(
+        {
+            "role": "assistant",
+            "content": final.text,
+            "model": final.model,
+            "model_version": final.model_version,
+            "route_reason": final.route_reason,
+            "interaction_id": final.interaction_id,
+        }
+    )
+    st.rerun()

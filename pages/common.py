@@ -1,0 +1,31 @@
+"""Shared page helpers: the cached services, the signed-in user, notices. UI only."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dmac_core.learning_system import LearningSystem
+
+
+@st.cache_resource(show_spinner="Starting the workbench…")
+def services() -> LearningSystem:
+    """One LearningSystem per server process, shared by every browser session."""
+    from dmac_core import get_learning_system
+
+    return get_learning_system()
+
+
+def current_user() -> str:
+    """The signed-in user, or "local" when sign-in is not configured (loopback only)."""
+    return str(st.session_state.get("dmac_user") or "local")
+
+
+def show_log_health(system: LearningSystem) -> None:
+    """Tell the analyst when unreadable log lines were skipped (nothing is lost silently)."""
+    for item in system.store.health():
+        if item.skipped:
+            st.warning(f"⚠️ {item.notice()}. Run `python -m dmac_core doctor` to inspect or quarantine them.")
+
+
+def empty_state(message: str) -> None:
+    st.info(message, icon="ℹ️")

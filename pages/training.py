@@ -1,0 +1,84 @@
+"""Training: press "Train now", watch the run live, cancel it, see past runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dmac_core.charts import loss_figure
+from dmac_core.training.dataset import NotEnoughData
+from dmac_core.training.job import JobAlreadyRunning
+from pages.common import current_user, services, show_log_health
+
+system = services()
+jobs = system.jobs
+learner = system.config.learner
+
+# -- title ---------------------------------------------------------------------------------
+st.title("🏋️ Training")
+st.caption(
+    "Fine-tunes DeepSeek-RL (LoRA) on every answer rated "
+    f"{learner.min_rating_for_sft} or more — from any model — with a held-out validation split."
+)
+show_log_health(system)
+
+# -- inputs: the hyper-parameters in effect -------------------------------------------------
+with st.expander("Hyper-parameters in effect (config/config.yaml → models.deepseek)", expanded=False):
+    st.dataframe(
+        pd.DataFrame(
+            [
+                ("learning_rate", learner.learning_rate), ("batch_size", learner.batch_size),
+                ("epochs", learner.epochs), ("evaluation_interval", learner.evaluation_interval),
+                ("method", learner.method), ("LoRA r / alpha", f"{learner.lora.r} / {learner.lora.alpha}"),
+                ("LoRA target modules", ", ".join(learner.lora.target_modules)),
+                ("validation_fraction", learner.validation_fraction), ("max_length", learner.max_length),
+                ("learning_enabled", learner.learning_enabled),
+            ],
+            columns=["setting", "value"],
+        ).astype(str),
+        hide_index=True,
+        key="train_hparams",
+    )
+
+# -- call: start --------------------------------------------------------------------------------
+start_col, cancel_col = st.columns([1, 1])
+if start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
+    try:
+        jobs.start(trigger="manual", user=current_user())
+        st.toast("Training started")
+    except (JobAlreadyRunning, NotEnoughData, RuntimeError, ValueError) as exc:
+        st.warning(str(exc))
+if not learner.learning_enabled:
+    st.info("Learning is switched off (models.deepseek.learning_enabled: false).", icon="ℹ️")
+
+
+# -- render: live progress ---------------------------------------------------------------------
+@st.fragment(run_every=system.config.ui.progress_refresh_s)
+def live_progress() -> None:
+    snapshot = jobs.status()
+    if snapshot is None or snapshot.run_id is None:
+        st.info("No training has run in this server yet. Rate some answers, then press Train now.", icon="ℹ️")
+        return
+    total = max(int(snapshot.total_steps or 0), 1)
+    step = int(snapshot.step or 0)
+    label = f"Run {snapshot.run_id}: {snapshot.state} — step {step}/{snapshot.total_steps or '?'}"
+    st.progress(min(step / total, 1.0), text=label)
+    if snapshot.message:
+        (st.error if snapshot.state == "failed" else st.caption)(snapshot.message)
+    if snapshot.state in ("queued", "running"):
+        if st.button("⏹ Cancel", key="train_cancel"):
+            jobs.cancel()
+            st.toast("Cancelling after the current step…")
+    if snapshot.events:
+        st.plotly_chart(loss_figure(snapshot.events, title="Live loss"), key="train_live_loss")
+
+
+live_progress()
+
+# -- history: past runs --------------------------------------------------------------------------
+st.subheader("Past runs")
+runs = jobs.runs()
+if not runs:
+    st.info("No runs yet.", icon="ℹ️")
+else:
+    st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch", key="train_runs")
