@@ -1,0 +1,227 @@
+"""Gemini over the ``google-genai`` SDK (``from google import genai``).
+
+The SDK client is built with retries off (``HttpOptions.retry_options`` unset means one
+attempt) because the router retries; its timeout is given in milliseconds, as the SDK
+expects. Every SDK or transport error becomes a :class:`BackendError` whose ``kind`` and
+``retryable`` follow the shared rules in :mod:`dmac_core.backends.retry`, and whose message
+never contains the API key.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from typing import Any, Iterator
+
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from dmac_core.backends.base import Availability, BackendError, Generation, Message, StreamItem
+from dmac_core.backends.redact import redact
+from dmac_core.backends.retry import error_from_status, parse_retry_after
+from dmac_core.config import GeminiModelConfig
+from dmac_core.secrets import missing_key_reason
+
+try:  # the pinned SDK uses the httpx2 fork; plain httpx is accepted too in case a version switches
+    import httpx2 as _httpx
+except ImportError:  # pragma: no cover - depends on the installed SDK version
+    import httpx as _httpx  # type: ignore[no-redef]
+
+_MAX_DETAIL = 300  # keep error messages readable in the UI and the logs
+
+
+def to_gemini_contents(messages: list[Message]) -> tuple[list[types.Content], str | None]:
+    """Convert OpenAI-style ``[{role, content}]`` to Gemini ``contents`` + system instruction.
+
+    ``assistant`` becomes ``model``; all ``system`` messages are joined (in order) into the
+    one system instruction Gemini accepts. Raises :class:`BackendError` (bad_request) for an
+    unknown role or when no user/assistant turn is left.
+    """
+    contents: list[types.Content] = []
+    system: list[str] = []
+    for i, msg in enumerate(messages):
+        role = msg.get("role")
+        text = msg.get("content")
+        text = "" if text is None else str(text)
+        if role == "system":
+            if text:
+                system.append(text)
+        elif role in ("user", "assistant", "model"):
+            contents.append(types.Content(role="user" if role == "user" else "model", parts=[types.Part(text=text)]))
+        else:
+            raise BackendError(f"message {i} has unknown role {role!r}", kind="bad_request")
+    if not contents:
+        raise BackendError("no user or assistant message to send", kind="bad_request")
+    return contents, "\n\n".join(system) if system else None
+
+
+def _retry_delay_from_details(details: Any) -> float | None:
+    """Gemini puts its wish in the body (``google.rpc.RetryInfo.retryDelay`` = ``"37s"``)."""
+    try:
+        items = details.get("error", details).get("details") or []
+    except AttributeError:
+        return None
+    for item in items:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("RetryInfo"):
+            match = re.fullmatch(r"\s*([0-9.]+)s\s*", str(item.get("retryDelay", "")))
+            if match:
+                return float(match.group(1))
+    return None
+
+
+class GeminiBackend:
+    """A :class:`~dmac_core.backends.base.Backend` for one Gemini model."""
+
+    def __init__(self, name: str, config: GeminiModelConfig, api_key: str | None) -> None:
+        self.name = name
+        self.config = config
+        self._api_key = api_key or None
+        self._client: genai.Client | None = None
+        self._client_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show the key, even by accident
+        return f"GeminiBackend(name={self.name!r}, model={self.config.model!r})"
+
+    # -- protocol --------------------------------------------------------------------
+    def available(self) -> Availability:
+        """Usable when enabled in config and a key is known (no network call)."""
+        if not self.config.enabled:
+            return Availability(False, f"{self.name} is disabled in config")
+        if not self._api_key:
+            return Availability(False, missing_key_reason(self.config.api_key_env))
+        return Availability(True)
+
+    def generate(
+        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
+    ) -> Generation:
+        """One whole answer. Raises :class:`BackendError` on any failure."""
+        contents, gen_config = self._request(messages, max_new_tokens, temperature)
+        client = self._get_client()
+        start = time.perf_counter()
+        try:
+            response = client.models.generate_content(
+                model=self.config.model, contents=contents, config=gen_config
+            )
+        except Exception as exc:
+            raise self._map_error(exc) from None
+        return self._generation(response.text or "", response, start)
+
+    def stream(
+        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
+    ) -> Iterator[StreamItem]:
+        """Yield text deltas, then one final :class:`Generation`.
+
+        The request is sent on the first ``next()``; errors before the first delta can be
+        retried by the caller without the user having seen anything.
+        """
+        contents, gen_config = self._request(messages, max_new_tokens, temperature)
+        client = self._get_client()
+        start = time.perf_counter()
+        parts: list[str] = []
+        last: Any = None
+        usage: Any = None
+        first_ms: float | None = None
+        try:
+            for chunk in client.models.generate_content_stream(
+                model=self.config.model, contents=contents, config=gen_config
+            ):
+                last = chunk
+                usage = chunk.usage_metadata or usage
+                delta = chunk.text or ""
+                if delta:
+                    if first_ms is None:
+                        first_ms = (time.perf_counter() - start) * 1000
+                    parts.append(delta)
+                    yield delta
+        except Exception as exc:
+            raise self._map_error(exc) from None
+        gen = self._generation("".join(parts), last, start, usage=usage)
+        gen.extra["first_token_ms"] = first_ms
+        yield gen
+
+    def close(self) -> None:
+        """Close the SDK's HTTP connections (a new client is built on the next call)."""
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- helpers ---------------------------------------------------------------------
+    def _get_client(self) -> genai.Client:
+        if not self._api_key:
+            raise BackendError(f"{self.name}: {missing_key_reason(self.config.api_key_env)}", kind="auth")
+        with self._client_lock:
+            if self._client is None:
+                self._client = genai.Client(
+                    api_key=self._api_key,
+                    vertexai=False,
+                    http_options=types.HttpOptions(
+                        base_url=self.config.base_url,
+                        timeout=int(self.config.timeout_s * 1000),  # milliseconds
+                        retry_options=None,  # one attempt: the router owns retries
+                    ),
+                )
+            return self._client
+
+    def _request(
+        self, messages: list[Message], max_new_tokens: int | None, temperature: float | None
+    ) -> tuple[list[types.Content], types.GenerateContentConfig]:
+        contents, system = to_gemini_contents(messages)
+        gen_config = types.GenerateContentConfig(
+            system_instruction=system,
+            max_output_tokens=max_new_tokens or self.config.max_output_tokens,
+            temperature=self.config.temperature if temperature is None else temperature,
+        )
+        return contents, gen_config
+
+    def _generation(self, text: str, response: Any, start: float, usage: Any = None) -> Generation:
+        usage = usage or getattr(response, "usage_metadata", None)
+        extra: dict[str, Any] = {}
+        candidates = getattr(response, "candidates", None) or []
+        if candidates and candidates[0].finish_reason is not None:
+            extra["finish_reason"] = str(getattr(candidates[0].finish_reason, "value", candidates[0].finish_reason))
+        if getattr(response, "model_version", None):
+            # The exact snapshot the API ran; kept out of model_version, which the records
+            # reserve for local learner versions (DESIGN.md, "Records").
+            extra["response_model"] = response.model_version
+        if usage is not None and usage.thoughts_token_count:
+            extra["thoughts_tokens"] = usage.thoughts_token_count
+        return Generation(
+            text=text,
+            provider_model=self.config.model,
+            model_version=None,
+            tokens_in=usage.prompt_token_count if usage is not None else None,
+            tokens_out=usage.candidates_token_count if usage is not None else None,
+            latency_ms=(time.perf_counter() - start) * 1000,
+            extra=extra,
+        )
+
+    def _map_error(self, exc: BaseException) -> BackendError:
+        """Translate an SDK/transport exception into a :class:`BackendError` (key-free)."""
+        who = f"{self.name} ({self.config.model})"
+        if isinstance(exc, genai_errors.APIError):
+            headers = getattr(getattr(exc, "response", None), "headers", None)
+            retry_after = parse_retry_after(headers)
+            if retry_after is None:
+                retry_after = _retry_delay_from_details(exc.details)
+            detail = exc.message or exc.status or type(exc).__name__
+            err = error_from_status(who, int(exc.code or 0), str(detail)[:_MAX_DETAIL], retry_after)
+        elif isinstance(exc, _httpx.TimeoutException):
+            err = BackendError(
+                f"{who}: no answer within {self.config.timeout_s:g} s ({type(exc).__name__})",
+                retryable=True,
+                kind="timeout",
+            )
+        elif isinstance(exc, _httpx.TransportError):
+            err = BackendError(
+                f"{who}: cannot reach {self.config.base_url or 'the Gemini API'} ({type(exc).__name__}: {exc})",
+                retryable=True,
+                kind="connection",
+            )
+        else:
+            err = BackendError(f"{who}: {type(exc).__name__}: {str(exc)[:_MAX_DETAIL]}", kind="error")
+        # The key never belongs in a message, whatever a server or SDK put into the text.
+        err.args = (redact(str(err), [self._api_key]),)
+        return err
