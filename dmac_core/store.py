@@ -239,6 +239,12 @@ class LearningStore:
             rows.extend(self._refresh_file(kind, path).rows)
         return rows
 
+    def month_records(self, kind: str, month: str) -> list[dict[str, Any]]:
+        """Readable records of one month file (``YYYY-MM``), in file order; the list only grows
+        until the file is rewritten, so callers may remember how far they have read."""
+        path = self.kind_dir(kind) / f"{month}.jsonl"
+        return self._refresh_file(kind, path).rows if path.is_file() else []
+
     def health(self) -> list[FileHealth]:
         """Per-file counts of readable records and skipped lines, for every log file."""
         report = []

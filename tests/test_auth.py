@@ -1,0 +1,49 @@
+"""Sign-in: PBKDF2 hashes, constant-time checks, secrets.toml editing, loopback rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from dmac_core.auth import add_user, check_credentials, hash_password, is_loopback, load_users, verify_password
+from dmac_core.config import PROJECT_ROOT
+
+
+def test_hash_and_verify() -> None:
+    stored = hash_password("correct horse", iterations=1000)
+    assert stored.startswith("pbkdf2_sha256$1000$")
+    assert "correct horse" not in stored
+    assert verify_password("correct horse", stored)
+    assert not verify_password("wrong", stored)
+    assert not verify_password("correct horse", "garbage")
+
+
+def test_add_user_keeps_other_secrets_and_replaces_the_same_name(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('GEMINI_API_KEY = "k"\n', encoding="utf-8")
+    add_user("alice", "password-1", secrets)
+    add_user("bob", "password-2", secrets)
+    add_user("alice", "password-3", secrets)
+    users = load_users(secrets)
+    assert set(users) == {"alice", "bob"}
+    assert check_credentials("alice", "password-3", users)
+    assert not check_credentials("alice", "password-1", users)
+    assert not check_credentials("mallory", "password-3", users)
+    assert 'GEMINI_API_KEY = "k"' in secrets.read_text()
+
+
+def test_loopback_detection() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+
+
+def test_serve_refuses_a_public_address_without_users(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DMAC_SECRETS": str(tmp_path / "none.toml"), "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "dmac_core", "serve", "--address", "0.0.0.0"],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Refusing to listen on 0.0.0.0" in result.stderr
+    assert "add-user" in result.stderr
