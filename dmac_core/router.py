@@ -102,23 +102,19 @@ class ModelManager:
             return f"{name}: cooling down for {left:.0f}s after errors"
         return cap_exceeded(name, self.usage.usage(name), self.config.routing.caps.get(name))
 
-    def candidates(self, model: str | None = None) -> tuple[list[str], list[str]]:
-        """Models to try in order, and the reasons others were skipped."""
+    def candidates(self, model: str | None = None) -> list[tuple[str, str | None]]:
+        """Models in the order they would be tried, each with the reason it is skipped (or None)."""
         if model and model != AUTO:
             if model not in self.backends:
                 raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}")
             skip = self._skip_reason(model)
             if skip:
                 raise RoutingError(f"{self.display_name(model)} cannot answer now — {skip}")
-            return [model], []
+            return [(model, None)]
         order = self.config.routing_order()
         if self.config.routing.strategy == "best_rated":
             order = self._rank_by_rating(order)
-        chosen, skipped = [], []
-        for name in order:
-            reason = self._skip_reason(name)
-            (skipped if reason else chosen).append(reason or name)
-        return chosen, skipped
+        return [(name, self._skip_reason(name)) for name in order]
 
     def mean_ratings(self) -> dict[str, tuple[float, int]]:
         """Mean rating and count per model over the configured window (latest feedback only)."""
@@ -167,12 +163,11 @@ class ModelManager:
             messages.insert(0, {"role": "system", "content": system})
         return messages
 
-    def _route_reason(self, requested: str | None, name: str, skipped: list[str], failures: list[str]) -> str:
+    def _route_reason(self, requested: str | None, name: str, notes: list[str]) -> str:
         if requested and requested != AUTO:
             head = f"chosen by user: {name}"
         else:
             head = f"auto/{self.config.routing.strategy}: {name}"
-        notes = skipped + failures
         return head if not notes else f"{'; '.join(notes)} → {head}"
 
     def _max_retries(self, name: str) -> int:
@@ -226,14 +221,15 @@ class ModelManager:
         after that is raised (and logged) rather than silently mixing two models' answers.
         """
         messages = self._messages(prompt_or_messages)
-        order, skipped = self.candidates(model)
-        if not order:
-            raise RoutingError("No model can answer now: " + "; ".join(skipped))
-        failures: list[str] = []
-        for name in order:
+        # Notes on the models passed over so far, in routing order: skips and failures.
+        notes: list[str] = []
+        for name, skip in self.candidates(model):
+            if skip:
+                notes.append(skip)
+                continue
             backend = self.backends[name]
             started = time.perf_counter()
-            reason = self._route_reason(model, name, skipped, failures)
+            reason = self._route_reason(model, name, notes)
             emitted = False
             try:
                 stream = call_with_retries(
@@ -262,8 +258,8 @@ class ModelManager:
                 )
                 if emitted:
                     raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
-                failures.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
-        raise RoutingError("Every model failed: " + "; ".join(skipped + failures))
+                notes.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
+        raise RoutingError("No model could answer: " + "; ".join(notes))
 
     def respond(self, prompt_or_messages: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
         """Answer synchronously (see :meth:`respond_stream`)."""
