@@ -183,6 +183,9 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, the client's delayed
+            # ACK adds ~40 ms to every non-streamed answer (measured here: 22 → ~150-200 req/s through the SDKs).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - keep test output quiet
                 pass
