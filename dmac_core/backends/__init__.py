@@ -28,7 +28,7 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
     """One backend per configured model, in config order. API keys come from the
     environment or ``.streamlit/secrets.toml``; a model without its key reports itself
     unavailable (with the reason) instead of failing."""
-    from ..secrets import resolve_api_key
+    from ..secrets import SecretsError, resolve_api_key
 
     backends: dict[str, Backend] = {}
     for name, model in config.models.items():
@@ -42,14 +42,20 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
             else:  # another local model: served as configured, never trained here
                 other = ModelRegistry(config.data_path / f"models-{name}")
                 backends[name] = LocalBackend(name, model, config.resolve_path(model.base_model), other)
-        elif isinstance(model, GeminiModelConfig):
-            from .gemini import GeminiBackend
+        else:
+            try:
+                key = resolve_api_key(model.api_key_env)
+            except SecretsError as exc:  # a broken secrets.toml switches the model off, visibly
+                backends[name] = DisabledBackend(name, str(exc))
+                continue
+            if isinstance(model, GeminiModelConfig):
+                from .gemini import GeminiBackend
 
-            backends[name] = GeminiBackend(name, model, resolve_api_key(model.api_key_env))
-        elif isinstance(model, OpenAICompatModelConfig):
-            from .openai_compat import OpenAICompatBackend
+                backends[name] = GeminiBackend(name, model, key)
+            elif isinstance(model, OpenAICompatModelConfig):
+                from .openai_compat import OpenAICompatBackend
 
-            backends[name] = OpenAICompatBackend(name, model, resolve_api_key(model.api_key_env))
+                backends[name] = OpenAICompatBackend(name, model, key)
     return backends
 
 

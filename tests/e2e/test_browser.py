@@ -1,0 +1,85 @@
+"""The whole loop in a real browser: sign in, chat, rate, train, see the charts.
+
+Chromium (Debian's) drives `streamlit run` on 127.0.0.1 with the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmac_core.store import LearningStore
+from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, screenshot
+
+pytestmark = pytest.mark.e2e
+
+
+def sign_in(page: Any, url: str, password: str = E2E_PASSWORD) -> None:
+    page.goto(url)
+    page.get_by_label("User name").fill(E2E_USER)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def open_page(page: Any, title: str) -> None:
+    page.get_by_role("link", name=re.compile(title)).first.click()
+    page.get_by_role("heading", name=re.compile(title)).first.wait_for()
+
+
+def test_wrong_password_is_refused_and_nothing_else_is_reachable(app_server: tuple[str, Path], page: Any) -> None:
+    url, _ = app_server
+    sign_in(page, url, password="wrong-password")
+    page.get_by_text("Wrong user name or password.").wait_for()
+    for path in ("/chat", "/training", "/metrics", "/feedback"):
+        page.goto(url + path)
+        page.get_by_role("heading", name=re.compile("Sign in")).wait_for()
+        assert page.get_by_test_id("stChatInputTextArea").count() == 0
+    screenshot(page, "00-sign-in-refused")
+
+
+def test_chat_rate_train_and_see_metrics(app_server: tuple[str, Path], page: Any) -> None:
+    url, data_dir = app_server
+    sign_in(page, url)
+    page.get_by_role("heading", name=re.compile("Chat")).first.wait_for()
+
+    # Chat: an answer is streamed from the local (tiny) model.
+    page.get_by_test_id("stChatInputTextArea").fill("What does the workbench do?")
+    page.get_by_test_id("stChatInputTextArea").press("Enter")
+    page.get_by_role("button", name="Save rating").wait_for(timeout=60_000)
+    assert page.get_by_test_id("stChatMessage").count() == 2
+    screenshot(page, "01-chat")
+
+    # Rate with stars and a note; the record lands in the feedback log under the signed-in user.
+    page.get_by_test_id("stFeedbackButton").nth(3).click()  # the 4th star
+    page.get_by_label("Feedback (optional)").fill("Good start, add an example.")
+    page.get_by_label("Feedback (optional)").press("Enter")
+    page.get_by_role("button", name="Save rating").click()
+    page.get_by_text("Saved: 4/5").wait_for()
+    store = LearningStore(data_dir, fsync=False)
+    rows = store.records("feedback")
+    assert [(r["rating"], r["feedback"], r["user"]) for r in rows] == [(4, "Good start, add an example.", E2E_USER)]
+    screenshot(page, "02-rated")
+
+    # Enough rated material for a run (as if other analysts had rated before).
+    for i in range(5):
+        store.append_feedback(prompt=f"Question {i}?", response=f"Answer number {i}.", rating=5)
+
+    open_page(page, "Training")
+    page.get_by_role("button", name=re.compile("Train now")).click()
+    progress = page.get_by_test_id("stProgress")
+    progress.wait_for()
+    page.get_by_text(re.compile(r"completed — step (\d+)/\1")).wait_for(timeout=120_000)
+    screenshot(page, "03-training-done")
+    runs = sorted((data_dir / "runs").glob("*/run.json"))
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "completed"
+
+    open_page(page, "Metrics")
+    page.locator(".js-plotly-plot").first.wait_for()
+    assert page.locator(".js-plotly-plot").count() >= 2
+    page.get_by_text("Evaluations per model version").wait_for()
+    screenshot(page, "04-metrics")
+    assert page.dialogs == []  # type: ignore[attr-defined]
