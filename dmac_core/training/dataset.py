@@ -1,0 +1,335 @@
+"""Training data for the local learner, built from the learning logs, with lineage.
+
+Rules (DESIGN.md, "Learning from feedback"):
+
+- Every rated answer is material, whichever model wrote it (Gemini's good answers teach the
+  learner), and a rating given only as prompt + response counts exactly like a logged one.
+- Feedback is append-only: the latest record per (answer, user) supersedes older ones; the
+  ratings of several users for one answer are averaged.
+- SFT targets: answers whose mean rating is ``>= min_rating_for_sft``, plus every analyst
+  ``correction`` (treated as rated 5). Identical (prompt, completion) pairs are merged.
+- Weight of an SFT example = (rating - 1) / 4, so 5 → 1.0, 4 → 0.75, 3 → 0.5. TRL's
+  ``SFTTrainer`` has no per-example loss weight, so the trainer applies weights by
+  repetition (see :func:`weighted_sft_train`): when the training set mixes weights, examples of
+  weight 1.0 are seen twice per epoch and the others once; when all weigh the same,
+  repetition would only lengthen the epoch, so each is seen once.
+- DPO pairs: two answers to the same prompt with different (mean) ratings; a correction is
+  preferred to the answer it corrects. KTO: desirable ``>= min_rating_for_sft``, undesirable
+  ``<= max_rating_for_negative``.
+- Textual feedback stays with its example (``feedback`` field) for review.
+- The held-out split is stable across runs: an item is held out iff
+  ``sha256(normalised prompt) mod 1000 < validation_fraction * 1000``, so successive versions
+  are compared on the same items; at least one example always stays in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import LocalModelConfig
+from ..store import LearningStore
+
+Message = dict[str, str]
+
+
+class NotEnoughData(ValueError):
+    """Too few usable examples to train; the message says how many and what to do."""
+
+
+@dataclass
+class TrainingData:
+    """Datasets for the three methods plus the lineage that produced them."""
+
+    sft_train: list[dict[str, Any]] = field(default_factory=list)
+    sft_eval: list[dict[str, Any]] = field(default_factory=list)
+    dpo: list[dict[str, Any]] = field(default_factory=list)
+    dpo_eval: list[dict[str, Any]] = field(default_factory=list)
+    kto: list[dict[str, Any]] = field(default_factory=list)
+    kto_eval: list[dict[str, Any]] = field(default_factory=list)
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("sft_train", "sft_eval", "dpo", "dpo_eval", "kto", "kto_eval", "lineage")}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingData":
+        return cls(**{k: data.get(k, [] if k != "lineage" else {}) for k in cls.__dataclass_fields__})
+
+
+def normalise_prompt(prompt: str) -> str:
+    """Case- and whitespace-insensitive form of a prompt (for grouping and the split)."""
+    return re.sub(r"\s+", " ", prompt).strip().lower()
+
+
+def is_held_out(prompt: str, validation_fraction: float) -> bool:
+    """Stable split: the same prompt lands on the same side in every run."""
+    digest = hashlib.sha256(normalise_prompt(prompt).encode("utf-8")).hexdigest()
+    return int(digest, 16) % 1000 < int(round(validation_fraction * 1000))
+
+
+def rating_weight(rating: float) -> float:
+    """SFT weight from a (mean) rating: 5 → 1.0, 4 → 0.75, 3 → 0.5."""
+    return max(0.0, min(1.0, (float(rating) - 1.0) / 4.0))
+
+
+def weighted_sft_train(examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply example weights by repetition (see the module docstring for why)."""
+    weights = {round(ex["weight"], 6) for ex in examples}
+    if len(weights) <= 1:
+        return list(examples)
+    out: list[dict[str, Any]] = []
+    for ex in examples:
+        out.extend([ex] * (2 if ex["weight"] >= 1.0 else 1))
+    return out
+
+
+def _prompt_messages(prompt: str, interaction: dict[str, Any] | None) -> list[Message]:
+    """The conversation before the answer: the logged multi-turn context when there is one
+    that ends in this prompt, else the single user turn."""
+    if interaction:
+        msgs = [
+            {"role": str(m.get("role")), "content": str(m.get("content", ""))}
+            for m in interaction.get("messages") or []
+            if isinstance(m, dict) and m.get("role") in ("user", "assistant")
+        ]
+        if msgs and msgs[-1]["role"] == "user" and msgs[-1]["content"].strip() == prompt.strip():
+            return msgs
+    return [{"role": "user", "content": prompt}]
+
+
+@dataclass
+class _Answer:
+    """One distinct answer to one prompt, with every rating it received."""
+
+    prompt_messages: list[Message]
+    prompt: str
+    response: str
+    ratings: list[int] = field(default_factory=list)
+    record_ids: list[str] = field(default_factory=list)
+    feedback: list[str] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+    is_correction: bool = False
+
+    @property
+    def rating(self) -> float:
+        return 5.0 if self.is_correction else sum(self.ratings) / len(self.ratings)
+
+
+def _collect_answers(store: LearningStore) -> tuple[list[_Answer], dict[str, Any]]:
+    feedback = store.feedback(latest_only=True)
+    interactions = {row["id"]: row for row in store.records("interactions")}
+    answers: dict[tuple[str, str], _Answer] = {}
+    months: set[str] = set()
+    interaction_ids: set[str] = set()
+
+    def answer_for(prompt: str, response: str, interaction: dict[str, Any] | None, correction: bool) -> _Answer:
+        key = (normalise_prompt(prompt), response.strip() + ("\x00correction" if correction else ""))
+        if key not in answers:
+            answers[key] = _Answer(_prompt_messages(prompt, interaction), prompt, response.strip(), is_correction=correction)
+        return answers[key]
+
+    for row in feedback.to_dict("records"):
+        prompt, response = str(row.get("prompt") or ""), str(row.get("response") or "")
+        if not prompt.strip() or not response.strip():
+            continue
+        iid = row.get("interaction_id")
+        interaction = interactions.get(iid) if isinstance(iid, str) else None
+        if interaction is not None:
+            interaction_ids.add(iid)
+        ts = row.get("ts")
+        if ts is not None and hasattr(ts, "strftime"):
+            months.add(ts.strftime("%Y-%m"))
+        answer = answer_for(prompt, response, interaction, correction=False)
+        answer.ratings.append(int(row["rating"]))
+        answer.record_ids.append(str(row["id"]))
+        if interaction is not None:
+            answer.models.add(str(interaction.get("model")))
+        text = str(row.get("feedback") or "").strip()
+        if text:
+            answer.feedback.append(text)
+        correction = row.get("correction")
+        if isinstance(correction, str) and correction.strip():
+            fixed = answer_for(prompt, correction, interaction, correction=True)
+            fixed.ratings.append(5)
+            fixed.record_ids.append(str(row["id"]))
+            if text:
+                fixed.feedback.append(text)
+    meta = {
+        "feedback_records": int(len(feedback)),
+        "interaction_ids": sorted(interaction_ids),
+        "months": sorted(months),
+    }
+    return list(answers.values()), meta
+
+
+def _completion(text: str) -> list[Message]:
+    return [{"role": "assistant", "content": text}]
+
+
+def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | None = None) -> TrainingData:
+    """Build SFT / DPO / KTO data from the store's latest feedback, with lineage.
+
+    Raises :class:`NotEnoughData` when ``method`` (default ``cfg.method``) has fewer than
+    ``cfg.min_examples`` usable examples; ``auto`` needs enough for at least one method.
+    """
+    method = method or cfg.method
+    answers, meta = _collect_answers(store)
+    data = TrainingData()
+
+    # SFT: good answers and corrections; a (prompt, completion) pair appears once.
+    for ans in answers:
+        if ans.rating < cfg.min_rating_for_sft:
+            continue
+        example = {
+            "prompt": ans.prompt_messages,
+            "completion": _completion(ans.response),
+            "weight": rating_weight(ans.rating),
+            "rating": round(ans.rating, 3),
+            "record_ids": sorted(set(ans.record_ids)),
+            "feedback": "\n".join(dict.fromkeys(ans.feedback)),
+            "correction": ans.is_correction,
+        }
+        held_out = is_held_out(ans.prompt, cfg.validation_fraction)
+        (data.sft_eval if held_out else data.sft_train).append(example)
+    _dedupe(data.sft_train)
+    _dedupe(data.sft_eval)
+    if not data.sft_train and data.sft_eval:
+        # Always keep at least one training example: move the first held-out prompt group over.
+        first = normalise_prompt(data.sft_eval[0]["prompt"][-1]["content"])
+        data.sft_train = [e for e in data.sft_eval if normalise_prompt(e["prompt"][-1]["content"]) == first]
+        data.sft_eval = [e for e in data.sft_eval if normalise_prompt(e["prompt"][-1]["content"]) != first]
+
+    # DPO: per prompt, every pair of answers with different ratings (better one chosen).
+    by_prompt: dict[str, list[_Answer]] = defaultdict(list)
+    for ans in answers:
+        by_prompt[normalise_prompt(ans.prompt)].append(ans)
+    for key, group in by_prompt.items():
+        held_out = is_held_out(key, cfg.validation_fraction)
+        for a, b in itertools.combinations(group, 2):
+            if a.response == b.response or a.rating == b.rating:
+                continue
+            good, bad = (a, b) if a.rating > b.rating else (b, a)
+            (data.dpo_eval if held_out else data.dpo).append(
+                {
+                    "prompt": good.prompt_messages,
+                    "chosen": _completion(good.response),
+                    "rejected": _completion(bad.response),
+                    "margin": round(good.rating - bad.rating, 3),
+                    "record_ids": sorted(set(good.record_ids + bad.record_ids)),
+                }
+            )
+
+    # KTO: unpaired thumbs up / down.
+    for ans in answers:
+        if ans.rating >= cfg.min_rating_for_sft:
+            label = True
+        elif ans.rating <= cfg.max_rating_for_negative:
+            label = False
+        else:
+            continue
+        item = {
+            "prompt": ans.prompt_messages,
+            "completion": _completion(ans.response),
+            "label": label,
+            "record_ids": sorted(set(ans.record_ids)),
+        }
+        (data.kto_eval if is_held_out(ans.prompt, cfg.validation_fraction) else data.kto).append(item)
+
+    used_ids = sorted({rid for part in (data.sft_train, data.sft_eval, data.dpo, data.dpo_eval, data.kto, data.kto_eval) for ex in part for rid in ex["record_ids"]})
+    data.lineage = {
+        "feedback_ids": used_ids,
+        "interaction_ids": meta["interaction_ids"],
+        "months": meta["months"],
+        "counts": {
+            "feedback_records": meta["feedback_records"],
+            "answers": len(answers),
+            "sft_train": len(data.sft_train),
+            "sft_eval": len(data.sft_eval),
+            "dpo": len(data.dpo),
+            "dpo_eval": len(data.dpo_eval),
+            "kto": len(data.kto),
+            "kto_desirable": sum(1 for x in data.kto if x["label"]),
+            "kto_undesirable": sum(1 for x in data.kto if not x["label"]),
+            "kto_eval": len(data.kto_eval),
+            "corrections": sum(1 for a in answers if a.is_correction),
+            "with_text_feedback": sum(1 for e in data.sft_train + data.sft_eval if e["feedback"]),
+        },
+        "filters": {
+            "min_rating_for_sft": cfg.min_rating_for_sft,
+            "max_rating_for_negative": cfg.max_rating_for_negative,
+            "validation_fraction": cfg.validation_fraction,
+            "split": "sha256(normalised prompt) mod 1000 < validation_fraction*1000",
+            "latest_feedback_per_answer_and_user": True,
+            "ratings_of_several_users": "mean",
+        },
+    }
+    check_enough(data, cfg, method)
+    return data
+
+
+def usable_count(data: TrainingData, method: str) -> int:
+    """Number of usable examples for ``method`` (train + held out)."""
+    if method == "dpo":
+        return len(data.dpo) + len(data.dpo_eval)
+    if method == "kto":
+        return len(data.kto) + len(data.kto_eval)
+    return len(data.sft_train) + len(data.sft_eval)
+
+
+def choose_method(data: TrainingData, cfg: LocalModelConfig) -> str:
+    """``auto``: DPO when there are enough preference pairs, else KTO when there are
+    enough rated answers of both kinds, else SFT (the method that teaches content)."""
+    if len(data.dpo) >= cfg.min_examples:
+        return "dpo"
+    counts = data.lineage.get("counts", {})
+    if counts.get("kto_undesirable", 0) >= 1 and len(data.kto) >= cfg.min_examples and usable_count(data, "sft") < cfg.min_examples:
+        return "kto"
+    return "sft"
+
+
+def check_enough(data: TrainingData, cfg: LocalModelConfig, method: str) -> None:
+    """Raise :class:`NotEnoughData` with a message an analyst can act on."""
+    need = cfg.min_examples
+    if method == "auto":
+        method = choose_method(data, cfg)
+    have = usable_count(data, method)
+    if have >= need:
+        return
+    if method == "dpo":
+        msg = (
+            f"Only {have} preference pair{'s' if have != 1 else ''} (two answers to the same prompt with "
+            f"different ratings); rate at least {need} such pairs to train with DPO."
+        )
+    elif method == "kto":
+        msg = (
+            f"Only {have} answer{'s' if have != 1 else ''} rated ≥ {cfg.min_rating_for_sft} or ≤ "
+            f"{cfg.max_rating_for_negative}; rate at least {need} to train with KTO."
+        )
+    else:
+        msg = (
+            f"Only {have} rated answer{'s' if have != 1 else ''} with rating ≥ {cfg.min_rating_for_sft}; "
+            f"rate at least {need} to train."
+        )
+    raise NotEnoughData(msg)
+
+
+def _dedupe(examples: list[dict[str, Any]]) -> None:
+    """Merge identical (prompt, completion) examples in place, keeping the higher weight."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    out = []
+    for ex in examples:
+        key = (repr(ex["prompt"]), ex["completion"][0]["content"])
+        if key in seen:
+            kept = seen[key]
+            kept["weight"] = max(kept["weight"], ex["weight"])
+            kept["record_ids"] = sorted(set(kept["record_ids"]) | set(ex["record_ids"]))
+            kept["feedback"] = "\n".join(t for t in dict.fromkeys((kept["feedback"] + "\n" + ex["feedback"]).split("\n")) if t)
+            continue
+        seen[key] = ex
+        out.append(ex)
+    examples[:] = out
