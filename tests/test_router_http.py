@@ -70,6 +70,7 @@ def test_server_errors_retry_then_fall_back_and_401_does_not_retry(keys: None, t
     errors = [r for r in system.store.records("interactions") if r["error"]]
     assert len(errors) == 1 and errors[0]["model"] == "gemini"
 
+    (tmp_path / "b").mkdir()
     other = LearningSystem(http_config(tmp_path / "b", fake_gemini, fake_openai))
     fake_gemini.requests.clear()
     fake_gemini.enqueue(Reply(status=401, body=error_body(401, "API key not valid", "UNAUTHENTICATED")))
