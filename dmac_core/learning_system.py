@@ -34,23 +34,27 @@ class LearningSystem:
         """The local learner's backend (``models.deepseek``)."""
         return self.backends["deepseek"]
 
+    def evaluator(self, progress: Any = None) -> Any:
+        from .evaluation import Evaluator
+
+        return Evaluator(self.config, self.store, self.backends, progress=progress)
+
     def evaluate(
         self,
-        test_prompts: list[str],
+        test_prompts: list[Any],
         model: str = "deepseek",
         references: list[str | None] | None = None,
         suite: str = "adhoc",
+        max_new_tokens: int | None = None,
     ) -> dict[str, Any]:
         """Generate answers for ``test_prompts`` and score them (see :mod:`dmac_core.evaluation`)."""
-        from .evaluation import evaluate_model
-
-        return evaluate_model(
-            self.config, self.store, self.backends, test_prompts, model=model, references=references, suite=suite
+        return self.evaluator().evaluate_model(
+            test_prompts, model=model, references=references, suite=suite, max_new_tokens=max_new_tokens
         )
 
     async def evaluate_model(
         self,
-        test_prompts: list[str],
+        test_prompts: list[Any],
         model: str = "deepseek",
         references: list[str | None] | None = None,
         suite: str = "adhoc",
@@ -59,3 +63,39 @@ class LearningSystem:
         and aggregate metrics (ROUGE-1/2/L, BLEU against references — the best-rated logged
         answer when none is given — plus loss and token accuracy on the references)."""
         return await asyncio.to_thread(self.evaluate, test_prompts, model, references, suite)
+
+    def review_suites(self, max_trained: int = 16) -> dict[str, list[dict[str, Any]]]:
+        """The items versions are compared on: the stable held-out split, and (so that a small
+        first dataset still shows movement) up to ``max_trained`` of the rated training prompts."""
+        from .evaluation import heldout_suite, is_heldout, reference_index
+
+        fraction = self.config.learner.validation_fraction
+        index = reference_index(self.store, self.config.learner.min_rating_for_sft)
+        trained = [dict(item) for item in index.values() if not is_heldout(item["prompt"], fraction)]
+        suites = {"heldout": heldout_suite(self.store, self.config), "trained": trained[-max_trained:]}
+        return {name: items for name, items in suites.items() if items}
+
+    def evaluate_served(self, max_new_tokens: int = 64) -> dict[str, Any]:
+        """Evaluate the served local version on the review suites; returns the last summary."""
+        suites = self.review_suites()
+        if not suites:
+            raise ValueError("Nothing to evaluate on yet: rate some answers 4 or 5 first.")
+        evaluator = self.evaluator()
+        summary: dict[str, Any] = {}
+        for name, items in suites.items():
+            summary = evaluator.evaluate_model(items, model="deepseek", suite=name, max_new_tokens=max_new_tokens)
+        return summary
+
+    def evaluate_after_training(self, version_id: str, previous_id: str, max_new_tokens: int = 64) -> list[dict[str, Any]]:
+        """After a run: score the new version and the one it replaces on the same items, so the
+        Metrics page shows ROUGE / BLEU of both side by side."""
+        evaluator = self.evaluator()
+        results = []
+        for name, items in self.review_suites().items():
+            for version in dict.fromkeys([previous_id, version_id]):
+                results.append(
+                    evaluator.evaluate_model(
+                        items, model=f"deepseek@{version}", suite=name, max_new_tokens=max_new_tokens
+                    )
+                )
+        return results

@@ -41,6 +41,7 @@ def review_table(store: LearningStore) -> pd.DataFrame:
     else:
         table = answers.assign(rating=pd.NA, feedback=None, correction=None, rated_by=None, rated_at=pd.NaT)
     table = table.copy()
+    table["ts"] = pd.to_datetime(table["ts"], utc=True)
     table["month"] = table["ts"].dt.strftime("%Y-%m") if len(table) else pd.Series(dtype="object")
     table["rating"] = pd.to_numeric(table["rating"], errors="coerce").astype("Int64")
     for column in REVIEW_COLUMNS:

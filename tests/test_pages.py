@@ -1,0 +1,131 @@
+"""Every page through Streamlit's AppTest, on the tiny model in a temporary data dir."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import dmac_core
+from dmac_core.config import PROJECT_ROOT, Config
+from dmac_core.store import LearningStore
+
+APP = str(PROJECT_ROOT / "app.py")
+
+
+@pytest.fixture
+def app_env(tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
+    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "no-secrets.toml"))
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()
+    yield tiny_config
+    system = dmac_core.get_learning_system()
+    system.jobs.cancel()
+    system.jobs.wait(60)
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()
+
+
+def new_app() -> AppTest:
+    return AppTest.from_file(APP, default_timeout=120)
+
+
+def test_chat_answers_and_rating_lands_in_the_feedback_file(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    assert not at.exception
+    assert "No messages yet" in at.info[0].value
+    at.chat_input(key="chat_input").set_value("What is a workbench?").run()
+    assert not at.exception, at.exception
+    history = at.session_state["chat_history"]
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    answer = history[-1]
+    assert answer["model"] == "deepseek" and answer["model_version"] == "base"
+    assert answer["route_reason"] == "auto/priority: deepseek"
+    iid = answer["interaction_id"]
+
+    at.feedback(key=f"chat_stars_{iid}").set_value(3).run()  # 0-based: the 4th star
+    at.text_input(key=f"chat_note_{iid}").input("Clear, but add an example.").run()
+    at.button(key=f"chat_save_{iid}").click().run()
+    assert not at.exception
+    assert any("Saved: 4/5" in c.value for c in at.caption)
+
+    store = LearningStore(app_env.data_path)
+    [feedback] = store.records("feedback")
+    assert (feedback["interaction_id"], feedback["rating"], feedback["feedback"], feedback["user"]) == (
+        iid, 4, "Clear, but add an example.", "local"
+    )
+    [interaction] = store.records("interactions")
+    assert interaction["id"] == iid and interaction["prompt"] == "What is a workbench?"
+
+
+def test_empty_chat_input_is_refused(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.chat_input(key="chat_input").set_value("   ").run()
+    assert "empty" in at.warning[0].value
+    assert LearningStore(app_env.data_path).records("interactions") == []
+
+
+def seed_ratings(config: Config, n: int = 6) -> None:
+    store = LearningStore(config.data_path, fsync=False)
+    for i in range(n):
+        store.append_feedback(prompt=f"What is fact {i}?", response=f"Fact {i} is blue number {i}.", rating=5)
+
+
+def test_feedback_page_lists_and_filters(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.switch_page("pages/feedback.py").run()
+    assert "No answers logged yet" in at.info[0].value
+    seed_ratings(app_env, 3)
+    at.run()
+    assert not at.exception
+    assert at.metric[0].value == "3"
+    table = at.dataframe[0].value
+    assert len(table) == 3 and set(table["rating"]) == {5}
+    at.multiselect(key="fb_ratings").set_value([1]).run()
+    assert at.metric[0].value == "0"
+
+
+def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.switch_page("pages/training.py").run()
+    at.button(key="train_start").click().run()
+    assert "rate at least" in at.warning[0].value.lower() or "only" in at.warning[0].value.lower()
+
+    seed_ratings(app_env)
+    at.button(key="train_start").click().run()
+    assert not at.exception
+    jobs = dmac_core.get_learning_system().jobs
+    snapshot = jobs.wait(180)
+    assert snapshot.state == "completed", snapshot.message
+    at.run()  # run_every fragments do not tick in AppTest: rerun to draw the final state
+    assert not at.exception
+    progress = at.get("progress")[0]
+    assert progress.value == 100 and "completed" in progress.proto.text
+    assert at.get("plotly_chart"), "the live loss chart is drawn"
+    runs = at.dataframe[-1].value
+    assert len(runs) == 1 and runs.iloc[0]["state"] == "completed"
+
+    at.switch_page("pages/metrics.py").run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2
+    loss = json.loads(charts[0].proto.spec)
+    assert [t["name"] for t in loss["data"]][:1] == ["train loss"]
+
+
+def test_metrics_page_empty_state(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.switch_page("pages/metrics.py").run()
+    assert not at.exception
+    assert any("No training runs yet" in i.value for i in at.info)
