@@ -1,0 +1,343 @@
+"""Evaluation: reference loss, batched generation, suites, ``evaluate_model`` and comparisons.
+
+Metric definitions live in :mod:`dmac_core.metrics`; this module runs models on suites and
+persists the results to ``<data_dir>/evals/YYYY-MM.jsonl``. Evaluation calls backends
+directly (not through the router): its answers are measurements, not conversations, so they
+never land in the interaction logs that training reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+import yaml
+
+from . import metrics as M
+from .backends.base import Backend, BackendError
+from .config import Config
+from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss
+from .records import new_id
+from .store import LearningStore
+
+__all__ = [
+    "Comparison", "Evaluator", "SuiteError", "generate_batch", "generate_batch_details", "heldout_bucket",
+    "heldout_suite", "is_heldout", "load_suite", "normalize_prompt", "parse_suite", "reference_index", "reference_loss",
+]
+
+
+class SuiteError(ValueError):
+    """A test-set file is unreadable or malformed; the message names the file and line."""
+
+
+# -- the held-out split (shared with training/dataset.py: one implementation) ----------------
+def normalize_prompt(prompt: str) -> str:
+    """Whitespace-collapsed, case-folded prompt: the identity of a question for splits and lookups."""
+    return " ".join(str(prompt).split()).casefold()
+
+
+def heldout_bucket(prompt: str) -> int:
+    """Stable bucket 0..999 of a prompt (SHA-256 of the normalised prompt): the same on every
+    machine and run, unlike Python's salted ``hash``."""
+    digest = hashlib.sha256(normalize_prompt(prompt).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 1000
+
+
+def is_heldout(prompt: str, fraction: float) -> bool:
+    """True when ``prompt`` belongs to the held-out split of size ``fraction`` (0..1)."""
+    return heldout_bucket(prompt) < round(fraction * 1000)
+
+
+# -- references from the logs ------------------------------------------------------------------
+def reference_index(store: LearningStore, min_rating: int) -> dict[str, dict[str, Any]]:
+    """Best logged answer per normalised prompt: the newest analyst correction first, else the
+    highest-rated answer rated ≥ ``min_rating`` (newest among equals). Low-rated answers are
+    never references: scoring a model by its similarity to a bad answer would reward badness."""
+    best: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+    for order, row in enumerate(store.feedback().to_dict("records")):  # rows are in time order
+        correction, rating = row.get("correction"), row.get("rating")
+        if isinstance(correction, str) and correction.strip():
+            rank, text, source = (1, 0, order), correction, "correction"
+        elif isinstance(rating, (int, float)) and not pd.isna(rating) and rating >= min_rating:
+            rank, text, source = (0, int(rating), order), row["response"], f"rated {int(rating)}"
+        else:
+            continue
+        key = normalize_prompt(row["prompt"])
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, {"prompt": row["prompt"], "reference": text, "reference_source": source})
+    return {key: value for key, (_, value) in best.items()}
+
+
+def heldout_suite(store: LearningStore, cfg: Config) -> list[dict[str, Any]]:
+    """The stable held-out split of the logs: prompts with a good reference whose bucket is
+    below ``validation_fraction``×1000 (training leaves exactly these out)."""
+    fraction = cfg.learner.validation_fraction
+    index = reference_index(store, cfg.learner.min_rating_for_sft)
+    return [dict(item) for item in index.values() if is_heldout(item["prompt"], fraction)]
+
+
+# -- suites from files -------------------------------------------------------------------------
+def load_suite(path: str | Path) -> list[dict[str, Any]]:
+    """Read a YAML (list, or mapping with ``items``) or JSONL test set of
+    ``{"prompt": str, "reference": str | null}`` items (a bare string is a prompt)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"Cannot read test set {path}: {exc}") from None
+    return parse_suite(text, str(path))
+
+
+def parse_suite(text: str, source: str) -> list[dict[str, Any]]:
+    """Parse a test set's text; ``source`` (a file name) picks the format and names errors."""
+    if source.lower().endswith(".jsonl"):
+        entries = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    entries.append((lineno, json.loads(line)))
+                except ValueError as exc:
+                    raise SuiteError(f"{source}, line {lineno}: not valid JSON ({exc})") from None
+    elif source.lower().endswith((".yaml", ".yml")):
+        entries = _yaml_entries(text, source)
+    else:
+        raise SuiteError(f"{source}: unknown test-set format; use .yaml, .yml or .jsonl")
+    items = [_suite_item(entry, f"{source}, line {lineno}") for lineno, entry in entries]
+    if not items:
+        raise SuiteError(f"{source}: the test set has no items")
+    return items
+
+
+def _yaml_entries(text: str, source: str) -> list[tuple[int, Any]]:
+    try:
+        data, root = yaml.safe_load(text), yaml.compose(text)
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"{source}: not valid YAML ({exc})") from None
+    if isinstance(data, dict) and set(data) <= {"name", "items"} and "items" in data:
+        data = data["items"]
+        root = next(v for k, v in root.value if k.value == "items")
+    if not isinstance(data, list):
+        raise SuiteError(f"{source}: expected a list of items (or a mapping with 'items'), got {type(data).__name__}")
+    return [(node.start_mark.line + 1, entry) for node, entry in zip(root.value, data)]
+
+
+def _suite_item(entry: Any, where: str) -> dict[str, Any]:
+    if isinstance(entry, str):
+        entry = {"prompt": entry}
+    if not isinstance(entry, dict):
+        raise SuiteError(f"{where}: expected a prompt string or a mapping, got {type(entry).__name__}")
+    unknown = set(entry) - {"prompt", "reference", "id"}
+    if unknown:
+        raise SuiteError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: prompt, reference, id")
+    prompt, reference = entry.get("prompt"), entry.get("reference")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise SuiteError(f"{where}: 'prompt' must be a non-empty string")
+    if reference is not None and not isinstance(reference, str):
+        raise SuiteError(f"{where}: 'reference' must be a string or null, got {type(reference).__name__}")
+    return {"prompt": prompt, "reference": reference or None, **({"id": entry["id"]} if "id" in entry else {})}
+
+
+@dataclass
+class Comparison:
+    """One suite through several models: per-model results, side-by-side items, significance."""
+
+    comparison_id: str
+    results: list[dict[str, Any]]  # one evaluate_model() result per model, in the order given
+    summary: pd.DataFrame  # one row per model: aggregate metrics
+    table: pd.DataFrame  # one row per item: prompt, reference, each model's output and scores
+    significance: pd.DataFrame  # each model vs the first: diff, 95 % CI, significant
+
+
+
+class Evaluator:
+    """Runs suites through models (``backends`` by config name) and persists the results.
+
+    A local model may be named with a version, ``"deepseek@v0002"`` (or ``"deepseek@base"``),
+    to evaluate a version other than the served one; plain ``"deepseek"`` is the served one.
+    """
+
+    def __init__(
+        self, config: Config, store: LearningStore, backends: dict[str, Backend], batch_size: int = 8,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config, self.store, self.backends = config, store, backends
+        self.batch_size = batch_size
+        self.progress = progress
+        self._versions: dict[tuple[str, str], Any] = {}  # (backend, version) -> LoadedModel
+
+    # -- items and references -----------------------------------------------------------
+    def resolve_items(self, test_prompts: Sequence[Any], references: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+        """Suite items with references: given ones first, else the best logged answer, else none."""
+        items = [dict(p) if isinstance(p, dict) else {"prompt": p} for p in test_prompts]
+        if references is not None:
+            M._check_aligned(items, references)
+            for item, ref in zip(items, references):
+                item["reference"] = ref
+        index: dict[str, dict[str, Any]] | None = None
+        for item in items:
+            if item.get("reference"):
+                item.setdefault("reference_source", "given")
+                continue
+            if "reference_source" in item:  # already resolved (e.g. by compare_models): no logged answer
+                continue
+            if index is None:
+                index = reference_index(self.store, self.config.learner.min_rating_for_sft)
+            found = index.get(normalize_prompt(item["prompt"]))
+            item["reference"] = found["reference"] if found else None
+            item["reference_source"] = found["reference_source"] if found else None
+        return items
+
+    def _target(self, model: str) -> tuple[str, Backend, Any]:
+        name, _, version = model.partition("@")
+        if name not in self.backends:
+            raise KeyError(f"Unknown model {name!r}; known: {', '.join(sorted(self.backends))}")
+        backend = self.backends[name]
+        if not hasattr(backend, "current"):  # an API model
+            if version:
+                raise ValueError(f"{name} is an API model: only the local learner has versions (got {model!r})")
+            return name, backend, None
+        if not version:
+            return name, backend, backend.current()
+        if (name, version) not in self._versions:
+            from .backends.local import load_model
+
+            if len(self._versions) >= 2:  # each copy of the model costs ~0.5 GB: keep few
+                self._versions.pop(next(iter(self._versions)))
+            self._versions[(name, version)] = load_model(backend.base_path, backend.registry.get(version), backend.dtype)
+        return name, backend, self._versions[(name, version)]
+
+    # -- one model ------------------------------------------------------------------------
+    def evaluate_model(
+        self, test_prompts: Sequence[Any], model: str = "deepseek", references: Sequence[str | None] | None = None,
+        suite: str = "adhoc", max_new_tokens: int | None = None, **record_extra: Any,
+    ) -> dict[str, Any]:
+        """Answer every prompt with ``model``, score against references, persist, return the result.
+
+        ``test_prompts``: strings or ``{"prompt", "reference"}`` items. Items without any
+        reference (none given, none logged) get generation-only results marked
+        ``has_reference: False`` and are left out of the similarity and loss metrics.
+        """
+        items = self.resolve_items(test_prompts, references)
+        name, backend, loaded = self._target(model)
+        system = self.config.routing.system_prompt
+        started = time.perf_counter()
+        max_new = max_new_tokens
+        if loaded is not None:
+            max_new = max_new_tokens or self.config.learner.max_new_tokens
+            outs = generate_batch_details(loaded, [i["prompt"] for i in items], max_new, self.batch_size, system, self.progress)
+            version, provider = loaded.version, getattr(backend, "base_path", Path(name)).name
+        else:
+            outs, version, provider = [], None, getattr(getattr(backend, "config", None), "model", name)
+            for item in items:
+                outs.append(self._api_answer(backend, item["prompt"], max_new_tokens, system))
+                if self.progress:
+                    self.progress(1)
+        wall_s = time.perf_counter() - started
+        rows = [
+            {"index": k, "prompt": it["prompt"], "reference": it["reference"], "reference_source": it["reference_source"],
+             "has_reference": it["reference"] is not None, "output": out["text"], "tokens_in": out.get("tokens_in"),
+             "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error")}
+            for k, (it, out) in enumerate(zip(items, outs))
+        ]
+        metrics = self._score(rows, loaded, system)
+        metrics.update(wall_s=wall_s, max_new_tokens=max_new, batch_size=self.batch_size if loaded else 1)
+        record = self.store.append_eval(
+            model=name, model_version=version, suite=suite, n=len(rows), metrics=metrics, per_item=rows,
+            provider_model=provider, **record_extra,
+        )
+        return {"model": name, "model_version": version, "suite": suite, "n": len(rows), "metrics": metrics,
+                "per_item": rows, "eval_id": record.id}
+
+    @staticmethod
+    def _api_answer(backend: Backend, prompt: str, max_new_tokens: int | None, system: str) -> dict[str, Any]:
+        # Temperature 0: evaluation should measure the model, not the dice. A failed call counts
+        # as an empty answer (score 0) so a flaky model is not flattered by dropping its misses.
+        started = time.perf_counter()
+        try:
+            gen = backend.generate(_messages(prompt, system), max_new_tokens=max_new_tokens, temperature=0.0)
+        except BackendError as exc:
+            return {"text": "", "error": str(exc)[:300], "latency_ms": (time.perf_counter() - started) * 1000.0}
+        return {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+                "latency_ms": gen.latency_ms if gen.latency_ms is not None else (time.perf_counter() - started) * 1000.0}
+
+    def _score(self, rows: list[dict[str, Any]], loaded: Any, system: str) -> dict[str, Any]:
+        scored = [r for r in rows if r["has_reference"]]
+        preds, refs = [r["output"] for r in scored], [r["reference"] for r in scored]
+        rouge, bleu = M.rouge_scores(preds, refs), M.bleu(preds, refs)
+        for k, row in enumerate(scored):
+            row.update(rouge["per_item"][k], bleu=bleu["per_item"][k], key_term_recall=M.key_term_recall(preds[k], refs[k]))
+        loss: dict[str, Any] = {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
+        if loaded is not None and scored:
+            with loaded.lock:
+                loss = reference_loss(loaded.model, loaded.tokenizer, [r["prompt"] for r in scored], refs,
+                                      self.batch_size, self.config.learner.max_length, system)
+            for row, item in zip(scored, loss["per_item"]):
+                row.update(loss=item["loss"], perplexity=item["perplexity"], token_accuracy=item["token_accuracy"])
+        for row in rows:
+            for key in (*M.ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy"):
+                row.setdefault(key, None)
+        tokens_out = [r["tokens_out"] for r in rows if r["tokens_out"] is not None]
+        return {
+            "n_items": len(rows), "n_with_reference": len(scored),
+            "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
+            "bleu": bleu["corpus"], "bleu_sentence_mean": M.mean_of(bleu["per_item"]),
+            "key_term_recall": M.mean_of([r["key_term_recall"] for r in scored]),
+            "loss": loss["loss"], "perplexity": loss["perplexity"], "token_accuracy": loss["token_accuracy"],
+            "reference_tokens": loss["tokens"],
+            "latency_ms_mean": M.mean_of([r["latency_ms"] for r in rows]),
+            "tokens_in": sum(r["tokens_in"] or 0 for r in rows), "tokens_out": sum(tokens_out),
+            "tokens_out_mean": M.mean_of(tokens_out), "errors": sum(1 for r in rows if r["error"]),
+        }
+
+    # -- several models -----------------------------------------------------------------------
+    def compare_models(
+        self, suite_items: Sequence[Any], models: Sequence[str], suite: str = "compare",
+        max_new_tokens: int | None = None, n_boot: int = 1000, seed: int = 0,
+    ) -> Comparison:
+        """Run the same items (references resolved once, up front) through every model, persist
+        each result with a shared ``comparison_id``, and test each model against the first."""
+        if not models:
+            raise ValueError("compare_models needs at least one model")
+        items = self.resolve_items(suite_items)
+        cid = new_id()
+        results = [self.evaluate_model(items, model=m, suite=suite, max_new_tokens=max_new_tokens, comparison_id=cid)
+                   for m in models]
+        labels = _unique_labels(models)
+        table = pd.DataFrame({"prompt": [i["prompt"] for i in items], "reference": [i["reference"] for i in items]})
+        for label, res in zip(labels, results):
+            for key in ("output", "rougeL", "bleu", "key_term_recall"):
+                table[f"{label}: {key}"] = [row[key] for row in res["per_item"]]
+        keys = ("model_version", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss", "token_accuracy",
+                "latency_ms_mean", "tokens_out_mean", "errors")
+        summary = pd.DataFrame([{"model": label, **{k: res.get(k, res["metrics"].get(k)) for k in keys},
+                                 "eval_id": res["eval_id"]} for label, res in zip(labels, results)])
+        base = results[0]["per_item"]
+        ref_rows = [k for k, row in enumerate(base) if row["has_reference"]]
+        tests = []
+        for label, res in zip(labels[1:], results[1:]):
+            other = res["per_item"]
+            pairs = [(base[k], other[k]) for k in ref_rows]
+            kt = [(a["key_term_recall"], b["key_term_recall"]) for a, b in pairs if a["key_term_recall"] is not None]
+            for metric, outcome in (
+                ("rougeL", M.bootstrap_diff([a["rougeL"] for a, _ in pairs], [b["rougeL"] for _, b in pairs], n_boot, seed)),
+                ("bleu", M.bleu_bootstrap_diff([a["output"] for a, _ in pairs], [b["output"] for _, b in pairs],
+                                               [a["reference"] for a, _ in pairs], n_boot, seed)),
+                ("key_term_recall", M.bootstrap_diff([a for a, _ in kt], [b for _, b in kt], n_boot, seed)),
+            ):
+                tests.append({"model": label, "baseline": labels[0], "metric": metric, **outcome})
+        columns = ["model", "baseline", "metric", "diff", "ci_low", "ci_high", "significant", "p_value", "n_items"]
+        return Comparison(cid, results, summary, table, pd.DataFrame(tests, columns=columns))
+
+
+def _unique_labels(models: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    labels = []
+    for m in models:
+        seen[m] = seen.get(m, 0) + 1
+        labels.append(m if seen[m] == 1 else f"{m} #{seen[m]}")
+    return labels
