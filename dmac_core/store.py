@@ -10,7 +10,10 @@ glued onto the fragment and lost); the file is ``fsync``-ed before an append ret
 
 Reads are tolerant and incremental: blank, partial, non-JSON, non-UTF-8 and schema-invalid
 lines are skipped and counted per file (see :meth:`LearningStore.health`), and only the
-bytes appended since the last read are parsed again.
+bytes appended since the last read are parsed again. Interactions (the big log) are parsed
+with Arrow's multi-threaded JSON reader into one table per appended chunk; a chunk Arrow
+refuses is bisected down to its broken lines, which are checked one by one. Python dicts
+(:meth:`records`) are built from the file lazily, only when asked for.
 """
 
 from __future__ import annotations
@@ -24,9 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
+
+__all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
 
 KINDS = ("interactions", "feedback", "evals")
 # Required keys per kind: enough to tell a record from a fragment that happens to be JSON,
@@ -36,6 +46,37 @@ _REQUIRED = {
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
 }
+# The type each required key must have (bool is refused where an int is required).
+_REQUIRED_TYPES: dict[str, type] = {"rating": int, "metrics": dict}
+# Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
+# typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
+_ARROW_KINDS = ("interactions",)
+_STR = pa.large_string()  # what pandas' "str" dtype holds: no copy when building the frame
+_INTERACTION_SCHEMA = pa.schema(
+    [
+        ("schema", pa.int64()),
+        ("id", _STR),
+        ("ts", _STR),
+        ("user", _STR),
+        ("session_id", _STR),
+        ("model", _STR),
+        ("provider_model", _STR),
+        ("model_version", _STR),
+        ("messages", pa.list_(pa.struct([("role", _STR), ("content", _STR)]))),
+        ("prompt", _STR),
+        ("response", _STR),
+        ("latency_ms", pa.float64()),
+        ("tokens_in", pa.int64()),
+        ("tokens_out", pa.int64()),
+        ("route_reason", _STR),
+        ("error", _STR),
+    ]
+)
+_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=_INTERACTION_SCHEMA, unexpected_field_behavior="infer")
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
+_TS_TYPE = pa.timestamp("ms", tz="UTC")
+_BISECT_LEAF_LINES = 32  # below this many lines a refused chunk is checked line by line
+_FINGERPRINT = 64  # bytes before the read offset remembered to notice a rewritten file
 
 
 @dataclass
@@ -49,16 +90,38 @@ class FileHealth:
     partial_tail: bool = False
 
     def notice(self) -> str:
+        """The one-line warning the pages show, e.g. "3 unreadable lines skipped in ..."."""
         return f"{self.skipped} unreadable line{'s' if self.skipped != 1 else ''} skipped in {self.path}"
+
+
+@dataclass
+class _Segment:
+    """The records parsed from one appended byte range ``[start, end)`` of a log file."""
+
+    start: int
+    end: int
+    count: int
+    table: pa.Table | None = None  # Arrow kinds: the readable rows (``ts`` still as text)
+    ts: pa.Array | None = None  # Arrow kinds: ``ts`` parsed once, reused by every frame
+    rows: list[dict[str, Any]] | None = None  # Python dicts, built lazily for Arrow kinds
 
 
 @dataclass
 class _FileCache:
     inode: int = -1
     offset: int = 0
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: bytes = b""
+    segments: list[_Segment] = field(default_factory=list)
     skipped: int = 0
     partial_tail: bool = False
+
+    @property
+    def count(self) -> int:
+        return sum(segment.count for segment in self.segments)
+
+
+class _Stale(Exception):
+    """A log file was replaced (doctor, delete-user) while its rows were being read."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -76,23 +139,42 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def _dumps(data: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:  # e.g. an integer beyond 64 bits in free-form metrics
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
 class LearningStore:
-    """Append-only learning logs under ``data_dir``; safe across threads and processes."""
+    """Append-only learning logs under ``data_dir``; safe across threads and processes.
+
+    Frames returned by :meth:`interactions`, :meth:`feedback` and :meth:`evals` are cached
+    and handed out as shallow copies: with pandas' copy-on-write, assigning to a returned
+    frame never changes the cache, but the Python objects inside cells (dicts, lists) are
+    shared, so do not mutate those in place.
+    """
 
     def __init__(self, data_dir: str | os.PathLike[str], fsync: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.fsync = fsync
         self._thread_locks = {kind: threading.RLock() for kind in KINDS}
         self._cache: dict[Path, _FileCache] = {}
-        self._cache_lock = threading.Lock()
+        # One re-entrant lock for all read caches: reads are cheap once cached, and a single
+        # lock keeps file caches, frames and the index consistent with each other.
+        self._cache_lock = threading.RLock()
+        self._frames: dict[str, tuple[tuple[Any, ...], pd.DataFrame]] = {}
+        self.parsed_bytes = 0  # bytes parsed so far: lets tests prove reads are incremental
 
     # -- paths and locking -------------------------------------------------------------
     def kind_dir(self, kind: str) -> Path:
+        """The directory of one record kind (``<data_dir>/<kind>``)."""
         if kind not in KINDS:
             raise ValueError(f"unknown record kind {kind!r}; expected one of {KINDS}")
         return self.data_dir / kind
 
     def month_files(self, kind: str) -> list[Path]:
+        """The month files of ``kind``, oldest first."""
         directory = self.kind_dir(kind)
         if not directory.is_dir():
             return []
@@ -114,30 +196,24 @@ class LearningStore:
     # -- appends -----------------------------------------------------------------------
     def append(self, kind: str, record: _Record) -> _Record:
         """Append a validated record to its month file; return once it is durable."""
-        line = json.dumps(record.to_json_dict(), ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        line = _dumps(record.to_json_dict()) + b"\n"
         directory = self.kind_dir(kind)
         path = directory / f"{record.month()}.jsonl"
         with self.locked(kind):
-            created = not path.exists()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 size = os.fstat(fd).st_size
-                if size > 0:
-                    # A writer killed mid-record leaves no trailing newline: start on a fresh
-                    # line so this acknowledged record is never glued onto the fragment.
-                    rfd = os.open(path, os.O_RDONLY)
-                    try:
-                        last = os.pread(rfd, 1, size - 1)
-                    finally:
-                        os.close(rfd)
-                    if last != b"\n":
-                        line = b"\n" + line
+                # A writer killed mid-record leaves no trailing newline: start on a fresh
+                # line so this acknowledged record is never glued onto the fragment.
+                if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
                 _write_all(fd, line)
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if created and self.fsync:
+            # A new month file is only durable once its directory entry is.
+            if size == 0 and self.fsync:
                 _fsync_dir(directory)
         return record
 
@@ -195,102 +271,220 @@ class LearningStore:
         return record
 
     def append_eval(self, **fields: Any) -> EvalResult:
+        """Validate and append an evaluation result."""
         record = validate_record("evals", fields)
         assert isinstance(record, EvalResult)
         self.append("evals", record)
         return record
 
-    # -- reads -------------------------------------------------------------------------
+    # -- incremental parsing -----------------------------------------------------------
     def _refresh_file(self, kind: str, path: Path) -> _FileCache:
         """Parse the bytes appended to ``path`` since the last read (all of it if rewritten)."""
         with self._cache_lock:
-            cache = self._cache.setdefault(path, _FileCache())
             try:
-                stat = path.stat()
+                handle = open(path, "rb")
             except FileNotFoundError:
                 self._cache.pop(path, None)
                 return _FileCache()
-            if stat.st_ino != cache.inode or stat.st_size < cache.offset:
-                cache = self._cache[path] = _FileCache(inode=stat.st_ino)
-            if stat.st_size == cache.offset:
-                return cache
-            with open(path, "rb") as handle:
+            with handle:
+                stat = os.fstat(handle.fileno())
+                cache = self._cache.get(path)
+                if cache is None or not _same_file(handle.fileno(), stat, cache):
+                    cache = self._cache[path] = _FileCache(inode=stat.st_ino)
+                if stat.st_size == cache.offset:
+                    return cache
                 handle.seek(cache.offset)
                 chunk = handle.read(stat.st_size - cache.offset)
             end = chunk.rfind(b"\n")
             complete = chunk[: end + 1] if end >= 0 else b""
             cache.partial_tail = end < len(chunk) - 1
-            required = _REQUIRED[kind]
-            for raw in complete.split(b"\n"):
-                if not raw.strip():
-                    continue  # blank lines (our own fresh-line separators) are not errors
-                row = _parse_line(raw, required)
-                if row is None:
-                    cache.skipped += 1
-                else:
-                    cache.rows.append(row)
+            if not complete:
+                return cache
+            self.parsed_bytes += len(complete)
+            start = cache.offset
+            segment = None
+            if kind in _ARROW_KINDS:
+                try:
+                    table, skipped = _parse_arrow(complete, _REQUIRED[kind])
+                    segment = _Segment(start, start + len(complete), table.num_rows, table=table)
+                except _ARROW_ERRORS:
+                    pass  # lines Python reads but Arrow cannot type: the slower path below
+            if segment is None:
+                rows, skipped = _parse_python(complete, _REQUIRED[kind])
+                segment = _Segment(start, start + len(complete), len(rows), rows=rows)
+            cache.segments.append(segment)
+            cache.skipped += skipped
             cache.offset += len(complete)
+            cache.fingerprint = complete[-_FINGERPRINT:]
             return cache
 
+    def _file_rows(self, kind: str, path: Path) -> list[dict[str, Any]]:
+        """All readable rows of one file as dicts, parsed from the file once and cached."""
+        with self._cache_lock:
+            for _attempt in range(5):
+                cache = self._refresh_file(kind, path)
+                try:
+                    rows: list[dict[str, Any]] = []
+                    for segment in cache.segments:
+                        if segment.rows is None:
+                            self._materialize(path, cache, segment, kind)
+                        rows.extend(segment.rows or [])
+                    return rows
+                except _Stale:
+                    self._cache.pop(path, None)
+            raise OSError(f"{path} kept changing while it was read; try again")
+
+    def _materialize(self, path: Path, cache: _FileCache, segment: _Segment, kind: str) -> None:
+        """Fill ``segment.rows`` with dicts read back from the file, exactly as written."""
+        rows = _materialize(path, cache, segment, _REQUIRED[kind])
+        if len(rows) != segment.count:
+            # Arrow accepted a line Python refuses (or the reverse): Python's reading wins,
+            # and this segment leaves the Arrow path so every view agrees on the rows.
+            cache.skipped += segment.count - len(rows)
+            segment.count, segment.table, segment.ts = len(rows), None, None
+            self._frames.clear()
+        segment.rows = rows
+
+    def _version(self, kind: str) -> tuple[Any, ...]:
+        """Refresh every file of ``kind``; a key that changes whenever its contents change."""
+        key = []
+        for path in self.month_files(kind):
+            cache = self._refresh_file(kind, path)
+            key.append((path.name, cache.inode, cache.offset, len(cache.segments)))
+        return tuple(key)
+
+    # -- reads -------------------------------------------------------------------------
     def records(self, kind: str) -> list[dict[str, Any]]:
         """All readable records of ``kind``, oldest month first, in file order."""
-        rows: list[dict[str, Any]] = []
-        for path in self.month_files(kind):
-            rows.extend(self._refresh_file(kind, path).rows)
-        return rows
+        self.kind_dir(kind)
+        with self._cache_lock:
+            rows: list[dict[str, Any]] = []
+            for path in self.month_files(kind):
+                rows.extend(self._file_rows(kind, path))
+            return rows
 
     def month_records(self, kind: str, month: str) -> list[dict[str, Any]]:
-        """Readable records of one month file (``YYYY-MM``), in file order; the list only grows
-        until the file is rewritten, so callers may remember how far they have read."""
+        """Readable records of one UTC month (``YYYY-MM``) in file order; [] when none.
+
+        Rows only ever get appended, so callers may remember how many they have seen; a
+        shorter list than last time means the file was rewritten (doctor, delete-user).
+        """
         path = self.kind_dir(kind) / f"{month}.jsonl"
-        return self._refresh_file(kind, path).rows if path.is_file() else []
+        with self._cache_lock:
+            return self._file_rows(kind, path) if path.is_file() else []
 
     def health(self) -> list[FileHealth]:
         """Per-file counts of readable records and skipped lines, for every log file."""
         report = []
-        for kind in KINDS:
-            for path in self.month_files(kind):
-                cache = self._refresh_file(kind, path)
-                report.append(
-                    FileHealth(
-                        path=f"{kind}/{path.name}",
-                        records=len(cache.rows),
-                        skipped=cache.skipped,
-                        partial_tail=cache.partial_tail,
+        with self._cache_lock:
+            for kind in KINDS:
+                for path in self.month_files(kind):
+                    cache = self._refresh_file(kind, path)
+                    report.append(
+                        FileHealth(
+                            path=f"{kind}/{path.name}",
+                            records=cache.count,
+                            skipped=cache.skipped,
+                            partial_tail=cache.partial_tail,
+                        )
                     )
-                )
         return report
 
+    def _cached_frame(self, name: str, version: tuple[Any, ...], build: Any) -> pd.DataFrame:
+        cached = self._frames.get(name)
+        if cached is None or cached[0] != version:
+            cached = self._frames[name] = (version, build())
+        # Copy-on-write (pandas >= 3) makes this shallow copy safe to modify for the caller.
+        return cached[1].copy(deep=False)
+
     def interactions(self) -> pd.DataFrame:
-        """All interactions as a DataFrame (columns as in DESIGN.md; ``ts`` as UTC datetimes)."""
-        return _frame(self.records("interactions"), Interaction.columns())
+        """All interactions as a DataFrame (columns as in DESIGN.md; ``ts`` as UTC datetimes).
+
+        Text columns use pandas' Arrow-backed ``str`` dtype and ``messages`` an Arrow list
+        dtype (cells read back as lists of dicts); a log Arrow cannot type consistently
+        falls back to plain object columns.
+        """
+        with self._cache_lock:
+            version = self._version("interactions")
+            return self._cached_frame("interactions", version, self._build_interactions_frame)
+
+    def _build_interactions_frame(self) -> pd.DataFrame:
+        segments = [s for p in self.month_files("interactions") for s in self._refresh_file("interactions", p).segments]
+        segments = [s for s in segments if s.count]
+        if not segments:
+            return _frame([], Interaction.columns())
+        try:
+            return _arrow_frame(segments)
+        except _ARROW_ERRORS:
+            # Extra fields of conflicting types across chunks: correct, only slower.
+            return _frame(self.records("interactions"), Interaction.columns())
 
     def feedback(self, latest_only: bool = True) -> pd.DataFrame:
         """Feedback records; with ``latest_only`` a newer record for the same answer and user
         supersedes the older one (feedback is append-only, so edits are new records)."""
-        rows = self.records("feedback")
-        if latest_only:
-            newest: dict[tuple[Any, ...], dict[str, Any]] = {}
-            for row in rows:
-                newest[feedback_key(row)] = row  # later rows win: files and lines are in time order
-            rows = list(newest.values())
-        return _frame(rows, Feedback.columns())
+        with self._cache_lock:
+            version = self._version("feedback")
+
+            def build() -> pd.DataFrame:
+                rows = self.records("feedback")
+                if latest_only:
+                    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+                    for row in rows:
+                        newest[feedback_key(row)] = row  # later rows win: files and lines are in time order
+                    rows = list(newest.values())
+                return _frame(rows, Feedback.columns())
+
+            return self._cached_frame(f"feedback/{latest_only}", version, build)
 
     def evals(self) -> pd.DataFrame:
-        return _frame(self.records("evals"), EvalResult.columns())
+        """All evaluation results as a DataFrame."""
+        with self._cache_lock:
+            version = self._version("evals")
+            return self._cached_frame("evals", version, lambda: _frame(self.records("evals"), EvalResult.columns()))
+
+    # -- lookups -----------------------------------------------------------------------
+    def _find(self, column: str, value: str, also: tuple[str, str] | None = None) -> dict[str, Any] | None:
+        """The newest interaction whose ``column`` equals ``value`` (and ``also``), or None.
+
+        A vectorised scan of the cached Arrow columns, newest segment first: about 10 ms per
+        million interactions, with no index to build (a dict index of a million ids took
+        seconds to build and hundreds of MB to hold) and nothing to keep in sync on rewrites.
+        """
+        with self._cache_lock:
+            files = [(p, self._refresh_file("interactions", p)) for p in self.month_files("interactions")]
+            for _path, cache in reversed(files):
+                for segment in reversed(cache.segments):
+                    if segment.table is not None and segment.count:
+                        mask = pc.equal(segment.table.column(column), value)
+                        if also is not None:
+                            mask = pc.and_(mask, pc.equal(segment.table.column(also[0]), also[1]))
+                        hits = pc.indices_nonzero(mask)
+                        if len(hits):
+                            # ``ts`` is still the text as written; fields a line lacked read as None.
+                            return segment.table.slice(hits[-1].as_py(), 1).to_pylist()[0]
+                    elif segment.rows:
+                        for row in reversed(segment.rows):
+                            if row.get(column) == value and (also is None or row.get(also[0]) == also[1]):
+                                return row
+            return None
 
     def get_interaction(self, interaction_id: str) -> dict[str, Any] | None:
-        for row in reversed(self.records("interactions")):
-            if row.get("id") == interaction_id:
-                return row
-        return None
+        """The interaction with this id (the newest one if an id was logged twice), or None."""
+        return self._find("id", interaction_id)
 
     def find_interaction_id(self, prompt: str, response: str) -> str | None:
         """Id of the newest interaction with exactly this prompt and response, if any."""
-        for row in reversed(self.records("interactions")):
-            if row.get("prompt") == prompt and row.get("response") == response:
-                return row["id"]
-        return None
+        row = self._find("prompt", prompt, also=("response", response))
+        return None if row is None else str(row["id"])
+
+
+def _same_file(fd: int, stat: os.stat_result, cache: _FileCache) -> bool:
+    """Whether ``fd`` is still the file ``cache`` was read from, only longer."""
+    if stat.st_ino != cache.inode or stat.st_size < cache.offset:
+        return False
+    # Inode numbers are reused after a rewrite: compare the bytes just before the offset too.
+    n = len(cache.fingerprint)
+    return n == 0 or os.pread(fd, n, cache.offset - n) == cache.fingerprint
 
 
 def feedback_key(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -300,13 +494,145 @@ def feedback_key(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _parse_line(raw: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
+    """One log line as a dict, or None when it is not a readable record."""
+    raw = raw.strip()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:].lstrip()
+    if not raw.startswith(b"{"):
+        return None
     try:
-        row = json.loads(raw.decode("utf-8").lstrip("\ufeff"))
-    except (UnicodeDecodeError, ValueError):
+        row = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:  # the stdlib also accepts NaN / Infinity, which older writers may have produced
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return None
+    if not isinstance(row, dict):
         return None
-    if not isinstance(row, dict) or any(key not in row for key in required):
-        return None
+    for key in required:
+        value = row.get(key)
+        if not isinstance(value, _REQUIRED_TYPES.get(key, str)) or isinstance(value, bool):
+            return None
     return row
+
+
+def _parse_python(chunk: bytes, required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
+    rows, skipped = [], 0
+    for raw in chunk.split(b"\n"):
+        if not raw.strip():
+            continue  # blank lines (our own fresh-line separators) are not errors
+        row = _parse_line(raw, required)
+        if row is None:
+            skipped += 1
+        else:
+            rows.append(row)
+    return rows, skipped
+
+
+def _materialize(path: Path, cache: _FileCache, segment: _Segment, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of one segment as dicts, read back from the file so they are exactly as written."""
+    with open(path, "rb") as handle:
+        if os.fstat(handle.fileno()).st_ino != cache.inode:
+            raise _Stale(path)
+        handle.seek(segment.start)
+        chunk = handle.read(segment.end - segment.start)
+    if len(chunk) != segment.end - segment.start:
+        raise _Stale(path)
+    return _parse_python(chunk, required)[0]
+
+
+# -- Arrow parsing ------------------------------------------------------------------------
+def _arrow_table(data: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
+    """Parse complete lines with Arrow; raise ``pa.ArrowInvalid`` on anything it refuses."""
+    # (A large chunk of only blank lines makes Arrow raise; the bisection then handles it.)
+    if not data or (len(data) < 65536 and not data.strip()):
+        return _INTERACTION_SCHEMA.empty_table(), 0
+    table = pa_json.read_json(pa.BufferReader(data), parse_options=_ARROW_PARSE)
+    if not data.isascii():
+        table.validate(full=True)  # Arrow does not check UTF-8 while parsing; this does
+    valid = None
+    for key in required:
+        present = pc.is_valid(table.column(key))
+        valid = present if valid is None else pc.and_(valid, present)
+    missing = table.num_rows - pc.sum(valid).as_py() if table.num_rows else 0
+    if missing:  # JSON objects that are not records (e.g. "{}"): skipped like broken lines
+        table = table.filter(valid)
+    return table, missing
+
+
+def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
+    """Readable rows of a chunk of complete lines and how many lines were skipped.
+
+    Arrow refuses a whole chunk for one bad line, so a refused chunk is split in halves
+    until the bad lines are isolated; those small pieces are checked line by line.
+    """
+    try:
+        return _arrow_table(chunk, required)
+    except _ARROW_ERRORS:
+        pass
+    tables: list[pa.Table] = []
+    skipped = 0
+    stack = [chunk.split(b"\n")]
+    while stack:
+        lines = stack.pop()
+        if len(lines) > _BISECT_LEAF_LINES:
+            try:
+                table, missing = _arrow_table(b"\n".join(lines), required)
+                tables.append(table)
+                skipped += missing
+                continue
+            except _ARROW_ERRORS:
+                middle = len(lines) // 2
+                stack.append(lines[middle:])  # pushed first, popped last: keeps file order
+                stack.append(lines[:middle])
+                continue
+        good = []
+        for raw in lines:
+            if not raw.strip():
+                continue
+            if _parse_line(raw, required) is None:
+                skipped += 1
+            else:
+                good.append(raw.strip().removeprefix(b"\xef\xbb\xbf"))
+        if good:
+            # Lines Python accepts but Arrow cannot type (a number where text belongs) raise
+            # here; the store then serves that log through its slower Python path.
+            table, missing = _arrow_table(b"\n".join(good), required)
+            tables.append(table)
+            skipped += missing
+    tables = [t for t in tables if t.num_rows] or [_INTERACTION_SCHEMA.empty_table()]
+    return pa.concat_tables(tables, promote_options="permissive"), skipped
+
+
+def _string_type(dtype: pa.DataType) -> Any:
+    if pa.types.is_large_string(dtype) or pa.types.is_string(dtype):
+        return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+    if pa.types.is_nested(dtype):
+        return pd.ArrowDtype(dtype)
+    return None
+
+
+def _segment_ts(segment: _Segment) -> pa.Array:
+    if segment.ts is None:
+        assert segment.table is not None
+        text = segment.table.column("ts")
+        try:
+            segment.ts = pc.cast(text, _TS_TYPE).combine_chunks()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            parsed = pd.to_datetime(pd.Series(text.to_pylist()), utc=True, format="ISO8601", errors="coerce")
+            segment.ts = pa.array(parsed.dt.as_unit("ms"), type=_TS_TYPE)
+    return segment.ts
+
+
+def _arrow_frame(segments: list[_Segment]) -> pd.DataFrame:
+    if any(s.table is None for s in segments):
+        raise pa.ArrowInvalid("a chunk was parsed without Arrow")
+    tables = [s.table for s in segments if s.table is not None]
+    table = pa.concat_tables(tables, promote_options="permissive")  # zero-copy: chunks kept
+    ts = pa.chunked_array([_segment_ts(s) for s in segments], type=_TS_TYPE)
+    table = table.set_column(table.schema.get_field_index("ts"), "ts", ts)
+    frame = table.to_pandas(types_mapper=_string_type)
+    return frame
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
