@@ -197,6 +197,9 @@ class Evaluator:
         if name not in self.backends:
             raise KeyError(f"Unknown model {name!r}; known: {', '.join(sorted(self.backends))}")
         backend = self.backends[name]
+        availability = backend.available()
+        if not availability.ok:  # refuse up front: a column of failed answers would look like a bad model
+            raise BackendError(f"{name} is not available: {availability.reason}", kind="unavailable")
         if not hasattr(backend, "current"):  # an API model
             if version:
                 raise ValueError(f"{name} is an API model: only the local learner has versions (got {model!r})")

@@ -272,3 +272,34 @@ def test_bundled_model_batched_answers_align_with_their_prompts(real_model_dir: 
     singles = [generate_batch(loaded, [p], max_new_tokens=12, batch_size=1)[0] for p in prompts]
     # fp32 batched vs unbatched may flip near-ties late in an answer: compare the opening words.
     assert [b.split()[:3] for b in batched] == [s.split()[:3] for s in singles]
+
+
+def test_cli_evaluates_a_suite_file_and_prints_the_comparison(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    from dmac_core.evaluation_cli import main
+
+    data = tiny_config_dict(tmp_path / "data", tiny_model_dir)
+    data["models"]["remote"] = {"kind": "openai_compat", "base_url": "http://127.0.0.1:9/v1",
+                                "api_key_env": "DMAC_TEST_KEY_THAT_IS_NEVER_SET"}
+    config_path = write_config(tmp_path / "config.yaml", data)
+    suite = tmp_path / "basics.yaml"
+    suite.write_text("- prompt: Capital of France?\n  reference: Paris is the capital.\n- Say hi\n", encoding="utf-8")
+    out_csv = tmp_path / "items.csv"
+    code = main(["--config", str(config_path), "evaluate", "--suite", str(suite), "--models", "deepseek,deepseek",
+                 "--max-new-tokens", "4", "--bootstrap", "100", "--csv", str(out_csv)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert "Suite 'basics': 2 items, 1 with a reference" in printed.out
+    assert "rougeL" in printed.out and "Differences vs deepseek" in printed.out and "deepseek #2" in printed.out
+    assert "evaluate basics" in printed.err  # the progress bar
+    assert out_csv.read_text(encoding="utf-8").startswith("prompt,reference,deepseek: output")
+    store = LearningStore(tmp_path / "data", fsync=False)
+    assert list(store.evals()["suite"]) == ["basics", "basics"]
+
+    # Clear refusals, exit code 2 or 1, no traceback:
+    assert main(["--config", str(config_path), "evaluate", "--suite", str(suite), "--models", "nope"]) == 2
+    assert "Unknown model(s) ['nope']" in capsys.readouterr().err
+    assert main(["--config", str(config_path), "evaluate", "--suite", str(tmp_path / "missing.yaml")]) == 2
+    assert "Cannot read test set" in capsys.readouterr().err
+    assert main(["--config", str(config_path), "evaluate", "--suite", str(suite), "--models", "remote"]) == 1
+    assert "remote is not available: DMAC_TEST_KEY_THAT_IS_NEVER_SET is not set" in capsys.readouterr().err
+    assert len(store.evals()) == 2  # nothing persisted for the refused runs
