@@ -1,0 +1,169 @@
+"""Commands for the learning logs: ``doctor``, ``import``, ``export``, ``delete-user``.
+
+Wired into ``python -m dmac_core`` by :func:`register`; also runnable on its own as
+``python -m dmac_core.store_cli <command>`` (with ``--config FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from .config import Config, ConfigError, load_config
+from .store import LearningStore
+from .store_maintenance import delete_user, doctor, export, import_conversations
+
+
+def _store(config: Config) -> LearningStore:
+    return LearningStore(config.data_path, fsync=config.storage.fsync)
+
+
+def _bar(description: str, unit: str = "it") -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm progress callback (on stderr) and a function that closes the bar."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=description, unit=unit, unit_scale=True, file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return update, bar.close
+
+
+def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
+    """Check every log file; with ``--fix`` quarantine unreadable lines. Exit 1 if any remain."""
+    update, close = _bar("checking logs", "B")
+    try:
+        checks = doctor(_store(config), fix=args.fix, progress=update)
+    finally:
+        close()
+    if not checks:
+        print(f"No log files under {config.data_path}.")
+        return 0
+    problems = 0
+    for check in checks:
+        state = "ok" if check.healthy else f"{check.unreadable} unreadable line(s)"
+        if check.partial_tail:
+            state += ", unterminated last line"
+        if check.quarantined:
+            state += f" -> {check.quarantined} moved to {check.path}.quarantine.jsonl"
+        elif not check.healthy:
+            problems += 1
+        print(f"{check.path}: {check.records} records, {state}")
+    if problems and not args.fix:
+        print("Run again with --fix to move the unreadable lines to quarantine files (readable records are kept).")
+    return 1 if problems and not args.fix else 0
+
+
+def cmd_import(args: argparse.Namespace, config: Config) -> int:
+    """Import past conversations (JSONL or CSV) into the logs."""
+    if not Path(args.file).is_file():
+        print(f"No such file: {args.file}", file=sys.stderr)
+        return 2
+    update, close = _bar(f"importing {Path(args.file).name}", "rows")
+    try:
+        report = import_conversations(_store(config), args.file, progress=update, model=args.model)
+    finally:
+        close()
+    print(f"Imported {report.interactions} interactions and {report.feedback} ratings from {args.file}.")
+    for reason in report.refused[:20]:
+        print(f"  refused {reason}")
+    if len(report.refused) > 20:
+        print(f"  ... and {len(report.refused) - 20} more refused rows")
+    return 0 if not report.refused else 1
+
+
+def cmd_export(args: argparse.Namespace, config: Config) -> int:
+    """Export the logs as Parquet tables or as TRL-ready JSONL datasets."""
+    out = Path(args.out) if args.out else config.data_path / "exports"
+    learner = config.learner
+    update, close = _bar(f"exporting {args.format}")
+    try:
+        written = export(_store(config), out, args.format, progress=update,
+                         min_rating=learner.min_rating_for_sft, max_negative=learner.max_rating_for_negative)
+    finally:
+        close()
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
+    """Remove one user's interactions and feedback (a privacy request)."""
+    if not args.yes:
+        answer = input(f"Delete every interaction and rating of user {args.name!r} from {config.data_path}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("Nothing deleted.")
+            return 1
+    update, close = _bar("rewriting logs", "files")
+    try:
+        counts = delete_user(_store(config), args.name, progress=update)
+    finally:
+        close()
+    total = counts["interactions"] + counts["feedback"] + counts["fragments"]
+    print(f"Deleted {total} records of user {args.name!r}: {counts['interactions']} interactions, "
+          f"{counts['feedback']} feedback records, {counts['fragments']} unreadable fragments.")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``doctor``, ``import``, ``export`` and ``delete-user`` to an argparse sub-parser set.
+
+    Each sets ``handler`` (called as ``handler(args, config)``, returning the exit code).
+    """
+    p = subparsers.add_parser(
+        "doctor", help="check the learning logs for unreadable lines (and fix them)",
+        description="Read every log file and count readable records and unreadable lines (torn writes, "
+        "garbage, schema-invalid lines). With --fix, unreadable lines move to <file>.quarantine.jsonl next "
+        "to the log and the log is rewritten atomically while writers wait; no readable record is lost.")
+    p.add_argument("--fix", action="store_true", help="move unreadable lines to quarantine files")
+    p.set_defaults(handler=cmd_doctor)
+
+    p = subparsers.add_parser(
+        "import", help="import past conversations from a JSONL or CSV file",
+        description="Import past conversations. Columns (CSV header or JSON keys): prompt, response, and "
+        "optionally model, ts (ISO-8601; old rows go to their own month files), rating (1..5), feedback, user. "
+        "Rows with a rating also get a feedback record. Refused rows are listed; the rest are written.")
+    p.add_argument("file", help="a .jsonl or .csv file")
+    p.add_argument("--model", default="imported", help="model name for rows without one (default: imported)")
+    p.set_defaults(handler=cmd_import)
+
+    p = subparsers.add_parser(
+        "export", help="export the logs as Parquet or as TRL-ready JSONL",
+        description="parquet: interactions.parquet, feedback.parquet (all versions), evals.parquet. "
+        "jsonl: sft.jsonl (prompt/completion), kto.jsonl (prompt/completion/label) and dpo.jsonl "
+        "(prompt/chosen/rejected), conversational, as TRL's trainers read them.")
+    p.add_argument("--format", required=True, choices=("parquet", "jsonl"), help="output format")
+    p.add_argument("--out", help="output directory (default: <data_dir>/exports)")
+    p.set_defaults(handler=cmd_export)
+
+    p = subparsers.add_parser(
+        "delete-user", help="delete one user's interactions and ratings (privacy request)",
+        description="Remove every interaction and feedback record of a user, feedback by others on that "
+        "user's interactions, and unreadable fragments naming the user. Each log file is replaced "
+        "atomically while writers wait; prints how many records were removed.")
+    p.add_argument("name", help="the user name as logged")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=cmd_delete_user)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m dmac_core.store_cli [--config FILE] <command> ...``."""
+    parser = argparse.ArgumentParser(prog="python -m dmac_core.store_cli", description=__doc__)
+    parser.add_argument("--config", help="config file (default: $DMAC_CONFIG or config/config.yaml)")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return int(args.handler(args, config) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
