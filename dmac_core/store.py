@@ -19,20 +19,21 @@ refuses is bisected down to its broken lines, which are checked one by one. Pyth
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
 import orjson
-import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.json as pa_json
+
+if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append start fast
+    import pandas as pd
+    import pyarrow as pa
 
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
 
@@ -51,32 +52,47 @@ _REQUIRED_TYPES: dict[str, type] = {"rating": int, "metrics": dict}
 # Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
 # typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
 _ARROW_KINDS = ("interactions",)
-_STR = pa.large_string()  # what pandas' "str" dtype holds: no copy when building the frame
-_INTERACTION_SCHEMA = pa.schema(
-    [
-        ("schema", pa.int64()),
-        ("id", _STR),
-        ("ts", _STR),
-        ("user", _STR),
-        ("session_id", _STR),
-        ("model", _STR),
-        ("provider_model", _STR),
-        ("model_version", _STR),
-        ("messages", pa.list_(pa.struct([("role", _STR), ("content", _STR)]))),
-        ("prompt", _STR),
-        ("response", _STR),
-        ("latency_ms", pa.float64()),
-        ("tokens_in", pa.int64()),
-        ("tokens_out", pa.int64()),
-        ("route_reason", _STR),
-        ("error", _STR),
-    ]
-)
-_ARROW_PARSE = pa_json.ParseOptions(explicit_schema=_INTERACTION_SCHEMA, unexpected_field_behavior="infer")
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError)
-_TS_TYPE = pa.timestamp("ms", tz="UTC")
 _BISECT_LEAF_LINES = 32  # below this many lines a refused chunk is checked line by line
 _FINGERPRINT = 64  # bytes before the read offset remembered to notice a rewritten file
+
+
+@functools.cache
+def _arrow() -> SimpleNamespace:
+    """pyarrow and the interaction schema, imported on first read (not by writers)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pa_json
+
+    text = pa.large_string()  # what pandas' "str" dtype holds: no copy when building the frame
+    schema = pa.schema(
+        [
+            ("schema", pa.int64()),
+            ("id", text),
+            ("ts", text),
+            ("user", text),
+            ("session_id", text),
+            ("model", text),
+            ("provider_model", text),
+            ("model_version", text),
+            ("messages", pa.list_(pa.struct([("role", text), ("content", text)]))),
+            ("prompt", text),
+            ("response", text),
+            ("latency_ms", pa.float64()),
+            ("tokens_in", pa.int64()),
+            ("tokens_out", pa.int64()),
+            ("route_reason", text),
+            ("error", text),
+        ]
+    )
+    return SimpleNamespace(
+        pa=pa,
+        pc=pc,
+        schema=schema,
+        read_json=pa_json.read_json,
+        parse=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
+        ts_type=pa.timestamp("ms", tz="UTC"),
+        errors=(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError),
+    )
 
 
 @dataclass
@@ -307,7 +323,7 @@ class LearningStore:
                 try:
                     table, skipped = _parse_arrow(complete, _REQUIRED[kind])
                     segment = _Segment(start, start + len(complete), table.num_rows, table=table)
-                except _ARROW_ERRORS:
+                except _arrow().errors:
                     pass  # lines Python reads but Arrow cannot type: the slower path below
             if segment is None:
                 rows, skipped = _parse_python(complete, _REQUIRED[kind])
@@ -415,7 +431,7 @@ class LearningStore:
             return _frame([], Interaction.columns())
         try:
             return _arrow_frame(segments)
-        except _ARROW_ERRORS:
+        except _arrow().errors:
             # Extra fields of conflicting types across chunks: correct, only slower.
             return _frame(self.records("interactions"), Interaction.columns())
 
@@ -451,6 +467,7 @@ class LearningStore:
         seconds to build and hundreds of MB to hold) and nothing to keep in sync on rewrites.
         """
         with self._cache_lock:
+            pc = _arrow().pc
             files = [(p, self._refresh_file("interactions", p)) for p in self.month_files("interactions")]
             for _path, cache in reversed(files):
                 for segment in reversed(cache.segments):
@@ -544,10 +561,12 @@ def _materialize(path: Path, cache: _FileCache, segment: _Segment, required: tup
 # -- Arrow parsing ------------------------------------------------------------------------
 def _arrow_table(data: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
     """Parse complete lines with Arrow; raise ``pa.ArrowInvalid`` on anything it refuses."""
+    A = _arrow()
+    pa, pc = A.pa, A.pc
     # (A large chunk of only blank lines makes Arrow raise; the bisection then handles it.)
     if not data or (len(data) < 65536 and not data.strip()):
-        return _INTERACTION_SCHEMA.empty_table(), 0
-    table = pa_json.read_json(pa.BufferReader(data), parse_options=_ARROW_PARSE)
+        return A.schema.empty_table(), 0
+    table = A.read_json(pa.BufferReader(data), parse_options=A.parse)
     if not data.isascii():
         table.validate(full=True)  # Arrow does not check UTF-8 while parsing; this does
     valid = None
@@ -566,9 +585,10 @@ def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int
     Arrow refuses a whole chunk for one bad line, so a refused chunk is split in halves
     until the bad lines are isolated; those small pieces are checked line by line.
     """
+    A = _arrow()
     try:
         return _arrow_table(chunk, required)
-    except _ARROW_ERRORS:
+    except A.errors:
         pass
     tables: list[pa.Table] = []
     skipped = 0
@@ -581,7 +601,7 @@ def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int
                 tables.append(table)
                 skipped += missing
                 continue
-            except _ARROW_ERRORS:
+            except A.errors:
                 middle = len(lines) // 2
                 stack.append(lines[middle:])  # pushed first, popped last: keeps file order
                 stack.append(lines[:middle])
@@ -600,11 +620,15 @@ def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int
             table, missing = _arrow_table(b"\n".join(good), required)
             tables.append(table)
             skipped += missing
-    tables = [t for t in tables if t.num_rows] or [_INTERACTION_SCHEMA.empty_table()]
-    return pa.concat_tables(tables, promote_options="permissive"), skipped
+    tables = [t for t in tables if t.num_rows] or [A.schema.empty_table()]
+    return A.pa.concat_tables(tables, promote_options="permissive"), skipped
 
 
 def _string_type(dtype: pa.DataType) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    pa = _arrow().pa
     if pa.types.is_large_string(dtype) or pa.types.is_string(dtype):
         return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
     if pa.types.is_nested(dtype):
@@ -614,28 +638,35 @@ def _string_type(dtype: pa.DataType) -> Any:
 
 def _segment_ts(segment: _Segment) -> pa.Array:
     if segment.ts is None:
+        import pandas as pd
+
+        A = _arrow()
         assert segment.table is not None
         text = segment.table.column("ts")
         try:
-            segment.ts = pc.cast(text, _TS_TYPE).combine_chunks()
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            segment.ts = A.pc.cast(text, A.ts_type).combine_chunks()
+        except A.errors:
             parsed = pd.to_datetime(pd.Series(text.to_pylist()), utc=True, format="ISO8601", errors="coerce")
-            segment.ts = pa.array(parsed.dt.as_unit("ms"), type=_TS_TYPE)
+            segment.ts = A.pa.array(parsed.dt.as_unit("ms"), type=A.ts_type)
     return segment.ts
 
 
 def _arrow_frame(segments: list[_Segment]) -> pd.DataFrame:
+    A = _arrow()
+    pa = A.pa
     if any(s.table is None for s in segments):
         raise pa.ArrowInvalid("a chunk was parsed without Arrow")
     tables = [s.table for s in segments if s.table is not None]
     table = pa.concat_tables(tables, promote_options="permissive")  # zero-copy: chunks kept
-    ts = pa.chunked_array([_segment_ts(s) for s in segments], type=_TS_TYPE)
+    ts = pa.chunked_array([_segment_ts(s) for s in segments], type=A.ts_type)
     table = table.set_column(table.schema.get_field_index("ts"), "ts", ts)
     frame = table.to_pandas(types_mapper=_string_type)
     return frame
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    import pandas as pd
+
     frame = pd.DataFrame(rows)
     for column in columns:
         if column not in frame.columns:
