@@ -1,0 +1,78 @@
+"""``python -m dmac_core train``: train the local learner from the command line.
+
+Shows a progress bar fed by the run's events and prints the run's summary. Also runnable as
+``python -m dmac_core.training.cli`` on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..config import Config, load_config
+from ..store import LearningStore
+from .dataset import NotEnoughData
+from .job import JobAlreadyRunning, LearningDisabled, NothingToResume, TrainingJobManager
+from .registry import ModelRegistry
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` sub-command to an argparse sub-parser group."""
+    parser = subparsers.add_parser("train", help="train the local learner on the rated answers")
+    parser.add_argument("--resume", action="store_true", help="continue the latest cancelled or interrupted run")
+    parser.add_argument("--method", choices=["sft", "dpo", "kto", "auto"], default=None, help="override models.deepseek.method")
+    parser.add_argument("--epochs", type=int, default=None, help="override models.deepseek.epochs")
+    parser.set_defaults(handler=train_command)
+
+
+def train_command(args: argparse.Namespace, config: Config) -> int:
+    """Run one training job in the foreground; return the process exit code."""
+    from tqdm import tqdm
+
+    store = LearningStore(config.data_path, fsync=config.storage.fsync)
+    registry = ModelRegistry(config.data_path / "models")
+    jobs = TrainingJobManager(config, store, registry)
+    try:
+        info = jobs.start(trigger="cli", method=args.method, epochs=args.epochs, resume=args.resume)
+    except (NotEnoughData, JobAlreadyRunning, LearningDisabled, NothingToResume) as exc:
+        print(f"Not training: {exc}", file=sys.stderr)
+        return 2
+    print(f"Run {info.run_id} ({info.method}) in {info.run_dir}" + (f", resumed from {info.resumed_from}" if info.resumed_from else ""))
+    bar = tqdm(total=0, unit="step", dynamic_ncols=True)
+    seen = 0
+    try:
+        while True:
+            snap = jobs.wait(timeout=0.5)
+            if snap.total_steps and bar.total != snap.total_steps:
+                bar.total = snap.total_steps
+                bar.refresh()
+            if snap.step > seen:
+                bar.update(snap.step - seen)
+                seen = snap.step
+                bar.set_postfix(loss=snap.train_loss, eval_loss=snap.eval_loss, refresh=False)
+            if not jobs.is_running():
+                break
+    except KeyboardInterrupt:
+        jobs.cancel()
+        print("\nCancelling after the current step (Ctrl-C again to abort without a checkpoint)…", file=sys.stderr)
+        jobs.wait()
+    finally:
+        bar.close()
+    summary = jobs.run_summary(info.run_id)
+    print(json.dumps({k: summary.get(k) for k in ("run_id", "state", "method", "metrics", "version", "promoted", "gate", "message")}, indent=2, default=str))
+    return 0 if summary.get("state") in ("completed", "cancelled") else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dmac_core.training.cli")
+    parser.add_argument("--config", default=None, help="config file (default: $DMAC_CONFIG or config/config.yaml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return int(args.handler(args, load_config(args.config)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

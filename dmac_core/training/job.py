@@ -1,0 +1,425 @@
+"""The background training job: one run at a time, progress events, cancel, resume, gate.
+
+Each run lives in ``<data_dir>/runs/<run_id>/``:
+
+- ``run.json``    the run's record: config in effect (hyper-parameters), lineage, state,
+                  metrics, gate decision, version created; rewritten atomically on changes;
+- ``events.jsonl`` every progress event, one JSON object a line, flushed as it happens;
+- ``data.json``   the exact training data (so a resumed run trains on the same items);
+- ``checkpoints/`` Trainer checkpoints (deleted once the version is registered).
+
+One job at a time: a thread lock inside the process and ``flock`` on
+``<data_dir>/runs/.train.lock`` across processes, held for the whole run (the kernel releases
+it if the process dies, so a crash never leaves a stale lock).
+
+A completed run is registered as a new model version. It is promoted (served without a
+restart) only if it passes the gate: its completion loss on the stable held-out items is not
+worse than the current champion's beyond ``promotion_tolerance`` (relative).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..records import format_ts, utc_now
+from ..store import LearningStore
+from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
+from .registry import ModelRegistry
+
+# Defaults for settings the config may not carry yet (read with getattr so a config key wins).
+DEFAULT_PROMOTION_TOLERANCE = 0.02  # candidate may be at most 2 % worse (held-out loss) than the champion
+ACTIVE_STATES = ("queued", "running")
+
+
+class JobAlreadyRunning(RuntimeError):
+    """A second training run was refused because one is already running."""
+
+
+class LearningDisabled(RuntimeError):
+    """Training was refused because ``models.deepseek.learning_enabled`` is false."""
+
+
+class NothingToResume(RuntimeError):
+    """``resume`` was asked for but no run has a complete checkpoint."""
+
+
+@dataclass
+class RunInfo:
+    """What :meth:`TrainingJobManager.start` started."""
+
+    run_id: str
+    run_dir: Path
+    method: str
+    resumed_from: str | None = None
+
+
+@dataclass
+class JobSnapshot:
+    """A consistent copy of the job's state, cheap enough to read every second."""
+
+    run_id: str | None = None
+    state: str = "idle"  # idle | queued | running | completed | failed | cancelled
+    step: int = 0
+    total_steps: int = 0
+    epoch: float = 0.0
+    train_loss: float | None = None
+    eval_loss: float | None = None
+    eval_token_accuracy: float | None = None
+    tokens_per_s: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    message: str = ""
+    error: str | None = None
+    version: str | None = None
+    promoted: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as handle:
+            for raw in handle:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue  # a torn last line after a crash
+                if isinstance(row, dict):
+                    rows.append(row)
+    except FileNotFoundError:
+        pass
+    return rows
+
+
+def hyper_parameters(config: Config) -> dict[str, Any]:
+    """The learner's training settings in effect (printed and saved with every run)."""
+    learner = config.learner
+    keys = ("learning_rate", "batch_size", "epochs", "evaluation_interval", "method", "min_rating_for_sft",
+            "max_rating_for_negative", "validation_fraction", "min_examples", "max_length", "seed", "precision")
+    params = {k: getattr(learner, k) for k in keys}
+    params["lora"] = learner.lora.model_dump()
+    params["base_model"] = str(config.base_model_path())
+    return params
+
+
+class TrainingJobManager:
+    """Starts, watches and cancels training runs of the local learner."""
+
+    def __init__(self, config: Config, store: LearningStore, registry: ModelRegistry) -> None:
+        self.config = config
+        self.store = store
+        self.registry = registry
+        self.runs_dir = config.data_path / "runs"
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._snapshot = JobSnapshot()
+        self._lock_fd: int | None = None
+
+    # -- public API ----------------------------------------------------------------------
+    def start(
+        self,
+        trigger: str = "manual",
+        user: str = "",
+        method: str | None = None,
+        epochs: int | None = None,
+        resume: bool = False,
+    ) -> RunInfo:
+        """Start a run in a background thread and return at once.
+
+        Raises :class:`LearningDisabled`, :class:`JobAlreadyRunning`, :class:`NotEnoughData`
+        (nothing is started then) or, with ``resume``, :class:`NothingToResume`.
+        """
+        if not self.config.learner.learning_enabled:
+            raise LearningDisabled(
+                f"Training is switched off: models.deepseek.learning_enabled is false in {self.config.source}. "
+                "Set it to true to train the local learner."
+            )
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                snap = self._snapshot
+                raise JobAlreadyRunning(
+                    f"A training run is already running ({snap.run_id}, step {snap.step}/{snap.total_steps}). "
+                    "Wait for it to finish or cancel it first."
+                )
+            self._acquire_process_lock()
+            try:
+                info, config, data, record = self._prepare(trigger, user, method, epochs, resume)
+            except BaseException:
+                self._release_process_lock()
+                raise
+            self._cancel.clear()
+            self._snapshot = JobSnapshot(
+                run_id=info.run_id, state="queued", total_steps=record.get("total_steps") or 0,
+                events=_read_jsonl(info.run_dir / "events.jsonl") if resume else [],
+                message=f"Queued ({info.method}, trigger: {trigger})",
+            )
+            self._thread = threading.Thread(
+                target=self._run, args=(info, config, data, record), name=f"train-{info.run_id}", daemon=True
+            )
+            self._thread.start()
+        return info
+
+    def status(self) -> JobSnapshot:
+        """A copy of the current (or last) run's state; safe to call from any thread."""
+        with self._lock:
+            snap = self._snapshot
+            return JobSnapshot(**{**asdict(snap), "events": list(snap.events)})
+
+    def cancel(self) -> bool:
+        """Ask the running job to stop after the current optimizer step; True if one was running."""
+        with self._lock:
+            running = self._thread is not None and self._thread.is_alive()
+        if running:
+            self._cancel.set()
+            self._update(message="Cancelling after the current step…")
+        return running
+
+    def wait(self, timeout: float | None = None) -> JobSnapshot:
+        """Block until the current run ends (or ``timeout`` seconds pass); return its snapshot."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.status()
+
+    def is_running(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def train_blocking(self, **kwargs: Any) -> dict[str, Any]:
+        """Start a run, wait for it and return its summary (the run's ``run.json``)."""
+        info = self.start(**kwargs)
+        self.wait()
+        return self.run_summary(info.run_id)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Past and current runs (their ``run.json``), newest first."""
+        out = []
+        for path in sorted(self.runs_dir.glob("*/run.json"), reverse=True):
+            try:
+                out.append(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                out.append({"run_id": path.parent.name, "state": "unreadable"})
+        return out
+
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        return json.loads((self.runs_dir / run_id / "run.json").read_text(encoding="utf-8"))
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        """Every progress event of a run, in order (a torn last line is skipped)."""
+        return _read_jsonl(self.runs_dir / run_id / "events.jsonl")
+
+    # -- preparation -----------------------------------------------------------------------
+    def _prepare(
+        self, trigger: str, user: str, method: str | None, epochs: int | None, resume: bool
+    ) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
+        self._mark_interrupted_runs()
+        if resume:
+            return self._prepare_resume(trigger, user)
+        config = self.config.model_copy(deep=True)
+        if epochs is not None:
+            config.learner.epochs = epochs
+        if method is not None:
+            config.learner.method = method  # type: ignore[assignment]
+        data = build_dataset(self.store, config.learner)  # raises NotEnoughData: nothing started
+        chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
+        check_enough(data, config.learner, chosen)
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        run_dir = self.runs_dir / run_id
+        run_dir.mkdir(parents=True)
+        _write_json_atomic(run_dir / "data.json", data.to_dict())
+        (run_dir / "events.jsonl").touch()
+        record = {
+            "run_id": run_id, "state": "queued", "trigger": trigger, "user": user,
+            "method": chosen, "created": format_ts(utc_now()), "started": None, "finished": None,
+            "hyper_parameters": hyper_parameters(config), "lineage": data.lineage,
+            "metrics": {}, "version": None, "promoted": False, "gate": None, "message": "", "error": None,
+            "champion_at_start": self.registry.served_id(),
+        }
+        _write_json_atomic(run_dir / "run.json", record)
+        print(f"[train] run {run_id}: {json.dumps(record['hyper_parameters'])}", flush=True)
+        return RunInfo(run_id, run_dir, chosen), config, data, record
+
+    def _prepare_resume(self, trigger: str, user: str) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
+        from .trainer import latest_checkpoint
+
+        for record in self.runs():
+            if record.get("state") not in ("cancelled", "failed", "interrupted"):
+                continue
+            run_dir = self.runs_dir / record["run_id"]
+            checkpoint = latest_checkpoint(run_dir)
+            if checkpoint is None:
+                continue
+            data = TrainingData.from_dict(json.loads((run_dir / "data.json").read_text(encoding="utf-8")))
+            config = self.config.model_copy(deep=True)
+            for key, value in record["hyper_parameters"].items():
+                if key in ("lora", "base_model"):
+                    continue
+                setattr(config.learner, key, value)
+            step = int(checkpoint.name.split("-")[-1])
+            # Steps after the checkpoint are trained again: drop their events so none is duplicated.
+            kept = [e for e in self.run_events(record["run_id"])
+                    if e.get("event") not in ("step", "eval", "end") or int(e.get("step", 0)) <= step]
+            tmp = run_dir / ".events.jsonl.tmp"
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
+            os.replace(tmp, run_dir / "events.jsonl")
+            record.update(state="queued", resumed_from=checkpoint.name, trigger=trigger, user=user or record.get("user"))
+            _write_json_atomic(run_dir / "run.json", record)
+            info = RunInfo(record["run_id"], run_dir, record["method"], resumed_from=str(checkpoint))
+            return info, config, data, record
+        raise NothingToResume("No cancelled or interrupted run with a complete checkpoint to resume.")
+
+    def _mark_interrupted_runs(self) -> None:
+        # We hold the cross-process lock, so a run still marked active was cut off by a crash.
+        for record in self.runs():
+            if record.get("state") in ACTIVE_STATES:
+                record.update(state="interrupted", message="The process running it stopped; resume to continue.")
+                _write_json_atomic(self.runs_dir / record["run_id"] / "run.json", record)
+
+    # -- the run itself (background thread) ----------------------------------------------
+    def _run(self, info: RunInfo, config: Config, data: TrainingData, record: dict[str, Any]) -> None:
+        from .trainer import run_training
+
+        events_path = info.run_dir / "events.jsonl"
+        try:
+            with open(events_path, "a", encoding="utf-8") as events_file:
+
+                def on_event(event: dict[str, Any]) -> None:
+                    event = {**event, "ts": format_ts(utc_now())}
+                    events_file.write(json.dumps(event, default=str) + "\n")
+                    events_file.flush()
+                    self._on_event(event)
+
+                record.update(state="running", started=record.get("started") or format_ts(utc_now()))
+                _write_json_atomic(info.run_dir / "run.json", record)
+                self._update(state="running", message=f"Training ({info.method})…")
+                resume_from = Path(info.resumed_from) if info.resumed_from else None
+                result = run_training(config, info.run_dir, data, on_event, self._cancel.is_set, info.method, resume_from)
+            record["metrics"] = result.metrics
+            if result.status == "cancelled":
+                record.update(state="cancelled", message="Cancelled; resume to continue from the last checkpoint.")
+            else:
+                self._update(message="Registering the new version…")
+                self._register_and_gate(config, data, info, result.adapter_dir, record)
+                record["state"] = "completed"
+                shutil.rmtree(info.run_dir / "checkpoints", ignore_errors=True)
+        except NotEnoughData as exc:
+            record.update(state="failed", message=str(exc), error=str(exc))
+        except Exception as exc:  # the UI shows it; the traceback goes to run.json for debugging
+            record.update(state="failed", message=f"Training failed: {exc}", error=traceback.format_exc())
+        finally:
+            record["finished"] = format_ts(utc_now())
+            _write_json_atomic(info.run_dir / "run.json", record)
+            self._update(state=record["state"], message=record.get("message", ""), error=record.get("error"),
+                         version=record.get("version"), promoted=bool(record.get("promoted")))
+            self._release_process_lock()
+
+    def _register_and_gate(
+        self, config: Config, data: TrainingData, info: RunInfo, adapter_dir: Path | None, record: dict[str, Any]
+    ) -> None:
+        assert adapter_dir is not None
+        metadata = {
+            "base_model": str(config.base_model_path()), "method": info.method, "run_id": info.run_id,
+            "hyper_parameters": record["hyper_parameters"], "lineage": data.lineage, "metrics": record["metrics"],
+        }
+        version = self.registry.register(adapter_dir, metadata)
+        record["version"] = version.id
+        gate = self.evaluate_gate(config, data, version.path)
+        record["gate"] = gate
+        self.registry.update_metadata(version.id, gate=gate)
+        if gate["passed"]:
+            self.registry.promote(version.id, reason=f"run {info.run_id}: {gate['reason']}")
+            record.update(promoted=True, message=f"Version {version.id} is now served ({gate['reason']}).")
+        else:
+            record.update(promoted=False, message=(
+                f"Version {version.id} was registered but NOT promoted: {gate['reason']}. "
+                f"{gate['champion']} stays served; an analyst can promote it by hand."
+            ))
+
+    def evaluate_gate(self, config: Config, data: TrainingData, candidate_dir: Path | None) -> dict[str, Any]:
+        """Compare candidate and champion on the stable held-out items (completion loss)."""
+        from .trainer import evaluate_sft_loss
+
+        champion = self.registry.served()
+        tolerance = float(getattr(config.learner, "promotion_tolerance", DEFAULT_PROMOTION_TOLERANCE))
+        gate: dict[str, Any] = {"champion": champion.id, "tolerance": tolerance, "held_out": len(data.sft_eval)}
+        if not data.sft_eval:
+            return {**gate, "passed": True, "reason": "no held-out items to compare on; promoted without a gate"}
+        self._update(message=f"Comparing with the served version ({champion.id}) on {len(data.sft_eval)} held-out items…")
+        started = time.perf_counter()
+        candidate = evaluate_sft_loss(config, candidate_dir, data.sft_eval)["eval_loss"]
+        incumbent = evaluate_sft_loss(config, champion.adapter_path, data.sft_eval)["eval_loss"]
+        passed = candidate <= incumbent * (1.0 + tolerance) + 1e-9
+        verdict = "not worse than" if passed else "worse than"
+        return {
+            **gate, "passed": bool(passed), "candidate_eval_loss": candidate, "champion_eval_loss": incumbent,
+            "seconds": round(time.perf_counter() - started, 2),
+            "reason": f"held-out loss {candidate:.4f} is {verdict} {champion.id}'s {incumbent:.4f} "
+                      f"(tolerance {tolerance:.0%})",
+        }
+
+    # -- snapshot updates ----------------------------------------------------------------
+    def _on_event(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            snap = self._snapshot
+            snap.events.append(event)
+            kind = event.get("event")
+            if kind == "start":
+                snap.total_steps = int(event.get("total_steps") or 0)
+            elif kind == "step":
+                snap.step = int(event["step"])
+                snap.total_steps = int(event.get("total_steps") or snap.total_steps)
+                snap.epoch = float(event.get("epoch") or 0.0)
+                snap.train_loss = event.get("train_loss")
+                snap.tokens_per_s = event.get("tokens_per_s")
+                snap.message = f"Step {snap.step}/{snap.total_steps}"
+            elif kind == "eval":
+                snap.eval_loss = event.get("eval_loss")
+                snap.eval_token_accuracy = event.get("eval_token_accuracy")
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._snapshot, key, value)
+
+    # -- cross-process lock --------------------------------------------------------------
+    def _acquire_process_lock(self) -> None:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.runs_dir / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise JobAlreadyRunning(
+                "Another process is training the local learner right now (lock "
+                f"{self.runs_dir / '.train.lock'}). Wait for it to finish or cancel it there."
+            ) from None
+        self._lock_fd = fd
+
+    def _release_process_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the flock

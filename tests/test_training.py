@@ -1,0 +1,224 @@
+"""The training job on the tiny random Llama: learning, events, cancel, refusal, gate, resume."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from dmac_core.backends.local import LocalBackend
+from dmac_core.config import Config
+from dmac_core.store import LearningStore
+from dmac_core.training.dataset import NotEnoughData, build_dataset
+from dmac_core.training.job import JobAlreadyRunning, LearningDisabled, RunInfo, TrainingJobManager
+from dmac_core.training.registry import ModelRegistry
+from dmac_core.training.trainer import latest_checkpoint
+
+FACTS = [
+    ("What colour is the Zorblat?", "The Zorblat is bright teal."),
+    ("Who founded Quenmoor?", "Quenmoor was founded by Ada Pell."),
+    ("What is the Vexi number?", "The Vexi number is forty-two."),
+    ("Where does the Lumo river end?", "The Lumo river ends in Lake Tarn."),
+    ("What does a Frindle eat?", "A Frindle eats blue moss."),
+    ("When is Plinth Day?", "Plinth Day is on the third of May."),
+]
+
+
+def seed_ratings(store: LearningStore, facts=FACTS, rating: int = 5) -> None:
+    for prompt, answer in facts:
+        interaction = store.append_interaction(model="gemini", prompt=prompt, response=answer,
+                                               messages=[{"role": "user", "content": prompt}])
+        store.append_feedback(interaction_id=interaction.id, rating=rating)
+
+
+def services(config: Config) -> tuple[LearningStore, ModelRegistry, TrainingJobManager]:
+    store = LearningStore(config.data_path, fsync=False)
+    registry = ModelRegistry(config.data_path / "models")
+    return store, registry, TrainingJobManager(config, store, registry)
+
+
+def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def wait_for_step(jobs: TrainingJobManager, step: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while jobs.status().step < step:
+        assert time.monotonic() < deadline, f"no step {step} within {timeout}s: {jobs.status()}"
+        assert jobs.is_running(), jobs.status()
+        time.sleep(0.05)
+
+
+def test_completed_run_learns_logs_events_and_is_served(make_config: Callable[..., Config]) -> None:
+    config = make_config(learning_rate=0.05, epochs=4, validation_fraction=0.2)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    info = jobs.start(trigger="test", user="ann")
+    snap = jobs.wait(timeout=120)
+    assert snap.state == "completed", snap
+    assert snap.version == "v0001" and snap.promoted, snap.message
+
+    # events.jsonl: steps 1..N, no gaps or duplicates, eval events, start and end
+    events = jobs.run_events(info.run_id)
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    total = events[0]["total_steps"]
+    assert events[0]["event"] == "start" and events[-1] == {**events[-1], "event": "end", "status": "completed"}
+    assert steps == list(range(1, total + 1))
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals and evals[-1]["step"] == total and all(e["eval_loss"] is not None for e in evals)
+    assert all(e["tokens_per_s"] and e["tokens_per_s"] > 0 for e in events if e["event"] == "step")
+    # the loss went down over training on the repeated small dataset
+    losses = [e["train_loss"] for e in events if e["event"] == "step"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.02, losses
+
+    # run.json: hyper-parameters, lineage, metrics, version
+    run = jobs.runs()[0]
+    assert run["run_id"] == info.run_id and run["state"] == "completed" and run["version"] == "v0001"
+    assert run["hyper_parameters"]["learning_rate"] == 0.05 and run["hyper_parameters"]["lora"]["r"] == 4
+    assert run["lineage"]["counts"]["sft_train"] + run["lineage"]["counts"]["sft_eval"] == len(FACTS)
+    assert run["metrics"]["steps"] == total and run["gate"]["passed"] is True
+    assert not (info.run_dir / "checkpoints").exists()  # cleaned up once registered
+
+    # the adapter was trained: LoRA B starts at zero, so any non-zero B means the weights moved
+    version = registry.get("v0001")
+    assert version.metadata["method"] == "sft" and version.metadata["run_id"] == info.run_id
+    tensors = adapter_tensors(version.path)
+    b = [t for name, t in tensors.items() if "lora_B" in name]
+    assert b and not all(torch.equal(t, torch.zeros_like(t)) for t in b)
+
+    # served without a restart
+    assert registry.served_id() == "v0001"
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=3).model_version == "v0001"
+
+
+def test_cancel_and_second_start_refused(make_config: Callable[..., Config]) -> None:
+    config = make_config(epochs=200)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    info = jobs.start()
+    wait_for_step(jobs, 2)
+    with pytest.raises(JobAlreadyRunning, match="already running"):
+        jobs.start()
+    # another manager (as another process would) is refused by the cross-process lock
+    other = TrainingJobManager(config, store, registry)
+    with pytest.raises(JobAlreadyRunning, match="Another process"):
+        other.start()
+    assert jobs.cancel()
+    snap = jobs.wait(timeout=60)
+    assert snap.state == "cancelled" and snap.version is None
+    assert snap.step < snap.total_steps
+    assert registry.versions() == [] and registry.served_id() == "base"
+    run = jobs.run_summary(info.run_id)
+    assert run["state"] == "cancelled" and run["version"] is None
+    assert jobs.run_events(info.run_id)[-1]["status"] == "cancelled"
+    # the lock is free again once the run ended
+    other.start(epochs=1)
+    assert other.wait(timeout=60).state == "completed"
+
+
+def test_not_enough_data_and_disabled_refuse_before_starting(make_config: Callable[..., Config]) -> None:
+    config = make_config()
+    store, registry, jobs = services(config)
+    store.append_feedback(prompt="Q1", response="A1", rating=5)
+    store.append_feedback(prompt="Q2", response="A2", rating=4)
+    store.append_feedback(prompt="Q3", response="A3", rating=2)
+    with pytest.raises(NotEnoughData, match="Only 2 rated answers with rating ≥ 4; rate at least 4 to train."):
+        jobs.start()
+    assert jobs.runs() == [] and jobs.status().state == "idle"
+    jobs.start  # the lock was released: a later start is not refused for the wrong reason
+    disabled = TrainingJobManager(make_config(learning_enabled=False), store, registry)
+    with pytest.raises(LearningDisabled, match="learning_enabled is false"):
+        disabled.start()
+
+
+def test_gate_keeps_a_worse_version_unpromoted_and_rollback(make_config: Callable[..., Config], monkeypatch) -> None:
+    # The tiny random model sits near the uniform-distribution loss, where 2 % is a lot: gate strictly.
+    monkeypatch.setattr("dmac_core.training.job.DEFAULT_PROMOTION_TOLERANCE", 0.0)
+    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    first = jobs.start()
+    assert jobs.wait(timeout=120).promoted and registry.served_id() == "v0001"
+    first_gate = jobs.run_summary(first.run_id)["gate"]
+    assert first_gate["candidate_eval_loss"] < first_gate["champion_eval_loss"]  # v0001 beat the base
+
+    # A deliberately worse candidate: v0001's adapter with LoRA B zeroed, i.e. the untrained base
+    # model, which the gate has just found worse than v0001 on the held-out items. (Random noise
+    # would not do: the tiny random model's RMSNorm keeps every output near uniform.)
+    worse_dir = first.run_dir / "worse"
+    worse_dir.mkdir()
+    for name in ("adapter_config.json",):
+        (worse_dir / name).write_bytes((registry.get("v0001").path / name).read_bytes())
+    tensors = {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in adapter_tensors(registry.get("v0001").path).items()}
+    save_file(tensors, str(worse_dir / "adapter_model.safetensors"))
+    data = build_dataset(store, config.learner)
+    assert data.sft_eval, "the gate needs held-out items"
+    record: dict = {"hyper_parameters": {}, "metrics": {}}
+    jobs._register_and_gate(config, data, RunInfo("manual-worse", first.run_dir, "sft"), worse_dir, record)
+    assert record["version"] == "v0002" and record["promoted"] is False, record["gate"]
+    assert "NOT promoted" in record["message"] and "v0001" in record["message"]
+    assert record["gate"]["candidate_eval_loss"] > record["gate"]["champion_eval_loss"]
+    assert registry.served_id() == "v0001"
+    assert registry.get("v0002").metadata["gate"]["passed"] is False
+
+    # an analyst promotes it anyway, then rolls back in one call
+    registry.promote("v0002", reason="analyst")
+    assert registry.served_id() == "v0002"
+    assert registry.rollback().id == "v0001" and registry.served_id() == "v0001"
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == "v0001"
+
+
+def test_resume_after_cancel_matches_uninterrupted_run(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    # Uninterrupted reference run.
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, evaluation_interval=3)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    jobs.start()
+    assert jobs.wait(timeout=120).state == "completed"
+    reference = adapter_tensors(registry.get("v0001").path)
+    total = jobs.runs()[0]["metrics"]["steps"]
+
+    # Same data and seed, cancelled mid-way, then resumed from its checkpoint.
+    config2 = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, evaluation_interval=3)
+    config2.data_dir = str(tmp_path / "data2")
+    store2, registry2, jobs2 = services(config2)
+    seed_ratings(store2)
+    info = jobs2.start()
+    jobs2.cancel()  # stops after the first optimizer step
+    assert jobs2.wait(timeout=60).state == "cancelled"
+    checkpoint = latest_checkpoint(info.run_dir)
+    assert checkpoint is not None
+    # a torn checkpoint (no trainer_state.json) newer than the good one is skipped
+    (info.run_dir / "checkpoints" / "checkpoint-999").mkdir()
+    assert latest_checkpoint(info.run_dir) == checkpoint
+    resumed = jobs2.start(resume=True)
+    assert resumed.run_id == info.run_id and resumed.resumed_from == str(checkpoint)
+    snap = jobs2.wait(timeout=120)
+    assert snap.state == "completed", snap
+    result = adapter_tensors(registry2.get("v0001").path)
+    assert reference.keys() == result.keys()
+    assert all(torch.equal(reference[k], result[k]) for k in reference)
+    steps = [e["step"] for e in jobs2.run_events(info.run_id) if e["event"] == "step"]
+    assert steps == list(range(1, total + 1))
+    assert json.loads((info.run_dir / "run.json").read_text())["resumed_from"] == checkpoint.name
+
+
+def test_cli_train_prints_summary(make_config: Callable[..., Config], tmp_path: Path, capsys) -> None:
+    from dmac_core.training import cli
+
+    config = make_config(epochs=1)
+    store, registry, _ = services(config)
+    assert cli.main(["--config", str(tmp_path / "config.yaml"), "train", "--resume"]) == 2  # nothing to resume
+    seed_ratings(store)
+    assert cli.main(["--config", str(tmp_path / "config.yaml"), "train", "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{\n"):])
+    assert summary["state"] == "completed" and summary["version"] == "v0001"
+    assert registry.served_id() == summary["version"] if summary["promoted"] else "base"
