@@ -256,6 +256,16 @@ def _parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _write_parquet(frame: pd.DataFrame, target: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # Without pandas' metadata: pandas cannot read back its own name for nested Arrow dtypes
+    # ("list<...>[pyarrow]"), and other readers (DuckDB, Spark, datasets) ignore it anyway.
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    pq.write_table(table, target)
+
+
 def export(store: LearningStore, out_dir: str | os.PathLike[str], fmt: str, progress: Progress = None,
            min_rating: int = 4, max_negative: int = 2) -> dict[str, Path]:
     """Export the logs: ``parquet`` (one file per kind) or ``jsonl`` (SFT, KTO, DPO files)."""
@@ -267,7 +277,7 @@ def export(store: LearningStore, out_dir: str | os.PathLike[str], fmt: str, prog
                   "evals": store.evals}
         for done, (name, load) in enumerate(frames.items(), start=1):
             target = out / f"{name}.parquet"
-            _parquet_safe(load()).to_parquet(target, index=False)
+            _write_parquet(_parquet_safe(load()), target)
             written[name] = target
             if progress:
                 progress(done, len(frames))
