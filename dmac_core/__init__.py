@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .learning_system import LearningSystem
+    from .system import LearningSystem
     from .router import ModelManager
 
 _lock = threading.Lock()
@@ -29,7 +29,7 @@ def get_learning_system() -> "LearningSystem":
     global _system
     with _lock:
         if _system is None:
-            from .learning_system import LearningSystem
+            from .system import LearningSystem
 
             _system = LearningSystem()
         return _system

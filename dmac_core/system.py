@@ -1,7 +1,9 @@
 """``LearningSystem``: the facade that ties config, logs, models, training and evaluation.
 
 One instance per process (the Streamlit app caches it; ``from dmac_core import
-learning_system`` builds it lazily). It owns the shared services so that the pages, the CLI
+learning_system`` builds it lazily). The module is called ``system`` rather than
+``learning_system`` on purpose: a submodule of that name would shadow the seed's
+``dmac_core.learning_system`` instance. It owns the shared services so that the pages, the CLI
 and the seed's async API all see the same store, registry, router and training job.
 """
 

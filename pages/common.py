@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmac_core.learning_system import LearningSystem
+from dmac_core.system import LearningSystem
 
 
 @st.cache_resource(show_spinner="Starting the workbench…")

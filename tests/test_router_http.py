@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from dmac_core.config import Config, load_config
-from dmac_core.learning_system import LearningSystem
+from dmac_core.system import LearningSystem
 from tests.conftest import write_config
 from tests.fake_servers import FakeServer, Reply, error_body, fake_gemini, fake_openai  # noqa: F401
 

@@ -1,0 +1,149 @@
+"""The four things the seed's test script names, with real assertions:
+learning from all models, the feedback system, the training process, model evaluation.
+Plus the seed's three code examples, run exactly as written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmac_core.config import PROJECT_ROOT, Config, load_config
+from dmac_core.system import LearningSystem
+from dmac_core.records import RecordError
+from tests.conftest import tiny_config_dict, write_config
+from tests.fake_servers import FakeServer, fake_gemini  # noqa: F401
+
+
+def system_with_gemini(tmp_path: Path, tiny_model_dir: Path, gemini: FakeServer,
+                       monkeypatch: pytest.MonkeyPatch) -> LearningSystem:
+    data = tiny_config_dict(tmp_path / "data", tiny_model_dir)
+    data["models"]["gemini"] = {"kind": "gemini", "base_url": gemini.url, "api_key_env": "TEST_GEMINI_KEY",
+                                "timeout_s": 5, "max_retries": 0}
+    data["routing"]["order"] = ["gemini", "deepseek"]
+    monkeypatch.setenv("TEST_GEMINI_KEY", "test-key")
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "absent.toml"))
+    return LearningSystem(load_config(write_config(tmp_path / "config.yaml", data)))
+
+
+def test_learning_from_all_models(tmp_path: Path, tiny_model_dir: Path, fake_gemini: FakeServer,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    system = system_with_gemini(tmp_path, tiny_model_dir, fake_gemini, monkeypatch)
+    manager = system.model_manager
+    gemini_ids = []
+    for i in range(4):
+        fake_gemini.set_instant(f"Gemini's careful answer number {i}.")
+        result = manager.respond(f"Gemini question {i}?")
+        assert result.model == "gemini"
+        manager.store.append_feedback(interaction_id=result.interaction_id, rating=5)
+        gemini_ids.append(result.interaction_id)
+    local = manager.respond("A local question?", model="deepseek")
+    manager.store.append_feedback(interaction_id=local.interaction_id, rating=4)
+
+    summary = asyncio.run(manager.train_deepseek())
+    assert summary["state"] == "completed", summary.get("message")
+    # Gemini's rated answers were training material, next to the local model's.
+    assert set(gemini_ids) | {local.interaction_id} <= set(summary["lineage"]["interaction_ids"])
+    assert summary["lineage"]["counts"]["answers"] == 5
+
+
+def test_feedback_system(tiny_config: Config) -> None:
+    system = LearningSystem(tiny_config)
+    manager = system.model_manager
+
+    async def scenario() -> None:
+        await manager.provide_feedback(
+            prompt="What is the future of AI?",
+            response="The future of AI is...",
+            feedback="The response was informative but could include more specific examples.",
+            rating=4,
+        )
+        for bad in (0, 6, 4.5, "4", True):
+            with pytest.raises(RecordError, match="rating"):
+                await manager.provide_feedback(prompt="p", response="r", rating=bad)
+        with pytest.raises(RecordError, match="response must not be empty"):
+            await manager.provide_feedback(prompt="p", response="  ", rating=3)
+
+    asyncio.run(scenario())
+    [row] = system.store.records("feedback")
+    assert row["rating"] == 4 and row["interaction_id"] is None
+    assert row["feedback"] == "The response was informative but could include more specific examples."
+    assert row["prompt"] == "What is the future of AI?" and row["schema"] == 1
+
+
+def test_training_process(tiny_config: Config) -> None:
+    system = LearningSystem(tiny_config)
+    for i in range(6):
+        system.store.append_feedback(prompt=f"Tell me fact {i}.", response=f"Fact {i}: the sky code is {i}.", rating=5)
+    assert system.registry.served_id() == "base"
+    summary = asyncio.run(system.model_manager.train_deepseek())
+    assert summary["state"] == "completed", summary.get("message")
+    assert summary["version"] == "v0001" and system.registry.served_id() == "v0001"
+    events = system.jobs.run_events(summary["run_id"])
+    losses = [e["train_loss"] for e in events if e.get("event") == "step" and e.get("train_loss") is not None]
+    assert len(losses) >= 2 and losses[-1] < losses[0]
+    assert any(e.get("event") == "eval" for e in events)
+    answer = system.model_manager.respond("Tell me fact 1.", model="deepseek")
+    assert answer.model_version == "v0001"
+
+
+def test_model_evaluation(tiny_config: Config) -> None:
+    system = LearningSystem(tiny_config)
+    system.store.append_feedback(prompt="Explain the concept of few-shot learning.",
+                                 response="Few-shot learning learns from a handful of examples.", rating=5)
+    test_prompts = [
+        "What is the role of attention in transformer models?",
+        "How can reinforcement learning be applied to robotics?",
+        "Explain the concept of few-shot learning.",
+    ]
+    results = asyncio.run(system.evaluate_model(test_prompts))
+    assert [item["prompt"] for item in results["per_item"]] == test_prompts
+    assert [item["has_reference"] for item in results["per_item"]] == [False, False, True]
+    assert results["per_item"][2]["reference"] == "Few-shot learning learns from a handful of examples."
+    for key in ("rouge1", "rouge2", "rougeL", "bleu"):
+        assert 0.0 <= float(results["metrics"][key]) <= 100.0
+    assert results["metrics"]["loss"] > 0 and 0 <= results["metrics"]["token_accuracy"] <= 1
+    [stored] = system.store.records("evals")
+    assert stored["id"] == results["eval_id"] and stored["n"] == 3
+
+
+SEED_EXAMPLES = '''
+import asyncio
+from dmac_core import model_manager, learning_system
+
+async def main():
+    await model_manager.provide_feedback(
+        prompt="What is the future of AI?",
+        response="The future of AI is...",
+        feedback="The response was informative but could include more specific examples.",
+        rating=4
+    )
+    for i in range(4):
+        await model_manager.provide_feedback(prompt=f"Q{i}?", response=f"Answer {i}.", rating=5)
+    await model_manager.train_deepseek()
+    test_prompts = [
+        "What is the role of attention in transformer models?",
+        "How can reinforcement learning be applied to robotics?",
+        "Explain the concept of few-shot learning."
+    ]
+    evaluation_results = await learning_system.evaluate_model(test_prompts)
+    print("RESULT", len(evaluation_results["per_item"]), learning_system.registry.served_id())
+
+asyncio.run(main())
+'''
+
+
+def test_the_seeds_code_examples_run_as_written(tmp_path: Path, tiny_model_dir: Path) -> None:
+    config = write_config(tmp_path / "config.yaml", tiny_config_dict(tmp_path / "data", tiny_model_dir))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DMAC_CONFIG": str(config), "HF_HUB_OFFLINE": "1",
+           "DMAC_SECRETS": str(tmp_path / "absent.toml")}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SEED_EXAMPLES)], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT 3 v0001" in result.stdout
