@@ -222,3 +222,21 @@ def test_cli_train_prints_summary(make_config: Callable[..., Config], tmp_path: 
     summary = json.loads(out[out.index("{\n"):])
     assert summary["state"] == "completed" and summary["version"] == "v0001"
     assert registry.served_id() == summary["version"] if summary["promoted"] else "base"
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_methods_run_from_logged_ratings(make_config: Callable[..., Config], method: str) -> None:
+    config = make_config(learning_rate=0.05, epochs=1, validation_fraction=0.0, batch_size=2)
+    store, registry, jobs = services(config)
+    seed_ratings(store)  # good answers, rated 5
+    for prompt, _ in FACTS:  # and a bad answer to each prompt, rated 1
+        bad = store.append_interaction(model="deepseek", prompt=prompt, response="I do not know.")
+        store.append_feedback(interaction_id=bad.id, rating=1, feedback="wrong")
+    info = jobs.start(method=method)
+    snap = jobs.wait(timeout=120)
+    assert snap.state == "completed", (snap.message, snap.error)
+    run = jobs.run_summary(info.run_id)
+    assert run["method"] == method and registry.get(snap.version).metadata["method"] == method
+    assert [e["step"] for e in jobs.run_events(info.run_id) if e["event"] == "step"] == list(range(1, run["metrics"]["steps"] + 1))
+    b = [t for name, t in adapter_tensors(registry.get(snap.version).path).items() if "lora_B" in name]
+    assert b and not all(torch.equal(t, torch.zeros_like(t)) for t in b)
