@@ -39,10 +39,10 @@ e2e: setup browser
 # The real-browser tests drive Debian's Chromium (no browser download is possible here).
 .PHONY: browser
 browser:
-	@test -x /usr/bin/chromium || { \
-	  echo "Installing Debian's chromium for the browser tests..."; \
-	  (apt-get update -q && apt-get install -y -q chromium chromium-driver) >/dev/null || \
-	  { echo "Could not install chromium; install the Debian packages chromium and chromium-driver."; exit 1; }; }
+	@{ test -x /usr/bin/chromium && dpkg -s fonts-noto-color-emoji >/dev/null 2>&1; } || { \
+	  echo "Installing Debian's chromium (and an emoji font) for the browser tests..."; \
+	  (apt-get update -q && apt-get install -y -q chromium chromium-driver fonts-noto-color-emoji) >/dev/null || \
+	  { echo "Could not install chromium; install the Debian packages chromium, chromium-driver, fonts-noto-color-emoji."; exit 1; }; }
 
 bench: setup
 	$(PY) bench/run_all.py

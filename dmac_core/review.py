@@ -79,3 +79,29 @@ def rating_summary(table: pd.DataFrame) -> pd.DataFrame:
     summary = rated.groupby("model")["rating"].agg(rated="count", mean_rating="mean").reset_index()
     summary["mean_rating"] = summary["mean_rating"].astype(float).round(2)
     return summary
+
+
+RUN_COLUMNS = [
+    "run_id", "state", "trigger", "user", "method", "created", "finished", "steps", "train_loss", "eval_loss",
+    "eval_token_accuracy", "version", "promoted", "message",
+]
+
+
+def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Past training runs (``run.json`` records), one readable row each, newest first."""
+    rows = []
+    for run in runs:
+        metrics = run.get("metrics") or {}
+        rows.append(
+            {
+                **{key: run.get(key) for key in ("run_id", "state", "trigger", "user", "method", "created", "finished")},
+                "steps": metrics.get("steps"),
+                "train_loss": metrics.get("train_loss"),
+                "eval_loss": metrics.get("eval_loss"),
+                "eval_token_accuracy": metrics.get("eval_token_accuracy"),
+                "version": run.get("version"),
+                "promoted": run.get("promoted"),
+                "message": run.get("message"),
+            }
+        )
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)

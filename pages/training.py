@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.charts import loss_figure
+from dmac_core.review import runs_table
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.job import JobAlreadyRunning
 from pages.common import current_user, services, show_log_health
@@ -71,6 +72,11 @@ def live_progress() -> None:
             st.toast("Cancelling after the current step…")
     if snapshot.events:
         st.plotly_chart(loss_figure(snapshot.events, title="Live loss"), key="train_live_loss")
+    # When a run ends, redraw the whole page once so the run list and the served version agree.
+    was_active = st.session_state.get("train_was_active", False)
+    st.session_state.train_was_active = snapshot.state in ("queued", "running")
+    if was_active and not st.session_state.train_was_active:
+        st.rerun()
 
 
 live_progress()
@@ -81,4 +87,4 @@ runs = jobs.runs()
 if not runs:
     st.info("No runs yet.", icon="ℹ️")
 else:
-    st.dataframe(pd.DataFrame(runs), hide_index=True, width="stretch", key="train_runs")
+    st.dataframe(runs_table(runs), hide_index=True, width="stretch", key="train_runs")

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.e2e
 
 def sign_in(page: Any, url: str, password: str = E2E_PASSWORD) -> None:
     page.goto(url)
-    page.get_by_label("User name").fill(E2E_USER)
-    page.get_by_label("Password").fill(password)
+    page.get_by_role("textbox", name="User name").fill(E2E_USER)
+    page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
 
 
@@ -75,7 +75,7 @@ def test_chat_rate_train_and_see_metrics(app_server: tuple[str, Path], page: Any
     page.get_by_text(re.compile(r"completed — step (\d+)/\1")).wait_for(timeout=120_000)
     screenshot(page, "03-training-done")
     runs = sorted((data_dir / "runs").glob("*/run.json"))
-    assert len(runs) == 1 and json.loads(runs[0].read_text())["status"] == "completed"
+    assert len(runs) == 1 and json.loads(runs[0].read_text())["state"] == "completed"
 
     open_page(page, "Metrics")
     page.locator(".js-plotly-plot").first.wait_for()
