@@ -131,7 +131,13 @@ def test_not_enough_data_and_disabled_refuse_before_starting(make_config: Callab
     with pytest.raises(NotEnoughData, match="Only 2 rated answers with rating ≥ 4; rate at least 4 to train."):
         jobs.start()
     assert jobs.runs() == [] and jobs.status().state == "idle"
-    jobs.start  # the lock was released: a later start is not refused for the wrong reason
+    # the cross-process lock was released, so a later start is not refused for the wrong reason
+    import fcntl, os
+    fd = os.open(config.data_path / "runs" / ".train.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(fd)
     disabled = TrainingJobManager(make_config(learning_enabled=False), store, registry)
     with pytest.raises(LearningDisabled, match="learning_enabled is false"):
         disabled.start()
