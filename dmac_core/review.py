@@ -105,3 +105,76 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+EDITABLE_COLUMNS = ("rating", "feedback", "correction")
+
+
+def _clean(value: Any) -> Any:
+    return None if value is None or (not isinstance(value, str) and pd.isna(value)) else value
+
+
+def apply_review_edits(store: LearningStore, before: pd.DataFrame, after: pd.DataFrame, user: str) -> int:
+    """Write a new feedback record (by ``user``) for every row whose rating, note or correction
+    changed between ``before`` and ``after`` (same index). Feedback is append-only: the new
+    record supersedes the analyst's older one. Returns the number of records written.
+
+    Rows without a rating cannot be saved with a note only: a rating is required, and the
+    first invalid row stops with a :class:`~dmac_core.records.RecordError` naming it; rows
+    before it are already saved."""
+    from .records import RecordError
+
+    written = 0
+    for index in after.index:
+        old, new = before.loc[index], after.loc[index]
+        if all(_clean(old[c]) == _clean(new[c]) for c in EDITABLE_COLUMNS):
+            continue
+        rating = _clean(new["rating"])
+        if rating is None:
+            raise RecordError(f"Row {index + 1} ({str(new['prompt'])[:40]!r}): give a rating from 1 to 5 to save it")
+        store.append_feedback(
+            interaction_id=_clean(new["interaction_id"]),
+            prompt=str(new["prompt"]),
+            response=str(new["response"]),
+            rating=int(rating),
+            feedback=str(_clean(new["feedback"]) or ""),
+            correction=_clean(new["correction"]) or None,
+            user=user,
+        )
+        written += 1
+    return written
+
+
+def bulk_rate(store: LearningStore, rows: pd.DataFrame, rating: int, user: str) -> int:
+    """Rate every answer in ``rows`` (e.g. a filtered selection) with ``rating`` as ``user``,
+    keeping each row's note and correction. Returns the number of records written."""
+    seen: set[Any] = set()
+    written = 0
+    for row in rows.to_dict("records"):
+        about = _clean(row["interaction_id"]) or (row["prompt"], row["response"])
+        if about in seen:
+            continue  # several analysts' rows of the same answer: rate it once
+        seen.add(about)
+        store.append_feedback(
+            interaction_id=_clean(row["interaction_id"]), prompt=row["prompt"], response=row["response"],
+            rating=rating, feedback=str(_clean(row["feedback"]) or ""), correction=_clean(row["correction"]),
+            user=user,
+        )
+        written += 1
+    return written
+
+
+def analyst_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per analyst: answers rated, mean rating, corrections written."""
+    rated = table.dropna(subset=["rating"])
+    if rated.empty:
+        return pd.DataFrame(columns=["analyst", "rated", "mean_rating", "corrections"])
+    grouped = rated.groupby("rated_by")
+    out = pd.DataFrame(
+        {
+            "rated": grouped["rating"].count(),
+            "mean_rating": grouped["rating"].mean().astype(float).round(2),
+            "corrections": grouped["correction"].apply(lambda s: int(s.fillna("").astype(str).str.strip().ne("").sum())),
+        }
+    )
+    return out.reset_index().rename(columns={"rated_by": "analyst"})

@@ -1,17 +1,22 @@
-"""Feedback: every logged answer with its ratings and notes, filterable and downloadable."""
+"""Feedback review: every logged answer with its ratings and notes; fix a rating or write a
+corrected answer in place, rate a filtered selection in bulk, see who rated what."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dmac_core.review import filter_review, rating_summary, review_table
-from pages.common import services, show_log_health
+from dmac_core.records import RecordError
+from dmac_core.review import analyst_counts, apply_review_edits, bulk_rate, filter_review, rating_summary, review_table
+from pages.common import current_user, services, show_log_health
 
 system = services()
 
 # -- title, state ---------------------------------------------------------------------------
 st.title("⭐ Feedback")
-st.caption("What analysts rated, with their notes. Ratings of 4–5 become training targets for DeepSeek-RL.")
+st.caption(
+    "What analysts rated, with their notes. Ratings of 4–5 and corrected answers become training "
+    "targets for DeepSeek-RL. Edit a rating, a note or a correction in the table and press Save."
+)
 show_log_health(system)
 table = review_table(system.store)
 
@@ -33,20 +38,40 @@ c1, c2, c3 = st.columns(3)
 c1.metric("Answers shown", len(shown))
 c2.metric("Rated", int(rated))
 c3.metric("Mean rating", f"{shown['rating'].dropna().astype(float).mean():.2f}" if rated else "—")
-st.dataframe(
+edited = st.data_editor(
     shown,
     width="stretch",
     hide_index=True,
+    disabled=[c for c in shown.columns if c not in ("rating", "feedback", "correction")],
     column_config={
         "ts": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
-        "rating": st.column_config.NumberColumn("Rating", format="%d ⭐"),
+        "rating": st.column_config.NumberColumn("Rating", min_value=1, max_value=5, step=1, format="%d ⭐"),
         "prompt": st.column_config.TextColumn("Prompt", width="medium"),
         "response": st.column_config.TextColumn("Answer", width="large"),
+        "feedback": st.column_config.TextColumn("Note"),
+        "correction": st.column_config.TextColumn("Corrected answer", help="Becomes a preferred training target"),
+        "interaction_id": None,
+        "month": None,
     },
-    key="fb_table",
+    key="fb_editor",
 )
+save_col, bulk_col, bulk_button_col = st.columns([1, 1, 1])
+if save_col.button("💾 Save changes", key="fb_save"):
+    try:
+        count = apply_review_edits(system.store, shown, edited, current_user())
+        st.success(f"Saved {count} change{'s' if count != 1 else ''} as {current_user()}.")
+    except RecordError as exc:
+        st.error(str(exc))
+bulk_value = bulk_col.selectbox("Rate all shown as", [5, 4, 3, 2, 1], key="fb_bulk_value")
+if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
+    count = bulk_rate(system.store, shown, int(bulk_value), current_user())
+    st.success(f"Rated {count} answers {bulk_value}/5 as {current_user()}.")
 st.download_button(
     "Download CSV", shown.to_csv(index=False).encode("utf-8"), "feedback.csv", "text/csv", key="fb_download"
 )
-st.subheader("Ratings per model")
-st.dataframe(rating_summary(shown), hide_index=True, key="fb_summary")
+
+left, right = st.columns(2)
+left.subheader("Ratings per model")
+left.dataframe(rating_summary(shown), hide_index=True, key="fb_summary")
+right.subheader("Per analyst")
+right.dataframe(analyst_counts(table), hide_index=True, key="fb_analysts")

@@ -88,10 +88,16 @@ def test_feedback_page_lists_and_filters(app_env: Config) -> None:
     at.run()
     assert not at.exception
     assert at.metric[0].value == "3"
-    table = at.dataframe[0].value
+    table = at.dataframe[0].value  # the editable review table
     assert len(table) == 3 and set(table["rating"]) == {5}
     at.multiselect(key="fb_ratings").set_value([1]).run()
     assert at.metric[0].value == "0"
+    at.multiselect(key="fb_ratings").set_value([]).run()
+    at.selectbox(key="fb_bulk_value").set_value(2).run()
+    at.button(key="fb_bulk").click().run()
+    assert "Rated 3 answers 2/5" in at.success[0].value
+    latest = LearningStore(app_env.data_path).feedback()
+    assert sorted(latest["rating"]) == [2, 2, 2, 5, 5, 5]  # the analyst "local" added ratings; others kept
 
 
 def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) -> None:

@@ -69,3 +69,31 @@ def test_version_metrics_figure_uses_latest_eval_per_version(tmp_path: Path) -> 
     figure = version_metrics_figure(frame, ("rougeL",))
     assert list(figure.data[0].x) == ["deepseek@base", "deepseek@v0001"]
     assert list(figure.data[0].y) == [0.1, 0.4]
+
+
+def test_review_edits_write_superseding_records_and_corrections(tmp_path: Path) -> None:
+    import pytest
+
+    from dmac_core.records import RecordError
+    from dmac_core.review import analyst_counts, apply_review_edits
+
+    store = seeded_store(tmp_path)
+    before = review_table(store)
+    after = before.copy()
+    p2 = after.index[after["prompt"] == "p2"][0]
+    after.loc[p2, "rating"] = 1
+    after.loc[p2, "correction"] = "The right answer to p2."
+    assert apply_review_edits(store, before, after, user="dee") == 1
+    newest = store.records("feedback")[-1]
+    assert (newest["rating"], newest["correction"], newest["user"]) == (1, "The right answer to p2.", "dee")
+    assert newest["interaction_id"] == before.loc[p2, "interaction_id"]
+    assert apply_review_edits(store, before, before.copy(), user="dee") == 0  # nothing changed, nothing written
+
+    broken = before.copy()
+    broken.loc[p2, "rating"] = None
+    broken.loc[p2, "feedback"] = "note without rating"
+    with pytest.raises(RecordError, match="give a rating"):
+        apply_review_edits(store, before, broken, user="dee")
+
+    counts = analyst_counts(review_table(store)).set_index("analyst")
+    assert counts.loc["dee", "corrections"] == 1 and counts.loc["ana", "rated"] == 1

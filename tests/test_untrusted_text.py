@@ -1,0 +1,70 @@
+"""Untrusted text stays inert: no page can render model or user text as HTML."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import dmac_core
+from dmac_core.config import PROJECT_ROOT, Config
+from dmac_core.store import LearningStore
+
+ATTACKS = [
+    "<script>alert('x')</script>",
+    '<img src=x onerror="alert(1)">',
+    "[click me](javascript:alert(1))",
+    '<a href="javascript:alert(1)">link</a>',
+]
+UI_FILES = [PROJECT_ROOT / "app.py", *sorted((PROJECT_ROOT / "pages").glob("*.py"))]
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def test_no_page_passes_non_literal_text_to_html_rendering(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        if name == "html":
+            assert all(isinstance(a, ast.Constant) for a in node.args), f"{path.name}:{node.lineno} st.html with text"
+        for keyword in node.keywords:
+            if keyword.arg == "unsafe_allow_html":
+                allowed = isinstance(keyword.value, ast.Constant) and keyword.value.value is False
+                literal_only = all(isinstance(a, ast.Constant) for a in node.args)
+                assert allowed or literal_only, f"{path.name}:{node.lineno} unsafe_allow_html with non-literal text"
+
+
+def test_attack_strings_render_as_text_on_every_page(tiny_config: Config, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "none.toml"))
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()
+    store = LearningStore(tiny_config.data_path, fsync=False)
+    for attack in ATTACKS:
+        row = store.append_interaction(model="deepseek", prompt=attack, response=attack)
+        store.append_feedback(interaction_id=row.id, rating=2, feedback=attack, correction=attack)
+    at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.session_state["chat_history"] = [
+        {"role": "user", "content": a} for a in ATTACKS[:1]
+    ] + [
+        {"role": "assistant", "content": a, "model": "deepseek", "model_version": "base", "route_reason": a,
+         "interaction_id": f"id{i}"} for i, a in enumerate(ATTACKS)
+    ]
+    pages = ["pages/chat.py", "pages/feedback.py", "pages/training.py", "pages/metrics.py"]
+    for page in pages:
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        for element in at.markdown:
+            assert element.proto.allow_html is False, (page, element.value)
+    at.switch_page("pages/chat.py").run()
+    rendered = [m.value for m in at.markdown]
+    for attack in ATTACKS:
+        assert attack in rendered  # shown verbatim, as text
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()
