@@ -215,22 +215,26 @@ class LearningStore:
         line = _dumps(record.to_json_dict()) + b"\n"
         directory = self.kind_dir(kind)
         path = directory / f"{record.month()}.jsonl"
-        with self.locked(kind):
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
+        fd = -1
+        try:
+            with self.locked(kind):
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
                 size = os.fstat(fd).st_size
                 # A writer killed mid-record leaves no trailing newline: start on a fresh
                 # line so this acknowledged record is never glued onto the fragment.
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
                 _write_all(fd, line)
-                if self.fsync:
-                    os.fsync(fd)
-            finally:
+            # fsync after releasing the lock: the bytes are already in place, and concurrent
+            # writers' fsyncs then overlap (the journal commits them together) instead of
+            # queueing one full disk flush per record behind the lock.
+            if self.fsync:
+                os.fsync(fd)
+                if size == 0:  # a new month file is only durable once its directory entry is
+                    _fsync_dir(directory)
+        finally:
+            if fd >= 0:
                 os.close(fd)
-            # A new month file is only durable once its directory entry is.
-            if size == 0 and self.fsync:
-                _fsync_dir(directory)
         return record
 
     def append_interaction(self, **fields: Any) -> Interaction:

@@ -25,7 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 WRITER = textwrap.dedent(
     """
-    import os, random, sys, threading
+    import os, random, sys, threading, time
     from dmac_core.store import LearningStore
     data_dir, ack_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = LearningStore(data_dir, fsync=True)
@@ -37,6 +37,7 @@ WRITER = textwrap.dedent(
             month = rnd.choice(["2026-01-15T00:00:00Z", "2026-02-15T00:00:00Z"])
             record = store.append_interaction(model="m", prompt=f"w{seed}t{t}", response="x" * size, ts=month)
             os.write(ack, (record.id + "\\n").encode())  # acknowledged only after append returned
+            time.sleep(rnd.uniform(0.0, 0.03))  # bounds the data volume; kills still land mid-write
     for t in range(2):
         threading.Thread(target=run, args=(t,), daemon=True).start()
     threading.Event().wait()
