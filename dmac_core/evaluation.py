@@ -21,14 +21,9 @@ import yaml
 from . import metrics as M
 from .backends.base import Backend, BackendError
 from .config import Config
-from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss
+from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
 from .records import new_id
 from .store import LearningStore
-
-__all__ = [
-    "Comparison", "Evaluator", "SuiteError", "generate_batch", "generate_batch_details", "heldout_bucket",
-    "heldout_suite", "is_heldout", "load_suite", "normalize_prompt", "parse_suite", "reference_index", "reference_loss",
-]
 
 
 class SuiteError(ValueError):
@@ -171,7 +166,9 @@ class Evaluator:
         self._versions: dict[tuple[str, str], Any] = {}  # (backend, version) -> LoadedModel
 
     # -- items and references -----------------------------------------------------------
-    def resolve_items(self, test_prompts: Sequence[Any], references: Sequence[str | None] | None = None) -> list[dict[str, Any]]:
+    def resolve_items(
+        self, test_prompts: Sequence[Any], references: Sequence[str | None] | None = None
+    ) -> list[dict[str, Any]]:
         """Suite items with references: given ones first, else the best logged answer, else none."""
         items = [dict(p) if isinstance(p, dict) else {"prompt": p} for p in test_prompts]
         if references is not None:
@@ -211,7 +208,8 @@ class Evaluator:
 
             if len(self._versions) >= 2:  # each copy of the model costs ~0.5 GB: keep few
                 self._versions.pop(next(iter(self._versions)))
-            self._versions[(name, version)] = load_model(backend.base_path, backend.registry.get(version), backend.dtype)
+            found = backend.registry.get(version)
+            self._versions[(name, version)] = load_model(backend.base_path, found, backend.dtype)
         return name, backend, self._versions[(name, version)]
 
     # -- one model ------------------------------------------------------------------------
@@ -232,7 +230,8 @@ class Evaluator:
         max_new = max_new_tokens
         if loaded is not None:
             max_new = max_new_tokens or self.config.learner.max_new_tokens
-            outs = generate_batch_details(loaded, [i["prompt"] for i in items], max_new, self.batch_size, system, self.progress)
+            prompts = [i["prompt"] for i in items]
+            outs = generate_batch_details(loaded, prompts, max_new, self.batch_size, system, self.progress)
             version, provider = loaded.version, getattr(backend, "base_path", Path(name)).name
         else:
             outs, version, provider = [], None, getattr(getattr(backend, "config", None), "model", name)
@@ -242,8 +241,9 @@ class Evaluator:
                     self.progress(1)
         wall_s = time.perf_counter() - started
         rows = [
-            {"index": k, "prompt": it["prompt"], "reference": it["reference"], "reference_source": it["reference_source"],
-             "has_reference": it["reference"] is not None, "output": out["text"], "tokens_in": out.get("tokens_in"),
+            {"index": k, "prompt": it["prompt"], "reference": it["reference"],
+             "reference_source": it["reference_source"], "has_reference": it["reference"] is not None,
+             "output": out["text"], "tokens_in": out.get("tokens_in"),
              "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error")}
             for k, (it, out) in enumerate(zip(items, outs))
         ]
@@ -265,15 +265,16 @@ class Evaluator:
             gen = backend.generate(_messages(prompt, system), max_new_tokens=max_new_tokens, temperature=0.0)
         except BackendError as exc:
             return {"text": "", "error": str(exc)[:300], "latency_ms": (time.perf_counter() - started) * 1000.0}
-        return {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
-                "latency_ms": gen.latency_ms if gen.latency_ms is not None else (time.perf_counter() - started) * 1000.0}
+        latency = gen.latency_ms if gen.latency_ms is not None else (time.perf_counter() - started) * 1000.0
+        return {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out, "latency_ms": latency}
 
     def _score(self, rows: list[dict[str, Any]], loaded: Any, system: str) -> dict[str, Any]:
         scored = [r for r in rows if r["has_reference"]]
         preds, refs = [r["output"] for r in scored], [r["reference"] for r in scored]
         rouge, bleu = M.rouge_scores(preds, refs), M.bleu(preds, refs)
         for k, row in enumerate(scored):
-            row.update(rouge["per_item"][k], bleu=bleu["per_item"][k], key_term_recall=M.key_term_recall(preds[k], refs[k]))
+            recall = M.key_term_recall(preds[k], refs[k])
+            row.update(rouge["per_item"][k], bleu=bleu["per_item"][k], key_term_recall=recall)
         loss: dict[str, Any] = {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
         if loaded is not None and scored:
             with loaded.lock:
@@ -325,9 +326,10 @@ class Evaluator:
         for label, res in zip(labels[1:], results[1:]):
             other = res["per_item"]
             pairs = [(base[k], other[k]) for k in ref_rows]
+            rouge_a, rouge_b = [a["rougeL"] for a, _ in pairs], [b["rougeL"] for _, b in pairs]
             kt = [(a["key_term_recall"], b["key_term_recall"]) for a, b in pairs if a["key_term_recall"] is not None]
             for metric, outcome in (
-                ("rougeL", M.bootstrap_diff([a["rougeL"] for a, _ in pairs], [b["rougeL"] for _, b in pairs], n_boot, seed)),
+                ("rougeL", M.bootstrap_diff(rouge_a, rouge_b, n_boot, seed)),
                 ("bleu", M.bleu_bootstrap_diff([a["output"] for a, _ in pairs], [b["output"] for _, b in pairs],
                                                [a["reference"] for a, _ in pairs], n_boot, seed)),
                 ("key_term_recall", M.bootstrap_diff([a for a, _ in kt], [b for _, b in kt], n_boot, seed)),

@@ -28,13 +28,16 @@ def register(subparsers: Any) -> None:
         "save the results to the eval logs and print a table. Items without a reference use the "
         "best-rated logged answer, or get generation-only results.",
     )
-    p.add_argument("--suite", required=True, help="test set: a .yaml/.yml or .jsonl file, or 'heldout' for the logs' held-out split")
+    p.add_argument("--suite", required=True,
+                   help="test set: a .yaml/.yml or .jsonl file, or 'heldout' for the logs' held-out split")
     p.add_argument("--models", default="deepseek",
                    help="comma-separated model names from config; 'deepseek@v0002' picks a version (default: deepseek)")
     p.add_argument("--name", help="suite name stored with the results (default: the file name)")
-    p.add_argument("--max-new-tokens", type=int, default=None, help="answer length limit (default: each model's config)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="answer length limit (default: each model's config)")
     p.add_argument("--batch-size", type=int, default=8, help="batch size for the local model (default 8)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the significance test (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the significance test (default 1000)")
     p.add_argument("--csv", type=Path, help="also write the side-by-side per-item table to this CSV file")
     p.add_argument("--items", action="store_true", help="print the per-item outputs too")
     p.set_defaults(handler=run_evaluate)
@@ -84,7 +87,8 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
             print(f"Evaluation failed: {exc}", file=sys.stderr)
             return 1
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
-        print(f"\nSuite {name!r}: {len(items)} items, {comparison.results[0]['metrics']['n_with_reference']} with a reference")
+        with_ref = comparison.results[0]["metrics"]["n_with_reference"]
+        print(f"\nSuite {name!r}: {len(items)} items, {with_ref} with a reference")
         print(comparison.summary[SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if len(models) > 1:
             print(f"\nDifferences vs {comparison.summary['model'][0]} (paired bootstrap, 95 % CI):")

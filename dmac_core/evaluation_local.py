@@ -23,7 +23,8 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 def _messages(prompt: str | list[Message], system_prompt: str = "") -> list[Message]:
     if isinstance(prompt, list):
         return prompt
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [{"role": "user", "content": prompt}]
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return system + [{"role": "user", "content": prompt}]
 
 
 def reference_loss(
@@ -42,7 +43,8 @@ def reference_loss(
     for prompt, reference in zip(prompts, references):
         messages = _messages(prompt, system_prompt)
         prompt_text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        full_text = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": reference}], tokenize=False)
+        answered = messages + [{"role": "assistant", "content": reference}]
+        full_text = tokenizer.apply_chat_template(answered, tokenize=False)
         if not full_text.startswith(prompt_text):
             raise ValueError("chat template renders the prompt differently with an answer; cannot mask it")
         # Tokenised in two parts, as TRL's prompt/completion format does, so the boundary is exact.
@@ -93,7 +95,9 @@ def reference_loss(
     }
 
 
-def _logits_at(model: Any, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def _logits_at(
+    model: Any, ids: torch.Tensor, attention: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
     # Project only the needed hidden states: full logits of 8×512 tokens × 49k vocab would be ~800 MB.
     decoder, head = getattr(model, "get_decoder", lambda: None)(), model.get_output_embeddings()
     if decoder is not None and head is not None:
@@ -119,7 +123,9 @@ def generate_batch_details(
     """
     tokenizer, model = loaded.tokenizer, loaded.model
     encoded = [
-        list(tokenizer.apply_chat_template(_messages(p, system_prompt), add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"])
+        list(tokenizer.apply_chat_template(
+            _messages(p, system_prompt), add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"])
         for p in prompts
     ]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
