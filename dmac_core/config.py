@@ -69,6 +69,11 @@ class LocalModelConfig(_Strict):
     min_examples: int = Field(4, ge=1)
     max_length: int = Field(512, ge=16)
     seed: int = 0
+    # A new version is served only if its held-out loss is at most this much (relative) worse
+    # than the served version's; otherwise it is registered and an analyst may promote it.
+    promotion_tolerance: float = Field(0.02, ge=0.0, le=1.0)
+    # Optimizer steps between checkpoints (for resume); 0 = every evaluation_interval.
+    checkpoint_interval: int = Field(0, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     # --- generation ---
     max_new_tokens: int = Field(256, ge=1, le=8192)

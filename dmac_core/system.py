@@ -28,7 +28,7 @@ class LearningSystem:
         self.store = LearningStore(self.config.data_path, fsync=self.config.storage.fsync)
         self.registry = ModelRegistry(self.config.data_path / "models")
         self.backends: dict[str, Backend] = build_backends(self.config, self.registry)
-        self.jobs = TrainingJobManager(self.config, self.store, self.registry)
+        self.jobs = TrainingJobManager(self.config, self.store, self.registry, after_version=self.evaluate_after_training)
         self.model_manager = ModelManager(self.config, self.store, self.backends, jobs=self.jobs)
 
     @property

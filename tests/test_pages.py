@@ -127,6 +127,9 @@ def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) ->
     assert len(charts) >= 2
     loss = json.loads(charts[0].proto.spec)
     assert [t["name"] for t in loss["data"]][:1] == ["train loss"]
+    # The run scored the new version and the base on the same items: ROUGE / BLEU per version.
+    rouge = json.loads(charts[2].proto.spec)
+    assert [bar["x"] for bar in rouge["data"]][0] == ["deepseek@base", "deepseek@v0001"]
 
 
 def test_metrics_page_empty_state(app_env: Config) -> None:

@@ -143,10 +143,9 @@ def test_not_enough_data_and_disabled_refuse_before_starting(make_config: Callab
         disabled.start()
 
 
-def test_gate_keeps_a_worse_version_unpromoted_and_rollback(make_config: Callable[..., Config], monkeypatch) -> None:
+def test_gate_keeps_a_worse_version_unpromoted_and_rollback(make_config: Callable[..., Config]) -> None:
     # The tiny random model sits near the uniform-distribution loss, where 2 % is a lot: gate strictly.
-    monkeypatch.setattr("dmac_core.training.job.DEFAULT_PROMOTION_TOLERANCE", 0.0)
-    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3)
+    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3, promotion_tolerance=0.0)
     store, registry, jobs = services(config)
     seed_ratings(store)
     first = jobs.start()

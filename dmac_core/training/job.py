@@ -30,7 +30,7 @@ import traceback
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Config
 from ..records import format_ts, utc_now
@@ -39,7 +39,6 @@ from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, c
 from .registry import ModelRegistry
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
-DEFAULT_PROMOTION_TOLERANCE = 0.02  # candidate may be at most 2 % worse (held-out loss) than the champion
 ACTIVE_STATES = ("queued", "running")
 
 
@@ -128,10 +127,20 @@ def hyper_parameters(config: Config) -> dict[str, Any]:
 class TrainingJobManager:
     """Starts, watches and cancels training runs of the local learner."""
 
-    def __init__(self, config: Config, store: LearningStore, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: LearningStore,
+        registry: ModelRegistry,
+        after_version: Callable[[str, str], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """``after_version(new_version, previous_version)`` runs in the job thread once a new
+        version is registered (the workbench uses it to score both versions with ROUGE / BLEU
+        on the same items); its failure is recorded in run.json but does not fail the run."""
         self.config = config
         self.store = store
         self.registry = registry
+        self.after_version = after_version
         self.runs_dir = config.data_path / "runs"
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -324,6 +333,7 @@ class TrainingJobManager:
             else:
                 self._update(message="Registering the new version…")
                 self._register_and_gate(config, data, info, result.adapter_dir, record)
+                self._score_new_version(record)
                 record["state"] = "completed"
                 shutil.rmtree(info.run_dir / "checkpoints", ignore_errors=True)
         except NotEnoughData as exc:
@@ -359,12 +369,26 @@ class TrainingJobManager:
                 f"{gate['champion']} stays served; an analyst can promote it by hand."
             ))
 
+    def _score_new_version(self, record: dict[str, Any]) -> None:
+        if self.after_version is None or not record.get("version"):
+            return
+        self._update(message=f"Scoring {record['version']} against {record['gate']['champion']} (ROUGE / BLEU)…")
+        try:
+            results = self.after_version(record["version"], record["gate"]["champion"])
+            record["evaluations"] = [
+                {k: r[k] for k in ("model_version", "suite", "n", "eval_id")}
+                | {m: r["metrics"].get(m) for m in ("rougeL", "bleu", "token_accuracy")}
+                for r in results
+            ]
+        except Exception as exc:  # scoring is a report, not part of the model: keep the run
+            record["evaluation_error"] = f"{type(exc).__name__}: {exc}"
+
     def evaluate_gate(self, config: Config, data: TrainingData, candidate_dir: Path | None) -> dict[str, Any]:
         """Compare candidate and champion on the stable held-out items (completion loss)."""
         from .trainer import evaluate_sft_loss
 
         champion = self.registry.served()
-        tolerance = float(getattr(config.learner, "promotion_tolerance", DEFAULT_PROMOTION_TOLERANCE))
+        tolerance = config.learner.promotion_tolerance
         gate: dict[str, Any] = {"champion": champion.id, "tolerance": tolerance, "held_out": len(data.sft_eval)}
         if not data.sft_eval:
             return {**gate, "passed": True, "reason": "no held-out items to compare on; promoted without a gate"}

@@ -27,7 +27,7 @@ from .dataset import TrainingData, weighted_sft_train
 
 Progress = Callable[[dict[str, Any]], None]
 
-# Used when the config has no ``checkpoint_interval`` key: checkpoint as often as we validate.
+# Checkpoints kept per run: the newest complete one to resume from, and one spare in case it is torn.
 CHECKPOINT_KEEP = 2
 
 
@@ -53,7 +53,7 @@ def training_dtype_is_bf16(cfg: Config) -> bool:
 
 def checkpoint_interval(cfg: Config) -> int:
     """Steps between checkpoints (``models.deepseek.checkpoint_interval`` when the config has it)."""
-    return int(getattr(cfg.learner, "checkpoint_interval", 0) or cfg.learner.evaluation_interval)
+    return int(cfg.learner.checkpoint_interval or cfg.learner.evaluation_interval)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -47,10 +47,15 @@ def test_chat_rate_train_and_see_metrics(app_server: tuple[str, Path], page: Any
     page.get_by_role("heading", name=re.compile("Chat")).first.wait_for()
 
     # Chat: an answer is streamed from the local (tiny) model.
-    page.get_by_test_id("stChatInputTextArea").fill("What does the workbench do?")
+    # The question carries HTML / javascript: payloads: they must show as text and never run.
+    question = "What does the workbench do? <img src=x onerror=alert(1)> <script>alert(2)</script> [x](javascript:alert(3))"
+    page.get_by_test_id("stChatInputTextArea").fill(question)
     page.get_by_test_id("stChatInputTextArea").press("Enter")
     page.get_by_role("button", name="Save rating").wait_for(timeout=60_000)
     assert page.get_by_test_id("stChatMessage").count() == 2
+    user_bubble = page.get_by_test_id("stChatMessage").first.inner_text()
+    assert "<img src=x onerror=alert(1)>" in user_bubble and "<script>alert(2)</script>" in user_bubble
+    page.get_by_role("link", name="x").click(timeout=5_000) if page.get_by_role("link", name="x").count() else None
     screenshot(page, "01-chat")
 
     # Rate with stars and a note; the record lands in the feedback log under the signed-in user.
