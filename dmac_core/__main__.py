@@ -20,7 +20,8 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
     if config.learner.base_model:
         print(f"Using the configured base model {config.base_model_path()} (no conversion needed).")
         return 0
-    ensure_base_model(config.base_model_path(), progress=lambda msg: print(msg, flush=True))
+    path = ensure_base_model(config.base_model_path(), progress=lambda msg: print(msg, flush=True))
+    print(f"Base model ready: {path}")
     return 0
 
 

@@ -78,5 +78,4 @@ def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> 
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    progress(f"Base model ready: {target}")
     return target

@@ -51,12 +51,15 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise RuntimeError(f"streamlit did not become healthy at {url} within {timeout}s")
 
 
-def start_app(tmp_path: Path, tiny_model_dir: Path, **learner: Any) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """Start the workbench; returns (process, base url, data dir)."""
-    data_dir = tmp_path / "data"
-    config = write_config(tmp_path / "config.yaml", tiny_config_dict(data_dir, tiny_model_dir, **learner))
+def start_app(
+    tmp_path: Path, config_data: dict[str, Any], with_user: bool = True
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """Start the workbench with ``config_data``; returns (process, base url, data dir)."""
+    data_dir = Path(config_data["data_dir"])
+    config = write_config(tmp_path / "config.yaml", config_data)
     secrets = tmp_path / "secrets.toml"
-    add_user(E2E_USER, E2E_PASSWORD, secrets)
+    if with_user:
+        add_user(E2E_USER, E2E_PASSWORD, secrets)
     port = _free_port()
     env = {
         **os.environ, "DMAC_CONFIG": str(config), "DMAC_SECRETS": str(secrets),
@@ -79,15 +82,19 @@ def start_app(tmp_path: Path, tiny_model_dir: Path, **learner: Any) -> tuple[sub
 
 @pytest.fixture
 def app_server(tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[str, Path]]:
-    process, url, data_dir = start_app(tmp_path, tiny_model_dir)
+    process, url, data_dir = start_app(tmp_path, tiny_config_dict(tmp_path / "data", tiny_model_dir))
     try:
         yield url, data_dir
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_app(process)
+
+
+def stop_app(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="session")
