@@ -393,6 +393,31 @@ class LearningStore:
         with self._cache_lock:
             return self._file_rows(kind, path) if path.is_file() else []
 
+    def month_records_since(self, kind: str, month: str, start: int) -> tuple[list[dict[str, Any]], int]:
+        """Rows ``start:`` of one month file and its current row count, without materialising
+        the rows before ``start`` (cheap polling for callers that count as they go, like the
+        router's usage caps). A count below ``start`` means the file was rewritten."""
+        path = self.kind_dir(kind) / f"{month}.jsonl"
+        if not path.is_file():
+            return [], 0
+        with self._cache_lock:
+            for _attempt in range(5):
+                cache = self._refresh_file(kind, path)
+                try:
+                    rows: list[dict[str, Any]] = []
+                    seen = 0
+                    for segment in cache.segments:
+                        if seen + segment.count > start:
+                            if segment.rows is None:
+                                self._materialize(path, cache, segment, kind)
+                            skip = max(0, start - seen)
+                            rows.extend((segment.rows or [])[skip:])
+                        seen += segment.count
+                    return rows, seen
+                except _Stale:
+                    self._cache.pop(path, None)
+            raise OSError(f"{path} kept changing while it was read; try again")
+
     def health(self) -> list[FileHealth]:
         """Per-file counts of readable records and skipped lines, for every log file."""
         report = []

@@ -51,14 +51,15 @@ class UsageCounter:
             self._requests.clear()
             self._tokens.clear()
             self._recent.clear()
-        rows = self.store.month_records("interactions", month)
-        if len(rows) < self._seen:  # the file was rewritten (doctor, deletion): count again
+        rows, total = self.store.month_records_since("interactions", month, self._seen)
+        if total < self._seen:  # the file was rewritten (doctor, deletion): count again
             self._seen = 0
             self._requests.clear()
             self._tokens.clear()
             self._recent.clear()
+            rows, total = self.store.month_records_since("interactions", month, 0)
         minute_ago = now - timedelta(minutes=1)
-        for row in rows[self._seen :]:
+        for row in rows:
             ts_text = str(row.get("ts", ""))
             if not ts_text.startswith(day):
                 continue
@@ -71,7 +72,7 @@ class UsageCounter:
             self._tokens[model] += _tokens(row)
             if ts >= minute_ago:
                 self._recent[model].append((ts, _tokens(row)))
-        self._seen = len(rows)
+        self._seen = total
         for window in self._recent.values():
             while window and window[0][0] < minute_ago:
                 window.popleft()
