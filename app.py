@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmac_core.auth import check_credentials, load_users
+from dmac_core.auth import check_credentials, load_users, oidc_configured
 from dmac_core.config import ConfigError
 
 st.set_page_config(page_title="DMac Learning Workbench", page_icon="🧠", layout="wide")
@@ -21,6 +21,8 @@ def sign_in_page() -> None:
         user = st.text_input("User name", key="sign_in_user")
         password = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in")
+    if oidc_configured() and st.button("Sign in with single sign-on instead", key="sso_login"):
+        st.login()
     if submitted:
         if check_credentials(user, password, load_users()):
             st.session_state["dmac_user"] = user
@@ -29,12 +31,25 @@ def sign_in_page() -> None:
             st.error("Wrong user name or password.")
 
 
+def sso_page() -> None:
+    st.title("🔐 Sign in")
+    st.caption("DMac Learning Workbench — sign in with your organisation's account.")
+    if st.button("Sign in with single sign-on", key="sso_login"):
+        st.login()
+
+
 def main() -> None:
     try:
         users = load_users()
     except ValueError as exc:
         st.error(f"Sign-in is misconfigured: {exc}")
         st.stop()
+    if oidc_configured() and not st.session_state.get("dmac_user"):
+        if st.user.is_logged_in:
+            st.session_state["dmac_user"] = str(st.user.get("email") or st.user.get("name") or "sso-user")
+        elif not users:
+            st.navigation([st.Page(sso_page, title="Sign in", icon="🔐")]).run()
+            return
     if users and not st.session_state.get("dmac_user"):
         st.navigation([st.Page(sign_in_page, title="Sign in", icon="🔐")]).run()
         return

@@ -26,12 +26,13 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from .auth import is_loopback, load_users
+    from .auth import is_loopback, sign_in_configured
 
-    if not is_loopback(args.address) and not load_users():
+    if not is_loopback(args.address) and not sign_in_configured():
         print(
             f"Refusing to listen on {args.address}: the workbench would be reachable by others without sign-in.\n"
-            "Add a user first: python -m dmac_core add-user NAME   (then run again), or use --address 127.0.0.1.",
+            "Add a user first: python -m dmac_core add-user NAME   (then run again), configure OIDC\n"
+            "([auth] in .streamlit/secrets.toml, see the README), or use --address 127.0.0.1.",
             file=sys.stderr,
         )
         return 2

@@ -61,6 +61,23 @@ def load_users(secrets_path: Path | None = None) -> dict[str, str]:
     return {str(name): str(value) for name, value in users.items()} if isinstance(users, dict) else {}
 
 
+def oidc_configured(secrets_path: Path | None = None) -> bool:
+    """True when secrets.toml has Streamlit's OIDC settings (``[auth]`` with
+    ``server_metadata_url`` and ``client_id``), so ``st.login`` can be offered."""
+    path = Path(secrets_path or os.environ.get("DMAC_SECRETS") or DEFAULT_SECRETS_PATH)
+    try:
+        auth = tomllib.loads(path.read_text(encoding="utf-8")).get("auth", {})
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    providers = [auth] + [v for v in auth.values() if isinstance(v, dict)]
+    return any("server_metadata_url" in p and "client_id" in p for p in providers)
+
+
+def sign_in_configured(secrets_path: Path | None = None) -> bool:
+    """Password users or OIDC: either one makes it safe to listen beyond loopback."""
+    return bool(load_users(secrets_path)) or oidc_configured(secrets_path)
+
+
 def check_credentials(user: str, password: str, users: dict[str, str]) -> bool:
     """Constant-time check; an unknown user costs the same as a wrong password."""
     stored = users.get(user)

@@ -47,3 +47,15 @@ def test_serve_refuses_a_public_address_without_users(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Refusing to listen on 0.0.0.0" in result.stderr
     assert "add-user" in result.stderr
+
+
+def test_oidc_settings_count_as_sign_in(tmp_path: Path) -> None:
+    from dmac_core.auth import oidc_configured, sign_in_configured
+
+    secrets = tmp_path / "secrets.toml"
+    assert not sign_in_configured(secrets)
+    secrets.write_text(
+        '[auth]\nredirect_uri = "http://x/oauth2callback"\ncookie_secret = "s"\nclient_id = "id"\n'
+        'client_secret = "c"\nserver_metadata_url = "https://idp/.well-known/openid-configuration"\n'
+    )
+    assert oidc_configured(secrets) and sign_in_configured(secrets)
