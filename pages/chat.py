@@ -71,7 +71,7 @@ def rating_controls(message: dict) -> None:
 if not history:
     st.info("No messages yet — type a question below. Answers can be rated right under them.", icon="ℹ️")
 for message in history:
-    with st.chat_message(message["role"]):
+    with st.chat_message(message["role"], avatar="🧑‍💼" if message["role"] == "user" else "🤖"):
         st.markdown(message["content"] or "_(empty answer)_")
         if message["role"] == "assistant":
             st.caption(
@@ -91,7 +91,7 @@ if prompt is not None:
     conversation = [{"role": m["role"], "content": m["content"]} for m in history] + [
         {"role": "user", "content": prompt}
     ]
-    with st.chat_message("user"):
+    with st.chat_message("user", avatar="🧑‍💼"):
         st.markdown(prompt)
     result: dict[str, ChatResult] = {}
 
@@ -104,7 +104,7 @@ if prompt is not None:
             else:
                 yield item
 
-    with st.chat_message("assistant"):
+    with st.chat_message("assistant", avatar="🤖"):
         try:
             with st.spinner("Thinking… (the local model loads on first use)"):
                 st.write_stream(deltas())
