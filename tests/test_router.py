@@ -198,3 +198,20 @@ def test_seed_async_api_generate_and_provide_feedback(tmp_path: Path) -> None:
     assert len(feedback) == 1 and feedback[0]["rating"] == 4
     assert feedback[0]["interaction_id"] == manager.store.records("interactions")[0]["id"]
     assert json.dumps(feedback[0])  # serialisable as stored
+
+
+def test_usage_counter_tails_the_log_and_survives_torn_lines_and_rewrites(tmp_path: Path) -> None:
+    from dmac_core.usage import UsageCounter
+
+    store = LearningStore(tmp_path, fsync=False)
+    counter = UsageCounter(store)
+    store.append_interaction(model="gemini", prompt="p", response="r", tokens_in=3, tokens_out=4)
+    assert counter.usage("gemini").requests_today == 1 and counter.usage("gemini").tokens_today == 7
+    [path] = store.month_files("interactions")
+    with open(path, "ab") as handle:
+        handle.write(b'{"model": "gemini", "ts": "torn')  # a killed writer's fragment
+    assert counter.usage("gemini").requests_today == 1
+    store.append_interaction(model="gemini", prompt="p2", response="r2")
+    assert counter.usage("gemini").requests_today == 2  # the fragment line is skipped, the record counted
+    path.write_bytes(path.read_bytes().split(b"\n", 1)[1])  # rewritten (e.g. a deletion): recount
+    assert counter.usage("gemini").requests_today == 1

@@ -1,0 +1,124 @@
+"""Router decision overhead (issue 4) with a large interaction log.
+
+Measures, against a backend that answers instantly:
+- ``decide``: choosing the model for a request (availability, cooldown, caps counted from
+  the log) — what the router adds before a backend is called;
+- ``respond``: a whole request through the router including capturing the interaction
+  (fsync off, so the disk is not what is measured);
+- baseline, same run: counting today's usage by rescanning the log per request
+  (``store.interactions()`` filtered), what a naive cap check would cost.
+
+    .venv/bin/python bench/router_bench.py [--records 1000000] [--requests 2000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+from dmac_core.backends.base import Availability, Generation  # noqa: E402
+from dmac_core.config import Config  # noqa: E402
+from dmac_core.router import ModelManager  # noqa: E402
+from dmac_core.store import LearningStore  # noqa: E402
+
+
+class InstantBackend:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def available(self) -> Availability:
+        return Availability(True)
+
+    def generate(self, messages: list[dict[str, Any]], **options: Any) -> Generation:
+        return Generation(text="ok", provider_model=self.name, tokens_in=1, tokens_out=1, latency_ms=0.0)
+
+    def stream(self, messages: list[dict[str, Any]], **options: Any) -> Iterator[Any]:
+        yield "ok"
+        yield self.generate(messages)
+
+
+def make_log(directory: Path, n: int) -> None:
+    """``n`` interactions (~500 B each), all today: the worst case for counting today's usage."""
+    now = datetime.now(timezone.utc)
+    out = directory / "interactions"
+    out.mkdir(parents=True)
+    with open(out / f"{now:%Y-%m}.jsonl", "wb") as handle:
+        for i in range(n):
+            ts = now.replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
+            record = {"schema": 1, "id": uuid.uuid4().hex, "ts": ts.replace("+00:00", "Z"), "user": f"u{i % 50}",
+                      "session_id": "s", "model": "gemini" if i % 2 else "deepseek_api", "provider_model": "p",
+                      "model_version": None, "messages": [{"role": "user", "content": "what is the forecast"}],
+                      "prompt": "what is the forecast", "response": "the forecast is up " * 10, "latency_ms": 100.0,
+                      "tokens_in": 20, "tokens_out": 50, "route_reason": "auto", "error": None}
+            handle.write(orjson.dumps(record) + b"\n")
+
+
+def percentile(values: list[float], q: float) -> float:
+    data = sorted(values)
+    return data[min(len(data) - 1, int(round(q * (len(data) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="100,000 records, 500 requests")
+    args = parser.parse_args()
+    if args.quick:
+        args.records, args.requests = 100_000, 500
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        started = time.perf_counter()
+        make_log(data, args.records)
+        print(f"log of {args.records:,} interactions written in {time.perf_counter() - started:.1f}s", flush=True)
+        config = Config.model_validate({
+            "data_dir": str(data),
+            "models": {"deepseek": {"kind": "local", "enabled": False},
+                       "gemini": {"kind": "gemini"}, "deepseek_api": {"kind": "openai_compat"}},
+            "routing": {"order": ["gemini", "deepseek_api"],
+                        "caps": {"gemini": {"requests_per_day": 10_000_000, "tokens_per_day": 10**12}}},
+            "storage": {"fsync": False},
+        })
+        store = LearningStore(data, fsync=False)
+        manager = ModelManager(config, store, {"gemini": InstantBackend("gemini"),
+                                               "deepseek_api": InstantBackend("deepseek_api")})
+        started = time.perf_counter()
+        manager.candidates("auto")
+        first = time.perf_counter() - started
+        decide, respond = [], []
+        for _ in range(args.requests):
+            t0 = time.perf_counter()
+            manager.candidates("auto")
+            decide.append((time.perf_counter() - t0) * 1000)
+            t0 = time.perf_counter()
+            manager.respond("what is the forecast")
+            respond.append((time.perf_counter() - t0) * 1000)
+        baseline = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            frame = store.interactions()
+            today = frame["ts"].dt.strftime("%Y-%m-%d") == datetime.now(timezone.utc).strftime("%Y-%m-%d")
+            int((frame["model"][today] == "gemini").sum())
+            baseline.append((time.perf_counter() - t0) * 1000)
+    print("\n| measurement | p50 | p99 |\n|---|---|---|")
+    print(f"| decide (caps counted from the log) | {statistics.median(decide):.3f} ms | {percentile(decide, .99):.3f} ms |")
+    print(f"| respond incl. capture (fsync off) | {statistics.median(respond):.3f} ms | {percentile(respond, .99):.3f} ms |")
+    print(f"| baseline: rescan the log per request | {statistics.median(baseline):.1f} ms | - |")
+    print(f"\nfirst decision (reads the log once): {first:.2f} s; records {args.records:,}; requests {args.requests}; "
+          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}; {datetime.now(timezone.utc):%Y-%m-%d}")
+
+
+if __name__ == "__main__":
+    main()
