@@ -1,0 +1,242 @@
+"""The active-learning queue: prompts where the learner most needs an analyst.
+
+A prompt enters the queue for any of three reasons, each with a strength in 0..1:
+
+- **uncertain** — the local learner's logged answer has a high mean token entropy (the
+  model was unsure while writing it; see :mod:`.explain`);
+- **disagree** — different models answered it differently: low similarity (mean of ROUGE-L
+  F and embedding cosine) between two models' answers;
+- **low rating** — an answer to it was rated ``<= max_rating_for_negative``.
+
+A prompt leaves the queue once it has something good to learn from: an analyst correction
+or an answer rated ``>= min_rating_for_sft``. Working an item writes exactly that:
+
+- ``answer``: the analyst's own answer, as feedback with ``correction`` and rating 5;
+- ``rate``: a rating (and note) for one logged answer;
+- ``teacher``: ask the premium model through the router (its usage caps apply), log it like
+  any interaction, and store its answer as a rated reference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..config import Config, GeminiModelConfig, LocalModelConfig
+from ..records import Feedback
+from ..store import LearningStore
+from .embeddings import Embedder
+from .topics import answer_table
+
+# Mean token entropy (nats) above which a learner answer counts as uncertain. Measured on the
+# bundled SmolLM2-135M: fluent answers ≈ 0.6–1.5 nats, answers it cannot follow ≈ 3+.
+UNCERTAIN_ABOVE = 2.5
+DISAGREE_BELOW = 0.5  # similarity (mean of ROUGE-L F and cosine) below which answers disagree
+MAX_ENTROPY_ITEMS = 100  # newest learner answers scored per queue build (each is a forward pass)
+
+EntropyFn = Callable[[dict[str, Any]], float]  # an answer row → mean token entropy
+
+
+@dataclass
+class QueueItem:
+    """One prompt waiting for an analyst, with why it is here and the answers it has."""
+
+    prompt: str
+    key: str
+    score: float
+    reasons: dict[str, float] = field(default_factory=dict)  # reason → strength (0..1)
+    answers: list[dict[str, Any]] = field(default_factory=list)  # interaction_id, model, response, rating
+    details: dict[str, Any] = field(default_factory=dict)  # entropy, similarity, min_rating
+
+    @property
+    def reason_text(self) -> str:
+        return ", ".join(self.reasons)
+
+
+def learner_entropy_fn(loaded: Any, store: LearningStore, cache_path: Path | None = None) -> EntropyFn:
+    """An :data:`EntropyFn` on a loaded local model, cached per (interaction, version) on disk."""
+    from .explain import mean_token_entropy
+
+    cache: dict[str, float] = {}
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cache = {k: float(v) for k, v in json.loads(cache_path.read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError):
+            cache = {}
+
+    def entropy(row: dict[str, Any]) -> float:
+        key = f"{row.get('interaction_id')}@{loaded.version}"
+        if key not in cache:
+            interaction = store.get_interaction(row["interaction_id"]) if row.get("interaction_id") else None
+            messages = list((interaction or {}).get("messages") or []) or row["prompt"]
+            cache[key] = mean_token_entropy(loaded, messages, row["response"])
+            if cache_path is not None:
+                cache_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
+                tmp.write_text(json.dumps(cache), encoding="utf-8")
+                os.replace(tmp, cache_path)
+        return cache[key]
+
+    return entropy
+
+
+def _similarity(a: str, b: str, va: np.ndarray, vb: np.ndarray) -> float:
+    from rouge_score import rouge_scorer
+
+    rouge = rouge_scorer.RougeScorer(["rougeL"]).score(a, b)["rougeL"].fmeasure
+    return 0.5 * (float(rouge) + float(np.clip(va @ vb, 0.0, 1.0)))
+
+
+def build_queue(
+    store: LearningStore,
+    embedder: Embedder,
+    *,
+    learner: str = "deepseek",
+    entropy_fn: EntropyFn | None = None,
+    min_rating_for_sft: int = 4,
+    max_rating_for_negative: int = 2,
+    uncertain_above: float = UNCERTAIN_ABOVE,
+    disagree_below: float = DISAGREE_BELOW,
+    limit: int = 50,
+) -> list[QueueItem]:
+    """Open queue items, strongest first (see the module docstring for the rules).
+
+    ``entropy_fn`` scores the learner's answers (e.g. :func:`learner_entropy_fn`); without it
+    uncertainty is not considered (no local model needed).
+    """
+    answers = answer_table(store)
+    if answers.empty:
+        return []
+    resolved = set(answers.loc[answers["correction"].notna(), "key"])
+    resolved |= set(answers.loc[answers["rating"] >= min_rating_for_sft, "key"])
+    open_answers = answers[~answers["key"].isin(resolved)]
+    if open_answers.empty:
+        return []
+    items: dict[str, QueueItem] = {}
+
+    def item(key: str, group: pd.DataFrame) -> QueueItem:
+        if key not in items:
+            shown = group[["interaction_id", "model", "response", "rating"]].to_dict("records")
+            items[key] = QueueItem(prompt=str(group["prompt"].iloc[-1]), key=key, score=0.0, answers=shown)
+        return items[key]
+
+    groups = dict(tuple(open_answers.groupby("key", sort=False)))
+    # Low ratings: the further below the threshold, the stronger.
+    for key, group in groups.items():
+        low = group["rating"].min()
+        if not math.isnan(low) and low <= max_rating_for_negative:
+            it = item(key, group)
+            it.reasons["low rating"] = (max_rating_for_negative + 1 - low) / max_rating_for_negative
+            it.details["min_rating"] = float(low)
+    # Disagreement: the least similar pair of answers from two different models.
+    multi = {k: g for k, g in groups.items() if g["model"].dropna().nunique() >= 2}
+    if multi:
+        texts = sorted({t for g in multi.values() for t in g["response"]})
+        vectors = dict(zip(texts, embedder.embed(texts)))
+        for key, group in multi.items():
+            rows = group.dropna(subset=["model"]).to_dict("records")
+            pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1 :] if a["model"] != b["model"]]
+            worst = min(_similarity(a["response"], b["response"], vectors[a["response"]], vectors[b["response"]])
+                        for a, b in pairs)
+            if worst < disagree_below:
+                it = item(key, group)
+                it.reasons["disagree"] = (disagree_below - worst) / disagree_below
+                it.details["similarity"] = round(worst, 3)
+    # Uncertainty: the newest learner answers, one forward pass each (cached by the caller).
+    if entropy_fn is not None:
+        mine = open_answers[open_answers["model"] == learner].sort_values("ts").tail(MAX_ENTROPY_ITEMS)
+        for row in mine.to_dict("records"):
+            value = entropy_fn(row)
+            if not math.isnan(value) and value > uncertain_above:
+                it = item(row["key"], groups[row["key"]])
+                strength = min(1.0, (value - uncertain_above) / uncertain_above)
+                if strength >= it.reasons.get("uncertain", -1):
+                    it.reasons["uncertain"] = strength
+                    it.details["entropy"] = round(value, 3)
+    for it in items.values():
+        # Several reasons at once are worth more than one strong reason.
+        it.score = round(sum(it.reasons.values()) + 0.1 * len(it.reasons), 4)
+    return sorted(items.values(), key=lambda i: -i.score)[:limit]
+
+
+def queue_frame(items: list[QueueItem]) -> pd.DataFrame:
+    """The queue as a table for display: prompt, reasons, score, answers, details."""
+    return pd.DataFrame(
+        [{"prompt": i.prompt, "reasons": i.reason_text, "score": i.score, "answers": len(i.answers),
+          "entropy": i.details.get("entropy"), "similarity": i.details.get("similarity"),
+          "lowest rating": i.details.get("min_rating")} for i in items],
+        columns=["prompt", "reasons", "score", "answers", "entropy", "similarity", "lowest rating"],
+    )
+
+
+def premium_model(config: Config) -> str | None:
+    """The teacher: the first enabled Gemini model, else the first enabled non-local model."""
+    models = [(n, m) for n, m in config.models.items() if m.enabled and not isinstance(m, LocalModelConfig)]
+    for name, model in models:
+        if isinstance(model, GeminiModelConfig):
+            return name
+    return models[0][0] if models else None
+
+
+class WorkError(ValueError):
+    """An action on a queue item was refused; nothing was written."""
+
+
+def work_item(
+    store: LearningStore,
+    item: QueueItem,
+    action: str,
+    *,
+    user: str = "anonymous",
+    answer: str | None = None,
+    rating: int | None = None,
+    note: str = "",
+    interaction_id: str | None = None,
+    manager: Any = None,
+    teacher: str | None = None,
+    teacher_rating: int = 5,
+) -> Feedback:
+    """Do one action on a queue item; returns the feedback record written.
+
+    - ``answer``: needs ``answer``; writes prompt + the analyst's answer, rating 5, as a correction.
+    - ``rate``: needs ``rating`` and the answer's ``interaction_id`` (default: the item's
+      first answer); writes that rating with ``note``.
+    - ``teacher``: needs ``manager`` (a ModelManager) and ``teacher`` (model name); asks it
+      through the router — caps, cooldowns and logging apply, a refusal raises RoutingError —
+      and rates its answer ``teacher_rating`` as the reference.
+    """
+    if action == "answer":
+        if not answer or not answer.strip():
+            raise WorkError("Write an answer first: an empty answer teaches nothing.")
+        return store.append_feedback(
+            prompt=item.prompt, response=answer.strip(), rating=5, correction=answer.strip(),
+            feedback=note or "analyst answer (active learning)", user=user,
+        )
+    if action == "rate":
+        if rating is None:
+            raise WorkError("Choose a rating from 1 to 5 first.")
+        target = next((a for a in item.answers if interaction_id is None or a["interaction_id"] == interaction_id), None)
+        if target is None:
+            raise WorkError(f"No answer {interaction_id!r} in this queue item.")
+        if target["interaction_id"]:
+            return store.append_feedback(interaction_id=target["interaction_id"], rating=rating, feedback=note, user=user)
+        return store.append_feedback(prompt=item.prompt, response=target["response"], rating=rating, feedback=note,
+                                     user=user)
+    if action == "teacher":
+        if manager is None or not teacher:
+            raise WorkError("No premium model is configured to act as teacher.")
+        result = manager.respond(item.prompt, model=teacher, user=user, session_id="active-learning")
+        if not result.text.strip():
+            raise WorkError(f"{teacher} gave an empty answer; nothing to learn from.")
+        return store.append_feedback(
+            interaction_id=result.interaction_id, rating=teacher_rating,
+            feedback=note or f"teacher reference from {teacher} (active learning)", user=user,
+        )
+    raise WorkError(f"Unknown action {action!r}; expected answer, rate or teacher.")

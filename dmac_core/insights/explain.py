@@ -1,0 +1,159 @@
+"""Explanations: per-token confidence of local answers; nearest training examples of a version.
+
+Per-token confidence is one forward pass of the local model over the chat-templated prompt
+followed by the answer (teacher forcing): for each answer token, the probability the model
+gave that token and the entropy of its whole predictive distribution there. This measures
+the answer as logged, whatever sampling produced it. The routing reason needs no
+computation: every interaction record carries ``route_reason``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..store import LearningStore
+from .embeddings import Embedder
+
+MAX_ANSWER_TOKENS = 512  # longer answers are scored on their first 512 tokens
+
+
+@dataclass
+class TokenScore:
+    """One answer token: its text, the probability the model gave it, and the entropy (nats)."""
+
+    token: str
+    prob: float
+    entropy: float
+
+
+def _chat(prompt: str | list[dict[str, Any]], system: str | None) -> list[dict[str, str]]:
+    if isinstance(prompt, str):
+        chat = [{"role": "user", "content": prompt}]
+    else:
+        chat = [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in prompt]
+    if system and chat[0]["role"] != "system":
+        chat.insert(0, {"role": "system", "content": system})
+    return chat
+
+
+def answer_token_scores(
+    loaded: Any, prompt: str | list[dict[str, Any]], answer: str, system: str | None = None
+) -> list[TokenScore]:
+    """Probability and entropy per answer token under ``loaded`` (a backends.local.LoadedModel).
+
+    ``prompt`` is the user turn (or the whole conversation up to it). The model is used under
+    its lock: one forward pass at a time per model object, like generation.
+    """
+    import torch
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    prefix = tokenizer.apply_chat_template(_chat(prompt, system), add_generation_prompt=True, tokenize=False)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:MAX_ANSWER_TOKENS]
+    if not answer_ids:
+        return []
+    ids = torch.tensor([prefix_ids + answer_ids])
+    with loaded.lock, torch.inference_mode():
+        logits = model(input_ids=ids).logits[0].float()
+    # Position t predicts token t+1: the answer's tokens are predicted from len(prefix)-1 on.
+    start = len(prefix_ids) - 1
+    logp = torch.log_softmax(logits[start : start + len(answer_ids)], dim=-1)
+    target = torch.tensor(answer_ids)
+    probs = logp.gather(1, target[:, None])[:, 0].exp()
+    entropy = -(logp.exp() * logp).sum(-1)
+    pieces = [tokenizer.decode([t]) for t in answer_ids]
+    return [TokenScore(p, float(q), float(h)) for p, q, h in zip(pieces, probs.tolist(), entropy.tolist())]
+
+
+def mean_token_entropy(loaded: Any, prompt: str | list[dict[str, Any]], answer: str, system: str | None = None) -> float:
+    """Mean predictive entropy (nats) over the answer's tokens; NaN for an empty answer."""
+    scores = answer_token_scores(loaded, prompt, answer, system)
+    return float(np.mean([s.entropy for s in scores])) if scores else float("nan")
+
+
+def confidence_frame(scores: list[TokenScore], per_row: int = 12) -> pd.DataFrame:
+    """Tokens laid out in rows of ``per_row`` for a shaded table, and their probabilities.
+
+    Returns a frame with columns ``0..per_row-1`` holding token text (whitespace made
+    visible) and a parallel ``prob`` frame in ``frame.attrs["prob"]`` for the shading.
+    """
+    texts = [s.token.replace("\n", "⏎").replace(" ", "·") or "∅" for s in scores]
+    probs = [s.prob for s in scores]
+    rows = max(1, -(-len(texts) // per_row))
+    pad = rows * per_row - len(texts)
+    grid = np.array(texts + [""] * pad, dtype=object).reshape(rows, per_row)
+    shade = np.array(probs + [np.nan] * pad, dtype=float).reshape(rows, per_row)
+    frame = pd.DataFrame(grid, columns=[str(c) for c in range(per_row)])
+    frame.attrs["prob"] = pd.DataFrame(shade, columns=frame.columns)
+    return frame
+
+
+# -- nearest training examples ----------------------------------------------------------------
+def training_examples(store: LearningStore, metadata: dict[str, Any], runs_dir: Path | None = None) -> list[dict[str, Any]]:
+    """The (prompt, answer) pairs a version was trained on.
+
+    From the version's lineage (``lineage.feedback_ids``: the feedback records, their
+    correction when they carry one), else from ``interaction_ids``, else from the run's
+    ``data.json`` (``runs_dir/<run_id>/data.json``).
+    """
+    lineage = metadata.get("lineage") or {}
+    feedback_ids = set(lineage.get("feedback_ids") or [])
+    examples: list[dict[str, Any]] = []
+    if feedback_ids:
+        for row in store.records("feedback"):
+            if row.get("id") in feedback_ids:
+                correction = row.get("correction")
+                answer = correction if isinstance(correction, str) and correction.strip() else row["response"]
+                examples.append({"prompt": row["prompt"], "answer": answer, "rating": row.get("rating"),
+                                 "source": f"feedback {row['id'][:8]}"})
+    interaction_ids = set(lineage.get("interaction_ids") or [])
+    if not examples and interaction_ids:
+        for row in store.records("interactions"):
+            if row.get("id") in interaction_ids:
+                examples.append({"prompt": row["prompt"], "answer": row["response"], "rating": None,
+                                 "source": f"interaction {row['id'][:8]}"})
+    run_id = metadata.get("run_id")
+    if not examples and run_id and runs_dir is not None and (runs_dir / run_id / "data.json").is_file():
+        data = json.loads((runs_dir / run_id / "data.json").read_text(encoding="utf-8"))
+        for ex in data.get("sft_train") or []:
+            prompt = ex["prompt"][-1]["content"] if isinstance(ex["prompt"], list) else str(ex["prompt"])
+            completion = ex["completion"][-1]["content"] if isinstance(ex["completion"], list) else str(ex["completion"])
+            examples.append({"prompt": prompt, "answer": completion, "rating": ex.get("rating"),
+                             "source": f"run {run_id}"})
+    # One row per distinct pair: ratings by several analysts are the same example.
+    unique = {(e["prompt"], e["answer"]): e for e in examples}
+    return list(unique.values())
+
+
+def nearest_training_examples(
+    store: LearningStore,
+    registry: Any,
+    version_id: str,
+    prompt: str,
+    embedder: Embedder,
+    k: int = 5,
+    runs_dir: Path | None = None,
+) -> pd.DataFrame:
+    """The ``k`` training examples of ``version_id`` whose prompts are closest to ``prompt``.
+
+    Columns: ``similarity, prompt, answer, rating, source`` (most similar first). Empty for
+    the base model or a version without recorded lineage.
+    """
+    columns = ["similarity", "prompt", "answer", "rating", "source"]
+    version = registry.get(version_id)
+    if version.is_base:
+        return pd.DataFrame(columns=columns)
+    examples = training_examples(store, version.metadata, runs_dir or store.data_dir / "runs")
+    if not examples:
+        return pd.DataFrame(columns=columns)
+    vectors = embedder.embed([e["prompt"] for e in examples])
+    similarity = vectors @ embedder.embed([prompt])[0]
+    frame = pd.DataFrame(examples)
+    frame["similarity"] = similarity.astype(float)
+    return frame.sort_values("similarity", ascending=False).head(k)[columns].reset_index(drop=True)

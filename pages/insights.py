@@ -1,0 +1,153 @@
+"""Insights: where DeepSeek-RL falls behind (topics), what analysts should look at next
+(the active-learning queue), and why an answer came out as it did (explanations)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+from dmac_core.insights.active import WorkError, build_queue, learner_entropy_fn, premium_model, queue_frame, work_item
+from dmac_core.insights.embeddings import get_embedder
+from dmac_core.insights.explain import answer_token_scores, confidence_frame, nearest_training_examples
+from dmac_core.insights.topics import topic_table
+from dmac_core.records import RecordError
+from dmac_core.router import RoutingError
+from pages.common import current_user, services, show_log_health
+
+system = services()
+store, config = system.store, system.config
+learner = "deepseek"
+
+
+def shade(probs: pd.DataFrame):  # type: ignore[no-untyped-def]
+    """CSS per cell from the probability alone (red = unsure, green = sure): model text is
+    shown as plain cell text, never as HTML."""
+
+    def css(p: float) -> str:
+        if pd.isna(p):
+            return ""
+        return f"background-color: rgb({int(230 - 120 * p)}, {int(120 + 110 * p)}, 120); color: black"
+
+    return probs.map(css)
+
+
+# -- title, guard ------------------------------------------------------------------------------
+st.title("🔎 Insights")
+st.caption("Where DeepSeek-RL falls behind, what to teach it next, and why it answered as it did.")
+show_log_health(system)
+if store.interactions().empty and store.feedback().empty:
+    st.info("No prompts yet — chat first, then come back: topics, the learning queue and explanations appear here.",
+            icon="ℹ️")
+    st.stop()
+embedder = get_embedder(config.data_path)
+topics_tab, queue_tab, explain_tab = st.tabs(["📊 Topics", "🎯 Learning queue", "🔬 Explain"])
+
+# -- topics ------------------------------------------------------------------------------------
+with topics_tab:
+    with st.spinner("Grouping prompts into topics…"):
+        table = topic_table(store, embedder, learner=learner)
+    st.caption("Gap = best model's mean rating − DeepSeek-RL's on the topic; impact = gap × volume.")
+    ranked = table.dropna(subset=["impact"])
+    if ranked.empty:
+        st.info("No topic has ratings of DeepSeek-RL and another model yet — rate answers of both to see gaps.",
+                icon="ℹ️")
+    else:
+        chart = px.bar(ranked, x="label", y="impact", color="gap", hover_data=["volume", "best_model"],
+                       labels={"label": "topic"}, title="Where DeepSeek-RL falls behind (impact)")
+        st.plotly_chart(chart, key="ins_topics_chart")
+    st.dataframe(table, hide_index=True, key="ins_topics_table")
+
+# -- the active-learning queue -------------------------------------------------------------------
+with queue_tab:
+    score_entropy = st.toggle("Score DeepSeek-RL's uncertainty (runs the local model)", value=True, key="ins_entropy")
+    entropy_fn = None
+    if score_entropy and system.local_backend.available().ok:
+        entropy_fn = learner_entropy_fn(system.local_backend.current(), store,
+                                        config.data_path / "insights" / "entropy.json")
+    items = build_queue(store, embedder, learner=learner, entropy_fn=entropy_fn,
+                        min_rating_for_sft=config.learner.min_rating_for_sft,
+                        max_rating_for_negative=config.learner.max_rating_for_negative)
+    if not items:
+        st.info("The queue is empty: every prompt has a good answer or a correction to learn from.", icon="✅")
+    else:
+        st.dataframe(queue_frame(items), hide_index=True, key="ins_queue_table")
+        index = st.selectbox("Work on", range(len(items)), format_func=lambda i: items[i].prompt[:90],
+                             key="ins_queue_pick")
+        item = items[index]
+        st.markdown(f"**Why:** {item.reason_text}")
+        for answer in item.answers:
+            with st.container(border=True):
+                st.caption(f"{answer['model'] or 'no model (imported)'} · rating "
+                           f"{'—' if pd.isna(answer['rating']) else answer['rating']}")
+                st.markdown(answer["response"])
+        teacher = premium_model(config)
+        mine, rate, ask = st.columns(3)
+        with mine:
+            text = st.text_area("Your answer (becomes a correction, rated 5)", key="ins_answer")
+            if st.button("Save my answer", key="ins_answer_save"):
+                try:
+                    work_item(store, item, "answer", answer=text, user=current_user())
+                    st.success("Saved as a correction: DeepSeek-RL trains on it next time.")
+                except (WorkError, RecordError) as exc:
+                    st.error(str(exc))
+        with rate:
+            choices = [a for a in item.answers]
+            pick = st.selectbox("Answer", range(len(choices)), key="ins_rate_pick",
+                                format_func=lambda i: f"{choices[i]['model'] or 'imported'}: {choices[i]['response'][:40]}")
+            stars = st.selectbox("Rating", [5, 4, 3, 2, 1], key="ins_rate_value")
+            if st.button("Save rating", key="ins_rate_save"):
+                try:
+                    work_item(store, item, "rate", rating=int(stars), interaction_id=choices[pick]["interaction_id"],
+                              user=current_user())
+                    st.success(f"Rated {stars}/5.")
+                except (WorkError, RecordError) as exc:
+                    st.error(str(exc))
+        with ask:
+            label = system.model_manager.display_name(teacher) if teacher else "premium model"
+            st.caption(f"Ask {label} and keep its answer as a reference (its usage caps apply).")
+            if st.button(f"Ask {label}", key="ins_teacher", disabled=teacher is None):
+                try:
+                    with st.spinner(f"Asking {label}…"):
+                        record = work_item(store, item, "teacher", manager=system.model_manager, teacher=teacher,
+                                           user=current_user())
+                    st.success(f"{label} answered; saved as a reference rated {record.rating}/5.")
+                    st.markdown(record.response)
+                except (WorkError, RoutingError, RecordError, ValueError) as exc:
+                    st.error(str(exc))
+
+# -- explanations --------------------------------------------------------------------------------
+with explain_tab:
+    interactions = store.interactions()
+    local = interactions[(interactions["model"] == learner) & interactions["error"].isna()].tail(50)
+    if local.empty:
+        st.info("No DeepSeek-RL answers yet — chat with it to see per-token confidence.", icon="ℹ️")
+    else:
+        rows = local.iloc[::-1].to_dict("records")
+        chosen = st.selectbox("Answer", range(len(rows)), format_func=lambda i: rows[i]["prompt"][:90],
+                              key="ins_explain_pick")
+        row = rows[chosen]
+        st.caption(f"Version {row['model_version']} · routing: {row['route_reason']}")
+        if system.local_backend.available().ok:
+            messages = list(row["messages"]) if row.get("messages") is not None else []
+            scores = answer_token_scores(system.local_backend.current(), messages or row["prompt"], row["response"])
+            if scores:
+                grid = confidence_frame(scores)
+                st.caption("Per-token confidence: green = the model was sure of this token, red = it was not.")
+                st.dataframe(grid.style.apply(lambda _: shade(grid.attrs["prob"]), axis=None), hide_index=True,
+                             key="ins_explain_tokens")
+                probs = pd.DataFrame({"position": range(len(scores)), "token": [s.token for s in scores],
+                                      "probability": [s.prob for s in scores]})
+                st.plotly_chart(px.bar(probs, x="position", y="probability", hover_data=["token"],
+                                       range_y=[0, 1], title="Token probabilities"), key="ins_explain_chart")
+        version = row["model_version"] or "base"
+        try:
+            near = nearest_training_examples(store, system.registry, version, row["prompt"], embedder)
+        except Exception as exc:  # noqa: BLE001 - an unreadable version must not break the page
+            near = pd.DataFrame()
+            st.warning(f"Could not read version {version}: {exc}")
+        st.subheader("Nearest training examples of this version")
+        if near.empty:
+            st.caption("None: this answer came from the base model (or a version without recorded training data).")
+        else:
+            st.dataframe(near, hide_index=True, key="ins_explain_near")
