@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from dmac_core.backends.fast_decode import FastGenerator, eos_token_ids, supports
+from dmac_core.backends.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
 
 PROMPTS = [
     "What is the capital of France?",
@@ -88,7 +88,7 @@ def test_cache_limit_caps_the_answer_and_rejects_too_long_prompts(tiny: tuple[An
         list(FastGenerator(model, weights="fp32", max_len=4).stream_tokens(ids, 5, 0.0))
 
 
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("weights", ["int8", "fp16"])
 def test_quantised_formats_run_and_stay_close_to_fp32(tiny: tuple[Any, Any], weights: str) -> None:
     model, tok = tiny
     ids = _prompt_ids(tok, PROMPTS[0])[0]
@@ -148,7 +148,7 @@ def test_shipped_path_answers_like_fp32_on_the_real_model(real_model_dir: Path) 
 
     torch.set_num_threads(2)
     model, tok = _load(real_model_dir)
-    fast = FastGenerator(model, weights="int4", max_len=512)
+    fast = FastGenerator(model, weights=SERVING_WEIGHTS, max_len=512)
     eos = eos_token_ids(model, tok)
     reference, answers = [], []
     for prompt in REAL_PROMPTS:

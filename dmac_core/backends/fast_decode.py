@@ -5,9 +5,8 @@ not arithmetic but (a) bytes of weights read from memory and (b) Python/dispatch
 of HF's generic forward and generation utilities. This module therefore
 
 * re-packs the (LoRA-merged) weights once: q/k/v fused into one matrix, gate/up fused into
-  one matrix (fewer, larger matmuls = fewer dispatches), optionally quantised weight-only
-  to int4 (groups of 32 along the input dimension, asymmetric — the same grid as the GGUF's
-  Q4_1 blocks, so the bundled base weights survive almost bit-exactly) or int8 per channel;
+  one matrix (fewer, larger matmuls = fewer dispatches), optionally stored as fp16 or int8
+  (fewer bytes read per token: decoding here is memory-bandwidth bound);
 * keeps a pre-allocated KV cache (no per-token cache growth or concatenation);
 * runs a hand-written forward of exactly the Llama architecture, with HF's own rotary
   embedding tables, so ``weights="fp32"`` reproduces ``generate()`` greedy output.
@@ -18,53 +17,49 @@ should be served with ``generate()``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
-WEIGHT_FORMATS = ("fp32", "int8", "int4")
-INT4_GROUP = 32  # = GGUF Q4_1 block size, see module docstring
+WEIGHT_FORMATS = ("fp32", "fp16", "int8")
+SERVING_WEIGHTS = "fp16"  # chosen by bench/generation_bench.py, see bench/RESULTS.md (issue 9)
 
 
 class _Linear:
-    """y = x @ W.T in one of the supported weight formats (no bias: Llama has none)."""
+    """y = x @ W.T in one of the supported weight formats (no bias: Llama has none).
+
+    fp16/int8 use fbgemm's packed kernels (``torch.ops.quantized``), which are vectorised for
+    AVX2. (ATen's weight-only ``_weight_int8pack_mm``/``_weight_int4pack_mm_for_cpu`` were
+    measured 15-80x slower than fp32 on this AVX2-only CPU: their fast paths need AVX512.)
+    """
 
     def __init__(self, weight: torch.Tensor, fmt: str) -> None:
-        weight = weight.detach().float()
-        self.out_features, in_features = weight.shape
-        if fmt == "int4" and in_features % INT4_GROUP == 0 and self.out_features % 8 == 0:
-            self.kind = "int4"
-            groups = weight.reshape(self.out_features, -1, INT4_GROUP)
-            lo = groups.amin(-1, keepdim=True)
-            scale = ((groups.amax(-1, keepdim=True) - lo) / 15).clamp(min=1e-10)
-            q = torch.clamp(torch.round((groups - lo) / scale), 0, 15).reshape(weight.shape).to(torch.int32)
-            # tinygemm's layout: w = (q - 8) * scale + zero, scales/zeros as [groups, out, 2].
-            zero = lo + 8 * scale
-            self.scales_zeros = torch.cat([scale, zero], -1).transpose(0, 1).contiguous()
-            self.weight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-        elif fmt in ("int8", "int4"):  # int4 falls back to int8 for odd shapes (tiny test models)
-            self.kind = "int8"
-            scale = (weight.abs().amax(1) / 127).clamp(min=1e-10)
-            self.weight = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
-            self.scale = scale.contiguous()
-        else:
-            self.kind = "fp32"
-            self.weight = weight.contiguous()
+        weight = weight.detach().float().contiguous()
+        self.kind = fmt
+        self.nbytes = weight.numel() * {"fp32": 4, "fp16": 2, "int8": 1}[fmt]
+        if fmt == "fp32":
+            self.weight = weight
+            return
+        with warnings.catch_warnings():  # quantized-tensor constructors warn about a future removal
+            warnings.simplefilter("ignore")
+            if fmt == "fp16":  # weights stored fp16, activations and accumulation stay fp32
+                self.packed = torch.ops.quantized.linear_prepack_fp16(weight, None)
+            else:  # int8 weights per output channel, activations quantised per call
+                scale = (weight.abs().amax(1) / 127).clamp(min=1e-10).double()
+                zero = torch.zeros(weight.shape[0], dtype=torch.long)
+                qweight = torch.quantize_per_channel(weight, scale, zero, 0, torch.qint8)
+                self.packed = torch.ops.quantized.linear_prepack(qweight, None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "fp32":
             return F.linear(x, self.weight)
-        flat = x.reshape(-1, x.shape[-1])
-        if self.kind == "int8":
-            y = torch._weight_int8pack_mm(flat, self.weight, self.scale)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, INT4_GROUP, self.scales_zeros)
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def nbytes(self) -> int:
-        extra = self.scales_zeros if self.kind == "int4" else getattr(self, "scale", None)
-        return self.weight.nbytes + (extra.nbytes if extra is not None else 0)
+        if self.kind == "fp16":
+            return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+        # reduce_range=True: AVX2's u8*s8 multiply-add saturates int16 with full 8-bit
+        # activations (measured: ~17x larger error without it)
+        return torch.ops.quantized.linear_dynamic(x, self.packed, True)
 
 
 def supports(model: Any) -> bool:
@@ -75,11 +70,11 @@ def supports(model: Any) -> bool:
 class FastGenerator:
     """Pre-packed weights + static KV cache for one model; not thread-safe (hold a lock).
 
-    ``weights``: "fp32" (exact, only overhead removed), "int8" or "int4" (weight-only).
-    ``max_len``: longest prompt + answer served; the KV cache is allocated once for it.
+    ``weights``: "fp32" (exact, only overhead removed), "fp16" or "int8" (see ``_Linear``).
+    ``max_len``: longest prompt + answer served (capped by the model's context length).
     """
 
-    def __init__(self, model: Any, weights: str = "int4", max_len: int = 2048) -> None:
+    def __init__(self, model: Any, weights: str = SERVING_WEIGHTS, max_len: int = 8192) -> None:
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, not {weights!r}")
         if not supports(model):
@@ -110,22 +105,30 @@ class FastGenerator:
                     )
                 )
             self.norm = inner.norm.weight.detach().float()
-            # The output head (tied to the embedding here) is the single largest matrix:
-            # int8 per row keeps it close to the GGUF's Q8_0 while halving its bytes.
-            self.lm_head = _Linear(model.lm_head.weight, "fp32" if weights == "fp32" else "int8")
+            # The output head (tied to the embedding here) is the single largest matrix.
+            self.lm_head = _Linear(model.lm_head.weight, weights)
             # HF's own rotary module gives the exact cos/sin tables (incl. any rope scaling).
             positions = torch.arange(self.max_len).unsqueeze(0)
             cos, sin = inner.rotary_emb(self.embed[:1].unsqueeze(0), positions)
             self.cos, self.sin = cos[0].float(), sin[0].float()  # [max_len, head_dim]
-        shape = (len(self.layers), self.n_kv, self.max_len, self.head_dim)
-        self.k_cache = torch.zeros(shape)
-        self.v_cache = torch.zeros(shape)
+        self.k_cache = self.v_cache = torch.zeros(0)
+        self._ensure_cache(min(256, self.max_len))
+
+    def _ensure_cache(self, length: int) -> None:
+        """Grow the KV cache to hold ``length`` positions. It is allocated once per size
+        (doubling), not per token: a long conversation costs memory only when it happens."""
+        have = self.k_cache.shape[2] if self.k_cache.dim() == 4 else 0
+        if length <= have:
+            return
+        size = min(self.max_len, max(length, 2 * have))
+        shape = (len(self.layers), self.n_kv, size, self.head_dim)
+        self.k_cache, self.v_cache = torch.zeros(shape), torch.zeros(shape)
 
     def nbytes(self) -> int:
         """Bytes held by the packed weights and the KV cache (not counting the HF model)."""
-        total = self.embed.nbytes + self.norm.nbytes + self.lm_head.nbytes() + self.k_cache.nbytes * 2
+        total = self.embed.nbytes + self.norm.nbytes + self.lm_head.nbytes + self.k_cache.nbytes * 2
         for ln1, qkv, o, ln2, gu, down in self.layers:
-            total += ln1.nbytes + ln2.nbytes + qkv.nbytes() + o.nbytes() + gu.nbytes() + down.nbytes()
+            total += ln1.nbytes + ln2.nbytes + qkv.nbytes + o.nbytes + gu.nbytes + down.nbytes
         return total
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -183,6 +186,7 @@ class FastGenerator:
         if budget < 0:
             raise ValueError(f"prompt of {ids.numel()} tokens exceeds max_len={self.max_len}")
         eos = set(int(e) for e in eos_ids)
+        self._ensure_cache(ids.numel() + budget)
         pos = 0
         for _ in range(budget):
             logits = self._forward(ids, pos)
