@@ -132,9 +132,9 @@ with explain_tab:
             messages = list(row["messages"]) if row.get("messages") is not None else []
             scores = answer_token_scores(system.local_backend.current(), messages or row["prompt"], row["response"])
             if scores:
-                grid = confidence_frame(scores)
+                grid, probs_grid = confidence_frame(scores)
                 st.caption("Per-token confidence: green = the model was sure of this token, red = it was not.")
-                st.dataframe(grid.style.apply(lambda _: shade(grid.attrs["prob"]), axis=None), hide_index=True,
+                st.dataframe(grid.style.apply(lambda _: shade(probs_grid), axis=None), hide_index=True,
                              key="ins_explain_tokens")
                 probs = pd.DataFrame({"position": range(len(scores)), "token": [s.token for s in scores],
                                       "probability": [s.prob for s in scores]})

@@ -195,8 +195,9 @@ def test_token_entropy_and_confidence_on_a_tiny_model(tiny_model_dir: Path) -> N
     with __import__("torch").no_grad():
         loaded.model.model.norm.weight.mul_(50.0)
     assert explain.mean_token_entropy(loaded, "Say hello.", "Hello there, friend!") < flat - 1.0
-    grid = explain.confidence_frame(scores, per_row=4)
-    assert grid.shape[1] == 4 and grid.attrs["prob"].shape == grid.shape
+    grid, probs = explain.confidence_frame(scores, per_row=4)
+    assert grid.shape[1] == 4 and probs.shape == grid.shape
+    assert probs.to_numpy().ravel()[: len(scores)].tolist() == pytest.approx([s.prob for s in scores])
 
 
 @pytest.mark.integration
@@ -204,6 +205,7 @@ def test_real_model_is_less_sure_of_nonsense(real_model_dir: Path, tmp_path: Pat
     loaded = load_model(real_model_dir, ModelVersion("base", None), dtype=__import__("torch").float32)
     fluent = explain.mean_token_entropy(loaded, "What is the capital of France?", "The capital of France is Paris.")
     odd = explain.mean_token_entropy(loaded, "What is the capital of France?", "zq vortex 7 ## plim plam?? xr")
+    print(f"mean token entropy: fluent {fluent:.2f}, nonsense {odd:.2f} nats")
     assert fluent < active.UNCERTAIN_ABOVE < odd, (fluent, odd)
 
 
@@ -334,3 +336,26 @@ def test_insights_page_empty_state_then_topics_queue_and_explanations(page_env: 
     assert any("auto/priority: deepseek" in c.value for c in at.caption)
     assert at.dataframe[2].value.size > 0  # the shaded tokens
     assert not any("<b>" in m.value and m.allow_html for m in at.markdown)
+
+
+def test_router_sends_a_topic_to_the_learner_once_rated_there(
+    embedder: MiniLMEmbedder, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ModelManager with ``routing.topic_aware`` (skipped until router.py/config.py carry the patch)."""
+    from dmac_core.config import RoutingConfig
+
+    if "topic_aware" not in RoutingConfig.model_fields:
+        pytest.skip("router.py/config.py topic-aware patch (issue 8 report) not applied yet")
+    from dmac_core.insights.routing import TopicRouter
+
+    with FakeServer("gemini", default_text="Gemini says hi.") as server:
+        system = gemini_system(tmp_path, tiny_model_dir, server, monkeypatch)
+        system.config.routing.strategy = "best_rated"
+        system.config.routing.topic_aware = True
+        system.config.routing.best_rated_min_samples = 3
+        plant(system.store)
+        system.model_manager.topic_router = TopicRouter(system.store, embedder, refresh_s=0)
+        capitals = system.model_manager.respond("What is the capital of Germany?")
+        assert capitals.model == "gemini" and "topic" in capitals.route_reason
+        bread = system.model_manager.respond("How do I knead bread dough?")
+        assert bread.model == "deepseek", bread.route_reason
