@@ -178,3 +178,31 @@ def analyst_counts(table: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out.reset_index().rename(columns={"rated_by": "analyst"})
+
+
+def ratings_by_version(store: LearningStore) -> pd.DataFrame:
+    """Mean of the latest ratings per model and model version (local versions separately)."""
+    table = review_table(store)
+    rated = table.dropna(subset=["rating"]).copy()
+    if rated.empty:
+        return pd.DataFrame(columns=["model", "model_version", "rated", "mean_rating"])
+    rated["model_version"] = rated["model_version"].fillna("-")
+    out = rated.groupby(["model", "model_version"])["rating"].agg(rated="count", mean_rating="mean").reset_index()
+    out["mean_rating"] = out["mean_rating"].astype(float).round(2)
+    return out
+
+
+def usage_table(statuses: list[Any]) -> pd.DataFrame:
+    """Each model's availability, health and usage today against its caps."""
+    rows = []
+    for s in statuses:
+        caps = s.caps or {}
+        rows.append(
+            {
+                "model": s.display_name, "name": s.name, "available": s.available,
+                "why not": "" if s.available else s.reason, "cooling down (s)": round(s.cooldown_s),
+                "requests today": s.requests_today, "requests/day cap": caps.get("requests_per_day"),
+                "tokens today": s.tokens_today, "tokens/day cap": caps.get("tokens_per_day"),
+            }
+        )
+    return pd.DataFrame(rows)

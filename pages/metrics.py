@@ -6,7 +6,15 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
+from dmac_core.evaluation import SuiteError, heldout_suite, parse_suite
+from dmac_core.review import ratings_by_version, usage_table
 from pages.common import services, show_log_health
+
+
+def csv_button(frame: pd.DataFrame, name: str, key: str) -> None:
+    st.download_button(f"Download {name}.csv", frame.to_csv(index=False).encode("utf-8"), f"{name}.csv",
+                       "text/csv", key=key)
+
 
 system = services()
 
@@ -48,13 +56,52 @@ else:
     suite = st.selectbox("Suite", suites, key="metrics_suite")
     part = frame[frame["suite"] == suite]
     st.plotly_chart(version_metrics_figure(part), key="metrics_rouge")
-    st.plotly_chart(version_metrics_figure(part, ("bleu",)), key="metrics_bleu")
+    left, right = st.columns(2)
+    left.plotly_chart(version_metrics_figure(part, ("bleu",)), key="metrics_bleu")
+    right.plotly_chart(version_metrics_figure(part, ("token_accuracy",)), key="metrics_token_accuracy")
     shown = part.drop(columns=["label"]).sort_values("ts", ascending=False)
     st.dataframe(shown, hide_index=True, width="stretch", key="metrics_table")
-    st.download_button(
-        "Download CSV", shown.to_csv(index=False).encode("utf-8"), "evaluations.csv", "text/csv",
-        key="metrics_download",
-    )
+    csv_button(shown, "evaluations", "metrics_download")
+
+# -- side-by-side comparison -----------------------------------------------------------------
+st.subheader("Compare models side by side")
+st.caption(
+    "The same items through several models and versions; differences in ROUGE-L / BLEU come with "
+    "95 % bootstrap confidence intervals, so you can see whether they are real or noise."
+)
+statuses = system.model_manager.status()
+choices = [s.name for s in statuses if s.available and s.name != "deepseek"]
+choices = ["deepseek"] + [f"deepseek@{v.id}" for v in system.registry.versions()] + ["deepseek@base"] + choices
+picked = st.multiselect("Models and versions", choices, default=choices[:2], key="metrics_compare_models")
+upload = st.file_uploader("Test set (YAML or JSONL: prompt, optional reference)", type=["yaml", "yml", "jsonl"],
+                          key="metrics_suite_upload")
+if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
+    try:
+        items = parse_suite(upload.getvalue().decode("utf-8"), upload.name) if upload else heldout_suite(
+            system.store, system.config)
+        if not items:
+            raise SuiteError("No items: upload a test set, or rate answers so the held-out split has some.")
+        bar = st.progress(0.0, text="Generating answers…")
+        total, done = len(items) * len(picked), [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.progress(min(done[0] / total, 1.0), text=f"Generating answers… {done[0]}/{total}")
+
+        comparison = system.evaluator(progress=advance).compare_models(
+            items, picked, suite=upload.name if upload else "heldout", max_new_tokens=64)
+        st.session_state.metrics_comparison = comparison
+    except (SuiteError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        st.warning(str(exc))
+comparison = st.session_state.get("metrics_comparison")
+if comparison is not None:
+    st.dataframe(comparison.summary, hide_index=True, key="metrics_cmp_summary")
+    csv_button(comparison.summary, "comparison-summary", "metrics_cmp_summary_csv")
+    if not comparison.significance.empty:
+        st.dataframe(comparison.significance, hide_index=True, key="metrics_cmp_significance")
+        csv_button(comparison.significance, "comparison-significance", "metrics_cmp_sig_csv")
+    st.dataframe(comparison.table, hide_index=True, width="stretch", key="metrics_cmp_table")
+    csv_button(comparison.table, "comparison-items", "metrics_cmp_items_csv")
 
 # -- ratings ---------------------------------------------------------------------------------
 st.subheader("Ratings")
@@ -62,5 +109,15 @@ feedback = system.store.feedback()
 if feedback.empty:
     st.info("No ratings yet.", icon="ℹ️")
 else:
+    left, right = st.columns(2)
     counts = feedback["rating"].value_counts().reindex([1, 2, 3, 4, 5], fill_value=0)
-    st.bar_chart(pd.DataFrame({"answers": counts.values}, index=[f"{r} ⭐" for r in counts.index]))
+    left.bar_chart(pd.DataFrame({"answers": counts.values}, index=[f"{r} ⭐" for r in counts.index]))
+    by_version = ratings_by_version(system.store)
+    right.dataframe(by_version, hide_index=True, key="metrics_ratings_by_version")
+    csv_button(by_version, "ratings-by-version", "metrics_ratings_csv")
+
+# -- usage -----------------------------------------------------------------------------------
+st.subheader("Usage against caps")
+usage = usage_table(system.model_manager.status())
+st.dataframe(usage, hide_index=True, key="metrics_usage")
+csv_button(usage, "usage", "metrics_usage_csv")

@@ -131,6 +131,15 @@ def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) ->
     rouge = json.loads(charts[2].proto.spec)
     assert [bar["x"] for bar in rouge["data"]][0] == ["deepseek@base", "deepseek@v0001"]
 
+    # Side by side on the held-out items, with significance of the differences.
+    at.multiselect(key="metrics_compare_models").set_value(["deepseek@base", "deepseek@v0001"]).run()
+    at.button(key="metrics_compare").click().run()
+    assert not at.exception, at.exception
+    summary = at.session_state["metrics_comparison"].summary
+    assert list(summary["model"]) == ["deepseek@base", "deepseek@v0001"]
+    significance = at.session_state["metrics_comparison"].significance
+    assert set(significance["metric"]) >= {"rougeL", "bleu"}
+
 
 def test_metrics_page_empty_state(app_env: Config) -> None:
     at = new_app()
