@@ -45,6 +45,19 @@ class LoraConfig(_Strict):
     )
 
 
+class ScheduleConfig(_Strict):
+    """Periodic training of the local learner (see ``dmac_core.training.scheduler``).
+
+    A scheduled run starts when every condition that is set holds: at least
+    ``min_new_feedback`` feedback records arrived since the last run started, and at least
+    ``every_hours`` passed since then. With only ``every_hours`` set, one new feedback record
+    is still required (retraining on unchanged data would only burn CPU)."""
+
+    enabled: bool = False
+    min_new_feedback: int | None = Field(None, ge=1)
+    every_hours: float | None = Field(None, gt=0)
+
+
 class LocalModelConfig(_Strict):
     """The local learner ("DeepSeek-RL"): a transformers causal LM trained with LoRA."""
 
@@ -75,6 +88,17 @@ class LocalModelConfig(_Strict):
     # Optimizer steps between checkpoints (for resume); 0 = every evaluation_interval.
     checkpoint_interval: int = Field(0, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # "lora" trains an adapter (default); "full" fine-tunes every weight and registers a full
+    # model directory as the version (≈ 4x the memory of the model for AdamW state).
+    finetune: Literal["lora", "full"] = "lora"
+    # Pack the examples of a batch into one row without padding (TRL padding_free); the
+    # attention mask stays block-diagonal per example. Measured faster in bench/train_bench.py.
+    padding_free: bool = True
+    # Periodic training (off by default).
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    # Model (a key of ``models``) that rewrites answers following analysts' textual feedback
+    # before training; None disables it. Its calls go through the router (caps, logging).
+    teacher: str | None = "gemini"
     # --- generation ---
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -148,6 +172,9 @@ class RoutingConfig(_Strict):
     best_rated_min_samples: int = Field(5, ge=1)
     best_rated_window_days: int = Field(30, ge=1)
     exploration: float = Field(0.05, ge=0.0, le=1.0)
+    # best_rated only: rank models by their ratings on the prompt's topic (dmac_core.insights),
+    # so a topic moves to the local learner once it is rated there as well as the others.
+    topic_aware: bool = False
 
 
 class StorageConfig(_Strict):

@@ -16,7 +16,11 @@ Rules (DESIGN.md, "Learning from feedback"):
 - DPO pairs: two answers to the same prompt with different (mean) ratings; a correction is
   preferred to the answer it corrects. KTO: desirable ``>= min_rating_for_sft``, undesirable
   ``<= max_rating_for_negative``.
-- Textual feedback stays with its example (``feedback`` field) for review.
+- Textual feedback stays with its example (``feedback`` field) for review. When a teacher
+  model rewrote an answer following its feedback (``rewrites``: feedback id → rewritten
+  answer, see :mod:`dmac_core.training.teacher`), the rewrite is a preferred target like a
+  correction: an SFT example, the chosen side of a DPO pair against the original, marked
+  ``teacher_revised``. An analyst's own correction of the same answer wins over the teacher.
 - The held-out split is stable across runs: an item is held out iff
   ``sha256(normalised prompt) mod 1000 < validation_fraction * 1000``, so successive versions
   are compared on the same items; at least one example always stays in training.
@@ -113,24 +117,32 @@ class _Answer:
     record_ids: list[str] = field(default_factory=list)
     feedback: list[str] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
-    is_correction: bool = False
+    source: str = "rated"  # rated | correction (an analyst's) | teacher (rewrite following feedback)
+
+    @property
+    def is_correction(self) -> bool:
+        return self.source == "correction"
 
     @property
     def rating(self) -> float:
-        return 5.0 if self.is_correction else sum(self.ratings) / len(self.ratings)
+        # Corrections and teacher rewrites are preferred targets: they count as rated 5.
+        return 5.0 if self.source != "rated" else sum(self.ratings) / len(self.ratings)
 
 
-def _collect_answers(store: LearningStore) -> tuple[list[_Answer], dict[str, Any]]:
+def _collect_answers(store: LearningStore, rewrites: dict[str, str] | None = None) -> tuple[list[_Answer], dict[str, Any]]:
     feedback = store.feedback(latest_only=True)
     interactions = {row["id"]: row for row in store.records("interactions")}
     answers: dict[tuple[str, str], _Answer] = {}
     months: set[str] = set()
     interaction_ids: set[str] = set()
 
-    def answer_for(prompt: str, response: str, interaction: dict[str, Any] | None, correction: bool) -> _Answer:
-        key = (normalise_prompt(prompt), response.strip() + ("\x00correction" if correction else ""))
+    rewrites = rewrites or {}
+    revised_ids: list[str] = []
+
+    def answer_for(prompt: str, response: str, interaction: dict[str, Any] | None, source: str = "rated") -> _Answer:
+        key = (normalise_prompt(prompt), response.strip() + ("" if source == "rated" else f"\x00{source}"))
         if key not in answers:
-            answers[key] = _Answer(_prompt_messages(prompt, interaction), prompt, response.strip(), is_correction=correction)
+            answers[key] = _Answer(_prompt_messages(prompt, interaction), prompt, response.strip(), source=source)
         return answers[key]
 
     for row in feedback.to_dict("records"):
@@ -144,7 +156,7 @@ def _collect_answers(store: LearningStore) -> tuple[list[_Answer], dict[str, Any
         ts = row.get("ts")
         if ts is not None and hasattr(ts, "strftime"):
             months.add(ts.strftime("%Y-%m"))
-        answer = answer_for(prompt, response, interaction, correction=False)
+        answer = answer_for(prompt, response, interaction)
         answer.ratings.append(int(row["rating"]))
         answer.record_ids.append(str(row["id"]))
         if interaction is not None:
@@ -153,16 +165,23 @@ def _collect_answers(store: LearningStore) -> tuple[list[_Answer], dict[str, Any
         if text:
             answer.feedback.append(text)
         correction = row.get("correction")
+        rewrite = rewrites.get(str(row["id"]))
         if isinstance(correction, str) and correction.strip():
-            fixed = answer_for(prompt, correction, interaction, correction=True)
-            fixed.ratings.append(5)
-            fixed.record_ids.append(str(row["id"]))
-            if text:
-                fixed.feedback.append(text)
+            fixed = answer_for(prompt, correction, interaction, "correction")
+        elif text and isinstance(rewrite, str) and rewrite.strip() and rewrite.strip() != response.strip():
+            fixed = answer_for(prompt, rewrite, interaction, "teacher")
+            revised_ids.append(str(row["id"]))
+        else:
+            continue
+        fixed.ratings.append(5)
+        fixed.record_ids.append(str(row["id"]))
+        if text:
+            fixed.feedback.append(text)
     meta = {
         "feedback_records": int(len(feedback)),
         "interaction_ids": sorted(interaction_ids),
         "months": sorted(months),
+        "teacher_revised_feedback_ids": sorted(revised_ids),
     }
     return list(answers.values()), meta
 
@@ -171,14 +190,19 @@ def _completion(text: str) -> list[Message]:
     return [{"role": "assistant", "content": text}]
 
 
-def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | None = None) -> TrainingData:
+def build_dataset(
+    store: LearningStore, cfg: LocalModelConfig, method: str | None = None, rewrites: dict[str, str] | None = None
+) -> TrainingData:
     """Build SFT / DPO / KTO data from the store's latest feedback, with lineage.
+
+    ``rewrites`` maps feedback ids to a teacher's rewrite of the answer following that
+    feedback (see the module docstring).
 
     Raises :class:`NotEnoughData` when ``method`` (default ``cfg.method``) has fewer than
     ``cfg.min_examples`` usable examples; ``auto`` needs enough for at least one method.
     """
     method = method or cfg.method
-    answers, meta = _collect_answers(store)
+    answers, meta = _collect_answers(store, rewrites)
     data = TrainingData()
 
     # SFT: good answers and corrections; a (prompt, completion) pair appears once.
@@ -193,6 +217,7 @@ def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | Non
             "record_ids": sorted(set(ans.record_ids)),
             "feedback": "\n".join(dict.fromkeys(ans.feedback)),
             "correction": ans.is_correction,
+            "teacher_revised": ans.source == "teacher",
         }
         held_out = is_held_out(ans.prompt, cfg.validation_fraction)
         (data.sft_eval if held_out else data.sft_train).append(example)
@@ -220,6 +245,7 @@ def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | Non
                     "chosen": _completion(good.response),
                     "rejected": _completion(bad.response),
                     "margin": round(good.rating - bad.rating, 3),
+                    "teacher_revised": good.source == "teacher",
                     "record_ids": sorted(set(good.record_ids + bad.record_ids)),
                 }
             )
@@ -237,6 +263,8 @@ def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | Non
             "completion": _completion(ans.response),
             "label": label,
             "record_ids": sorted(set(ans.record_ids)),
+            "feedback": "\n".join(dict.fromkeys(ans.feedback)),
+            "teacher_revised": ans.source == "teacher",
         }
         (data.kto_eval if is_held_out(ans.prompt, cfg.validation_fraction) else data.kto).append(item)
 
@@ -245,6 +273,7 @@ def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | Non
         "feedback_ids": used_ids,
         "interaction_ids": meta["interaction_ids"],
         "months": meta["months"],
+        "teacher_revised_feedback_ids": meta["teacher_revised_feedback_ids"],
         "counts": {
             "feedback_records": meta["feedback_records"],
             "answers": len(answers),
@@ -257,6 +286,7 @@ def build_dataset(store: LearningStore, cfg: LocalModelConfig, method: str | Non
             "kto_undesirable": sum(1 for x in data.kto if not x["label"]),
             "kto_eval": len(data.kto_eval),
             "corrections": sum(1 for a in answers if a.is_correction),
+            "teacher_revised": sum(1 for a in answers if a.source == "teacher"),
             "with_text_feedback": sum(1 for e in data.sft_train + data.sft_eval if e["feedback"]),
         },
         "filters": {
@@ -327,6 +357,8 @@ def _dedupe(examples: list[dict[str, Any]]) -> None:
         if key in seen:
             kept = seen[key]
             kept["weight"] = max(kept["weight"], ex["weight"])
+            for flag in ("correction", "teacher_revised"):
+                kept[flag] = bool(kept.get(flag) or ex.get(flag))
             kept["record_ids"] = sorted(set(kept["record_ids"]) | set(ex["record_ids"]))
             kept["feedback"] = "\n".join(t for t in dict.fromkeys((kept["feedback"] + "\n" + ex["feedback"]).split("\n")) if t)
             continue

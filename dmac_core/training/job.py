@@ -15,6 +15,15 @@ it if the process dies, so a crash never leaves a stale lock).
 A completed run is registered as a new model version. It is promoted (served without a
 restart) only if it passes the gate: its completion loss on the stable held-out items is not
 worse than the current champion's beyond ``promotion_tolerance`` (relative).
+
+Resume after a crash (SIGKILL included): the newest *complete* checkpoint is taken, torn or
+newer checkpoint directories are deleted, and ``events.jsonl`` is cut back to the
+checkpoint's step (events of steps trained after it are dropped, since those steps are
+trained again), so the resumed run's events have every step exactly once.
+
+Textual feedback: when a ``teacher`` callable is given and ``models.deepseek.teacher`` is
+set, the run first asks it to rewrite commented answers (cached; see :mod:`.teacher`) and
+trains on the rewrites too.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from ..records import format_ts, utc_now
 from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .registry import ModelRegistry
+from .teacher import RewriteCache, Teacher, apply_teacher
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
 ACTIVE_STATES = ("queued", "running")
@@ -117,7 +127,8 @@ def hyper_parameters(config: Config) -> dict[str, Any]:
     """The learner's training settings in effect (printed and saved with every run)."""
     learner = config.learner
     keys = ("learning_rate", "batch_size", "epochs", "evaluation_interval", "method", "min_rating_for_sft",
-            "max_rating_for_negative", "validation_fraction", "min_examples", "max_length", "seed", "precision")
+            "max_rating_for_negative", "validation_fraction", "min_examples", "max_length", "seed", "precision",
+            "checkpoint_interval", "finetune", "padding_free", "promotion_tolerance", "teacher")
     params = {k: getattr(learner, k) for k in keys}
     params["lora"] = learner.lora.model_dump()
     params["base_model"] = str(config.base_model_path())
@@ -133,14 +144,20 @@ class TrainingJobManager:
         store: LearningStore,
         registry: ModelRegistry,
         after_version: Callable[[str, str], list[dict[str, Any]]] | None = None,
+        teacher: Teacher | None = None,
     ) -> None:
         """``after_version(new_version, previous_version)`` runs in the job thread once a new
         version is registered (the workbench uses it to score both versions with ROUGE / BLEU
-        on the same items); its failure is recorded in run.json but does not fail the run."""
+        on the same items); its failure is recorded in run.json but does not fail the run.
+
+        ``teacher(prompt, answer, feedback) -> str | None`` rewrites commented answers before
+        a run (used only when ``models.deepseek.teacher`` is set; see :mod:`.teacher`)."""
         self.config = config
         self.store = store
         self.registry = registry
         self.after_version = after_version
+        self.teacher = teacher
+        self.rewrites = RewriteCache(config.data_path / "teacher" / "rewrites.jsonl")
         self.runs_dir = config.data_path / "runs"
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -253,7 +270,8 @@ class TrainingJobManager:
             config.learner.epochs = epochs
         if method is not None:
             config.learner.method = method  # type: ignore[assignment]
-        data = build_dataset(self.store, config.learner)  # raises NotEnoughData: nothing started
+        # Rewrites cached by earlier runs count now; new ones are asked for in the job thread.
+        data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load())  # NotEnoughData: nothing started
         chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
         check_enough(data, config.learner, chosen)
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -272,8 +290,28 @@ class TrainingJobManager:
         print(f"[train] run {run_id}: {json.dumps(record['hyper_parameters'])}", flush=True)
         return RunInfo(run_id, run_dir, chosen), config, data, record
 
+    def _teacher_enabled(self, config: Config) -> bool:
+        name = config.learner.teacher
+        return self.teacher is not None and bool(name) and name in config.models and name != "deepseek"
+
+    def _apply_teacher(self, config: Config, info: RunInfo, data: TrainingData, record: dict[str, Any],
+                       on_event: Callable[[dict[str, Any]], None]) -> TrainingData:
+        """Ask the teacher for pending rewrites; rebuild the data when it wrote any."""
+        assert self.teacher is not None and config.learner.teacher
+        self._update(message=f"Asking {config.learner.teacher} to apply the analysts' comments…")
+        outcome = apply_teacher(self.store, self.rewrites, self.teacher, config.learner.teacher)
+        record["teacher"] = outcome
+        if outcome["pending"]:
+            on_event({"event": "teacher", **outcome})
+        if not outcome["rewritten"]:
+            return data
+        rebuilt = build_dataset(self.store, config.learner, method=info.method, rewrites=self.rewrites.load())
+        _write_json_atomic(info.run_dir / "data.json", rebuilt.to_dict())
+        record["lineage"] = rebuilt.lineage
+        return rebuilt
+
     def _prepare_resume(self, trigger: str, user: str) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
-        from .trainer import latest_checkpoint
+        from .trainer import discard_checkpoints_after, latest_checkpoint
 
         for record in self.runs():
             if record.get("state") not in ("cancelled", "failed", "interrupted"):
@@ -285,17 +323,25 @@ class TrainingJobManager:
             data = TrainingData.from_dict(json.loads((run_dir / "data.json").read_text(encoding="utf-8")))
             config = self.config.model_copy(deep=True)
             for key, value in record["hyper_parameters"].items():
-                if key in ("lora", "base_model"):
+                if key in ("lora", "base_model") or key not in type(config.learner).model_fields:
                     continue
                 setattr(config.learner, key, value)
+            config.learner.lora = type(config.learner.lora).model_validate(record["hyper_parameters"]["lora"])
             step = int(checkpoint.name.split("-")[-1])
-            # Steps after the checkpoint are trained again: drop their events so none is duplicated.
-            kept = [e for e in self.run_events(record["run_id"])
-                    if e.get("event") not in ("step", "eval", "end") or int(e.get("step", 0)) <= step]
+            discarded = discard_checkpoints_after(run_dir, checkpoint)
+            # Steps after the checkpoint are trained again: drop their events so none is duplicated;
+            # an earlier "end" (cancelled) is dropped too, since the run has not ended after all.
+            events = self.run_events(record["run_id"])
+            kept = [e for e in events if e.get("event") != "end"
+                    and (e.get("event") not in ("step", "eval") or int(e.get("step") or 0) <= step)]
             tmp = run_dir / ".events.jsonl.tmp"
             tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
             os.replace(tmp, run_dir / "events.jsonl")
             record.update(state="queued", resumed_from=checkpoint.name, trigger=trigger, user=user or record.get("user"))
+            record.setdefault("resumes", []).append(
+                {"ts": format_ts(utc_now()), "checkpoint": checkpoint.name, "discarded": discarded,
+                 "events_dropped": len(events) - len(kept)}
+            )
             _write_json_atomic(run_dir / "run.json", record)
             info = RunInfo(record["run_id"], run_dir, record["method"], resumed_from=str(checkpoint))
             return info, config, data, record
@@ -325,6 +371,10 @@ class TrainingJobManager:
                 record.update(state="running", started=record.get("started") or format_ts(utc_now()))
                 _write_json_atomic(info.run_dir / "run.json", record)
                 self._update(state="running", message=f"Training ({info.method})…")
+                if not info.resumed_from and self._teacher_enabled(config):
+                    data = self._apply_teacher(config, info, data, record, on_event)
+                    _write_json_atomic(info.run_dir / "run.json", record)
+                    self._update(message=f"Training ({info.method})…")
                 resume_from = Path(info.resumed_from) if info.resumed_from else None
                 result = run_training(config, info.run_dir, data, on_event, self._cancel.is_set, info.method, resume_from)
             record["metrics"] = result.metrics
@@ -395,7 +445,8 @@ class TrainingJobManager:
         self._update(message=f"Comparing with the served version ({champion.id}) on {len(data.sft_eval)} held-out items…")
         started = time.perf_counter()
         candidate = evaluate_sft_loss(config, candidate_dir, data.sft_eval)["eval_loss"]
-        incumbent = evaluate_sft_loss(config, champion.adapter_path, data.sft_eval)["eval_loss"]
+        # champion.path: a LoRA adapter, a fully fine-tuned model directory, or None (the base model).
+        incumbent = evaluate_sft_loss(config, champion.path, data.sft_eval)["eval_loss"]
         passed = candidate <= incumbent * (1.0 + tolerance) + 1e-9
         verdict = "not worse than" if passed else "worse than"
         return {

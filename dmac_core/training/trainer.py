@@ -1,4 +1,5 @@
-"""One training run of the local learner: TRL's SFT / DPO / KTO trainers with a LoRA adapter.
+"""One training run of the local learner: TRL's SFT / DPO / KTO trainers with a LoRA adapter
+(or, with ``finetune: full``, on every weight).
 
 Choices made on purpose (TRL configs have other defaults, see STACK-NOTES):
 - ``gradient_checkpointing=False``: the 135M model fits easily; recomputation only costs time.
@@ -69,13 +70,43 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
             state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
         except (ValueError, OSError):
             continue
-        if state.get("global_step") == step and any(path.glob("adapter_model.*")) and (path / "optimizer.pt").is_file():
+        weights = any(path.glob("adapter_model.*")) or any(path.glob("model*.safetensors"))
+        if state.get("global_step") == step and weights and (path / "optimizer.pt").is_file():
             candidates.append((step, path))
     return max(candidates)[1] if candidates else None
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The step number of a ``checkpoint-N`` directory (None for any other name)."""
+    try:
+        return int(Path(path).name.split("-")[-1]) if Path(path).name.startswith("checkpoint-") else None
+    except ValueError:
+        return None
+
+
+def discard_checkpoints_after(run_dir: Path, keep: Path) -> list[str]:
+    """Before resuming from ``keep``: delete torn checkpoints and those newer than ``keep``.
+
+    A newer (torn) directory would otherwise be taken by the Trainer's rotation for a real
+    checkpoint and could make it delete the good one, or be half-overwritten on the next save.
+    """
+    removed = []
+    keep_step = checkpoint_step(keep) or 0
+    for path in (Path(run_dir) / "checkpoints").glob("checkpoint-*"):
+        step = checkpoint_step(path)
+        if path.resolve() == Path(keep).resolve():
+            continue
+        if step is None or step > keep_step or not (path / "trainer_state.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return sorted(removed)
+
+
 def _lora_config(cfg: Config) -> Any:
     from peft import LoraConfig
+
+    if cfg.learner.finetune == "full":
+        return None  # full fine-tuning: every weight trains, no adapter
 
     lora = cfg.learner.lora
     return LoraConfig(
@@ -87,11 +118,11 @@ def _lora_config(cfg: Config) -> Any:
     )
 
 
-def _load_base(cfg: Config) -> tuple[Any, Any]:
+def _load_base(cfg: Config, path: Path | None = None) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = cfg.base_model_path()
+    path = path or cfg.base_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -155,10 +186,13 @@ def build_trainer(
         train = Dataset.from_list(_sft_rows(weighted_sft_train(data.sft_train)))
         evals = Dataset.from_list(_sft_rows(data.sft_eval)) if data.sft_eval else None
         args = SFTConfig(**_common_args(cfg, run_dir, evals is not None), packing=False)
-        return SFTTrainer(
+        trainer = SFTTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=evals,
             processing_class=tokenizer, peft_config=_lora_config(cfg), callbacks=callbacks,
         )
+        if cfg.learner.padding_free:
+            enable_padding_free(trainer)
+        return trainer
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
@@ -186,6 +220,20 @@ def build_trainer(
             processing_class=tokenizer, peft_config=_lora_config(cfg), callbacks=callbacks,
         )
     raise ValueError(f"Unknown training method {method!r}; expected sft, dpo or kto")
+
+
+def enable_padding_free(trainer: Any) -> None:
+    """Concatenate each batch into one row without padding (TRL's padding-free collation).
+
+    TRL refuses ``padding_free=True`` together with ``max_length`` unless packing is on (it
+    would not truncate), and packing changes how many examples an optimizer step sees. So the
+    dataset is tokenised and truncated to ``max_length`` as usual, and only the collator is
+    switched afterwards: the same examples per step, no padding tokens computed. The model
+    gets ``position_ids`` that restart at 0 for each example and no attention mask, from which
+    transformers builds a block-diagonal causal mask (examples never attend to each other).
+    """
+    trainer.data_collator.padding_free = True
+    trainer.padding_free = True
 
 
 def _make_callback(progress: Progress, should_stop: Callable[[], bool], has_eval: bool) -> Any:
@@ -260,7 +308,7 @@ def run_training(
     method: str = "sft",
     resume_from: Path | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter with ``method`` on ``data``; save it to ``run_dir/adapter``.
+    """Train a LoRA adapter (or the full model) with ``method`` on ``data``; save it to ``run_dir/adapter``.
 
     ``progress`` receives ``start`` / ``step`` / ``eval`` / ``end`` events; ``should_stop`` is
     polled after every optimizer step (cancel). ``resume_from`` continues from a checkpoint
@@ -325,6 +373,9 @@ def _planned_steps(trainer: Any) -> int:
 def evaluate_sft_loss(cfg: Config, adapter_dir: Path | None, examples: list[dict[str, Any]]) -> dict[str, Any]:
     """Completion-only loss and token accuracy of the base model (+ adapter) on ``examples``.
 
+    ``adapter_dir`` is a LoRA adapter directory, a full model directory (full fine-tuning),
+    or None for the base model.
+
     Used by the promotion gate: candidate and champion are measured by this same function on
     the same stable held-out items.
     """
@@ -336,11 +387,15 @@ def evaluate_sft_loss(cfg: Config, adapter_dir: Path | None, examples: list[dict
     if not examples:
         return {"eval_loss": None, "eval_token_accuracy": None, "n": 0}
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    model, tokenizer = _load_base(cfg)
-    if adapter_dir is not None:
-        from peft import PeftModel
+    model_dir = Path(adapter_dir) if adapter_dir is not None else None
+    if model_dir is not None and not (model_dir / "adapter_config.json").is_file():
+        model, tokenizer = _load_base(cfg, model_dir)  # a fully fine-tuned version
+    else:
+        model, tokenizer = _load_base(cfg)
+        if model_dir is not None:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
+            model = PeftModel.from_pretrained(model, str(model_dir))
     rows = Dataset.from_list(_sft_rows(examples))
     with tempfile.TemporaryDirectory(prefix="dmac-eval-") as tmp:
         common = _common_args(cfg, Path(tmp), has_eval=True)
