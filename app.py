@@ -65,6 +65,7 @@ def main() -> None:
         st.Page("pages/feedback.py", title="Feedback", icon="⭐"),
         st.Page("pages/training.py", title="Training", icon="🏋️"),
         st.Page("pages/metrics.py", title="Metrics", icon="📈"),
+        st.Page("pages/insights.py", title="Insights", icon="🔎"),
     ]
     with st.sidebar:
         st.caption(f"Signed in as **{st.session_state.get('dmac_user') or 'local'}**")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from .backends.base import Backend, BackendError, Generation, Message
 from .backends.retry import call_with_retries
 from .config import Config
+from .insights.images import image_support, message_images
 from .records import Feedback, RecordError
 from .store import LearningStore
 from .usage import UsageCounter, cap_exceeded
@@ -80,6 +81,7 @@ class ModelManager:
         self._rng = rng or random.Random()
         self._cooldown_until: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.topic_router: Any = None  # insights.routing.TopicRouter, built on first topic-aware request
 
     # -- model selection ---------------------------------------------------------------
     def display_name(self, name: str) -> str:
@@ -90,31 +92,51 @@ class ModelManager:
         """Seconds of cooldown left for ``name`` (0 when healthy)."""
         return max(0.0, self._cooldown_until.get(name, 0.0) - time.monotonic())
 
-    def _skip_reason(self, name: str) -> str | None:
+    def _skip_reason(self, name: str, images: bool = False) -> str | None:
         backend = self.backends.get(name)
         if backend is None:
             return f"{name}: not configured"
         availability = backend.available()
         if not availability.ok:
             return f"{name}: {availability.reason}"
+        if images and not (support := image_support(backend, self.display_name(name))).ok:
+            return f"{name}: {support.reason}"
         left = self.in_cooldown(name)
         if left > 0:
             return f"{name}: cooling down for {left:.0f}s after errors"
         return cap_exceeded(name, self.usage.usage(name), self.config.routing.caps.get(name))
 
-    def candidates(self, model: str | None = None) -> list[tuple[str, str | None]]:
-        """Models in the order they would be tried, each with the reason it is skipped (or None)."""
+    def candidates(
+        self, model: str | None = None, prompt: str | None = None, images: bool = False,
+        notes: list[str] | None = None,
+    ) -> list[tuple[str, str | None]]:
+        """Models in the order they would be tried, each with the reason it is skipped (or None).
+
+        ``prompt`` lets topic-aware routing rank by the prompt's topic; ``images`` skips models
+        that cannot take images; ``notes`` (if given) receives a note on how models were ranked.
+        """
         if model and model != AUTO:
             if model not in self.backends:
                 raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}")
-            skip = self._skip_reason(model)
+            skip = self._skip_reason(model, images)
             if skip:
                 raise RoutingError(f"{self.display_name(model)} cannot answer now — {skip}")
             return [(model, None)]
         order = self.config.routing_order()
         if self.config.routing.strategy == "best_rated":
-            order = self._rank_by_rating(order)
-        return [(name, self._skip_reason(name)) for name in order]
+            order = self._rank_by_rating(order, prompt, notes)
+        return [(name, self._skip_reason(name, images)) for name in order]
+
+    def _topic_router(self) -> Any:
+        if self.topic_router is None:
+            from .insights.embeddings import get_embedder
+            from .insights.routing import TopicRouter
+
+            self.topic_router = TopicRouter(
+                self.store, lambda: get_embedder(self.config.data_path),
+                window_days=self.config.routing.best_rated_window_days,
+            )
+        return self.topic_router
 
     def mean_ratings(self) -> dict[str, tuple[float, int]]:
         """Mean rating and count per model over the configured window (latest feedback only)."""
@@ -130,13 +152,19 @@ class ModelManager:
         grouped = linked.groupby("model")["rating"].agg(["mean", "count"])
         return {str(m): (float(r["mean"]), int(r["count"])) for m, r in grouped.iterrows()}
 
-    def _rank_by_rating(self, order: list[str]) -> list[str]:
+    def _rank_by_rating(self, order: list[str], prompt: str | None = None, notes: list[str] | None = None) -> list[str]:
         ratings = self.mean_ratings()
         minimum = self.config.routing.best_rated_min_samples
-        rated = [n for n in order if ratings.get(n, (0, 0))[1] >= minimum]
-        rated.sort(key=lambda n: -ratings[n][0])
-        unrated = [n for n in order if n not in rated]
-        ranked = rated + unrated
+        if self.config.routing.topic_aware and prompt:
+            # Per-topic ratings: the learner gets a topic once it is rated there as well as the others.
+            ranked, note = self._topic_router().rank(order, prompt, ratings, minimum)
+            if notes is not None:
+                notes.append(note)
+        else:
+            rated = [n for n in order if ratings.get(n, (0, 0))[1] >= minimum]
+            rated.sort(key=lambda n: -ratings[n][0])
+            unrated = [n for n in order if n not in rated]
+            ranked = rated + unrated
         # A little exploration keeps collecting ratings for models that are not on top.
         if len(ranked) > 1 and self._rng.random() < self.config.routing.exploration:
             pick = self._rng.randrange(1, len(ranked))
@@ -199,6 +227,8 @@ class ModelManager:
             messages=messages,
             prompt=str(messages[-1]["content"]),
             response=generation.text if generation else "",
+            # Images are linked by reference (content hash), never copied into the logs.
+            **({"images": refs} if (refs := message_images(messages)) else {}),
             latency_ms=generation.latency_ms if generation and generation.latency_ms is not None else latency_ms,
             tokens_in=generation.tokens_in if generation else None,
             tokens_out=generation.tokens_out if generation else None,
@@ -223,7 +253,10 @@ class ModelManager:
         messages = self._messages(prompt_or_messages)
         # Notes on the models passed over so far, in routing order: skips and failures.
         notes: list[str] = []
-        for name, skip in self.candidates(model):
+        ranked = self.candidates(
+            model, prompt=str(messages[-1]["content"]), images=bool(message_images(messages)), notes=notes
+        )
+        for name, skip in ranked:
             if skip:
                 notes.append(skip)
                 continue

@@ -51,7 +51,7 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
             if isinstance(model, GeminiModelConfig):
                 from .gemini import GeminiBackend
 
-                backends[name] = GeminiBackend(name, model, key)
+                backends[name] = GeminiBackend(name, model, key, data_dir=config.data_path)
             elif isinstance(model, OpenAICompatModelConfig):
                 from .openai_compat import OpenAICompatBackend
 

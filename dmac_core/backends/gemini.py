@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any, Iterator
 
 from google import genai
@@ -22,6 +23,7 @@ from dmac_core.backends.base import Availability, BackendError, Generation, Mess
 from dmac_core.backends.redact import redact
 from dmac_core.backends.retry import error_from_status, parse_retry_after
 from dmac_core.config import GeminiModelConfig
+from dmac_core.insights.images import ImageError, gemini_image_parts
 from dmac_core.secrets import missing_key_reason
 
 try:  # the pinned SDK uses the httpx2 fork; plain httpx is accepted too in case a version switches
@@ -32,12 +34,16 @@ except ImportError:  # pragma: no cover - depends on the installed SDK version
 _MAX_DETAIL = 300  # keep error messages readable in the UI and the logs
 
 
-def to_gemini_contents(messages: list[Message]) -> tuple[list[types.Content], str | None]:
+def to_gemini_contents(
+    messages: list[Message], data_dir: str | Path | None = None
+) -> tuple[list[types.Content], str | None]:
     """Convert OpenAI-style ``[{role, content}]`` to Gemini ``contents`` + system instruction.
 
     ``assistant`` becomes ``model``; all ``system`` messages are joined (in order) into the
-    one system instruction Gemini accepts. Raises :class:`BackendError` (bad_request) for an
-    unknown role or when no user/assistant turn is left.
+    one system instruction Gemini accepts. A message's ``images`` (references stored under
+    ``data_dir``, see :mod:`dmac_core.insights.images`) become inline-data parts after its text.
+    Raises :class:`BackendError` (bad_request) for an unknown role, an unreadable image, or when
+    no user/assistant turn is left.
     """
     contents: list[types.Content] = []
     system: list[str] = []
@@ -49,7 +55,15 @@ def to_gemini_contents(messages: list[Message]) -> tuple[list[types.Content], st
             if text:
                 system.append(text)
         elif role in ("user", "assistant", "model"):
-            contents.append(types.Content(role="user" if role == "user" else "model", parts=[types.Part(text=text)]))
+            parts = [types.Part(text=text)]
+            if msg.get("images"):
+                if data_dir is None:
+                    raise BackendError("message has images but no image directory is configured", kind="bad_request")
+                try:
+                    parts += gemini_image_parts(data_dir, list(msg["images"]))
+                except ImageError as exc:
+                    raise BackendError(str(exc), kind="bad_request") from None
+            contents.append(types.Content(role="user" if role == "user" else "model", parts=parts))
         else:
             raise BackendError(f"message {i} has unknown role {role!r}", kind="bad_request")
     if not contents:
@@ -74,8 +88,13 @@ def _retry_delay_from_details(details: Any) -> float | None:
 class GeminiBackend:
     """A :class:`~dmac_core.backends.base.Backend` for one Gemini model."""
 
-    def __init__(self, name: str, config: GeminiModelConfig, api_key: str | None) -> None:
+    accepts_images = True  # messages may carry "images": [ref, ...] (sent as inline data)
+
+    def __init__(
+        self, name: str, config: GeminiModelConfig, api_key: str | None, data_dir: str | Path | None = None
+    ) -> None:
         self.name = name
+        self.data_dir = data_dir  # where image references resolve (<data_dir>/images/)
         self.config = config
         self._api_key = api_key or None
         self._client: genai.Client | None = None
@@ -168,7 +187,7 @@ class GeminiBackend:
     def _request(
         self, messages: list[Message], max_new_tokens: int | None, temperature: float | None
     ) -> tuple[list[types.Content], types.GenerateContentConfig]:
-        contents, system = to_gemini_contents(messages)
+        contents, system = to_gemini_contents(messages, self.data_dir)
         gen_config = types.GenerateContentConfig(
             system_instruction=system,
             max_output_tokens=max_new_tokens or self.config.max_output_tokens,
