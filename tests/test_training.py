@@ -245,3 +245,51 @@ def test_preference_methods_run_from_logged_ratings(make_config: Callable[..., C
     assert [e["step"] for e in jobs.run_events(info.run_id) if e["event"] == "step"] == list(range(1, run["metrics"]["steps"] + 1))
     b = [t for name, t in adapter_tensors(registry.get(snap.version).path).items() if "lora_B" in name]
     assert b and not all(torch.equal(t, torch.zeros_like(t)) for t in b)
+
+
+def test_padding_free_batches_give_the_padded_loss_with_fewer_tokens(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    from dmac_core.training.trainer import build_trainer
+
+    config = make_config(validation_fraction=0.0, batch_size=4)
+    store, _, _ = services(config)
+    seed_ratings(store, FACTS + [("Tell me everything about the long history of the Zorblat and its colours?",
+                                  "The Zorblat has been bright teal since records began, long before Quenmoor.")])
+    data = build_dataset(store, config.learner)
+    free = build_trainer(config, tmp_path / "free", data, "sft", [])
+    config.learner.padding_free = False
+    padded = build_trainer(config, tmp_path / "padded", data, "sft", [])
+    rows = [free.train_dataset[i] for i in range(len(free.train_dataset))]
+    a, b = free.data_collator(rows), padded.data_collator(rows)
+    assert a["input_ids"].shape[0] == 1 and "attention_mask" not in a
+    useful = int(b["attention_mask"].sum())
+    assert a["input_ids"].numel() == useful < b["input_ids"].numel()  # no padding computed
+    model = free.model.eval()
+    with torch.no_grad():
+        loss_free = model(input_ids=a["input_ids"], position_ids=a["position_ids"], labels=a["labels"]).loss
+        loss_padded = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"]).loss
+    # examples never attend to each other: the block-diagonal mask gives the padded batch's loss
+    assert torch.allclose(loss_free, loss_padded, atol=1e-5), (loss_free, loss_padded)
+
+
+def test_full_fine_tuning_registers_a_full_model_and_serves_it(make_config: Callable[..., Config]) -> None:
+    config = make_config(finetune="full", learning_rate=0.01, epochs=2, validation_fraction=0.2)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    info = jobs.start()
+    snap = jobs.wait(timeout=300)
+    assert snap.state == "completed", (snap.message, snap.error)
+    version = registry.get(snap.version)
+    assert (version.path / "model.safetensors").is_file() and version.adapter_path is None
+    assert version.metadata["hyper_parameters"]["finetune"] == "full"
+    # every weight trained: the embedding matrix moved away from the base model's
+    base = load_file(str(config.base_model_path() / "model.safetensors"))
+    tuned = load_file(str(version.path / "model.safetensors"))
+    assert base.keys() == tuned.keys()
+    assert not torch.equal(base["model.embed_tokens.weight"], tuned["model.embed_tokens.weight"])
+    # the gate compared the full model (not the base) with the champion
+    gate = jobs.run_summary(info.run_id)["gate"]
+    assert gate["candidate_eval_loss"] != gate["champion_eval_loss"]
+    if not snap.promoted:  # the gate may keep a 2-epoch random tiny model out; an analyst can serve it
+        registry.promote(snap.version, reason="analyst")
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == snap.version
