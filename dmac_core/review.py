@@ -10,7 +10,7 @@ from .store import LearningStore
 
 REVIEW_COLUMNS = [
     "ts", "month", "model", "model_version", "prompt", "response", "rating", "feedback", "correction",
-    "rated_by", "interaction_id",
+    "rated_by", "interaction_id", "images",
 ]
 
 
@@ -21,11 +21,15 @@ def review_table(store: LearningStore) -> pd.DataFrame:
     feedback = store.feedback(latest_only=True)
     if not interactions.empty:
         answers = interactions[interactions["error"].isna() & (interactions["response"].fillna("") != "")]
+        if "images" not in answers.columns:
+            answers = answers.assign(images=None)
         answers = answers.rename(columns={"id": "interaction_id"})[
-            ["interaction_id", "ts", "model", "model_version", "prompt", "response"]
+            ["interaction_id", "ts", "model", "model_version", "prompt", "response", "images"]
         ]
     else:
-        answers = pd.DataFrame(columns=["interaction_id", "ts", "model", "model_version", "prompt", "response"])
+        answers = pd.DataFrame(
+            columns=["interaction_id", "ts", "model", "model_version", "prompt", "response", "images"]
+        )
     if not feedback.empty:
         rated = feedback.rename(columns={"user": "rated_by", "ts": "rated_at"})
         linked = rated[rated["interaction_id"].notna()][
@@ -48,6 +52,17 @@ def review_table(store: LearningStore) -> pd.DataFrame:
         if column not in table.columns:
             table[column] = None
     return table.sort_values("ts", ascending=False, kind="stable")[REVIEW_COLUMNS].reset_index(drop=True)
+
+
+def attached_images(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(prompt, image reference) for every image attached to the rows of ``table``."""
+    out = []
+    for prompt, refs in zip(table["prompt"], table["images"]):
+        # Cells are lists, Arrow-backed arrays, or missing (None / NaN) for answers without images.
+        if refs is None or isinstance(refs, (str, float)):
+            continue
+        out.extend((str(prompt), str(ref)) for ref in refs)
+    return out
 
 
 def filter_review(

@@ -6,6 +6,7 @@ import uuid
 
 import streamlit as st
 
+from dmac_core.insights.images import ImageError, image_path, store_image
 from dmac_core.records import RecordError
 from dmac_core.router import AUTO, ChatResult, RoutingError
 from pages.common import current_user, services, show_log_health
@@ -30,6 +31,11 @@ with st.sidebar:
             st.caption(
                 f"today: {s.requests_today} requests, {s.tokens_today:,} tokens" + (f" · caps: {caps}" if caps else "")
             )
+    st.session_state.setdefault("chat_upload_round", 0)
+    attachment = st.file_uploader(
+        "Attach an image to the next question (models that take images only, e.g. Gemini)",
+        type=["png", "jpg", "jpeg", "webp", "gif"], key=f"chat_image_{st.session_state.chat_upload_round}",
+    )
     if st.button("New chat", key="chat_new"):
         st.session_state.chat_history = []
         st.rerun()
@@ -73,6 +79,8 @@ if not history:
 for message in history:
     with st.chat_message(message["role"], avatar="🧑‍💼" if message["role"] == "user" else "🤖"):
         st.markdown(message["content"] or "_(empty answer)_")
+        for ref in message.get("images", []):
+            st.image(str(image_path(system.config.data_path, ref)), width=240)
         if message["role"] == "assistant":
             st.caption(
                 f"{labels.get(message['model'], message['model'])}"
@@ -88,11 +96,18 @@ if prompt is not None:
     if not prompt.strip():
         st.warning("The question is empty: type something first.")
         st.stop()
-    conversation = [{"role": m["role"], "content": m["content"]} for m in history] + [
-        {"role": "user", "content": prompt}
-    ]
+    question: dict = {"role": "user", "content": prompt}
+    if attachment is not None:
+        try:
+            question["images"] = [store_image(system.config.data_path, attachment.getvalue())]
+        except ImageError as exc:
+            st.error(str(exc))
+            st.stop()
+    conversation = [{k: m[k] for k in ("role", "content", "images") if k in m} for m in history] + [question]
     with st.chat_message("user", avatar="🧑‍💼"):
         st.markdown(prompt)
+        for ref in question.get("images", []):
+            st.image(str(image_path(system.config.data_path, ref)), width=240)
     result: dict[str, ChatResult] = {}
 
     def deltas():  # type: ignore[no-untyped-def]
@@ -112,7 +127,9 @@ if prompt is not None:
             st.error(str(exc))
             st.stop()
     final = result["final"]
-    history.append({"role": "user", "content": prompt})
+    history.append(question)
+    if attachment is not None:
+        st.session_state.chat_upload_round += 1  # a fresh uploader: the image went with this question
     history.append(
         {
             "role": "assistant",

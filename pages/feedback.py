@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
+from dmac_core.insights.images import image_path
 from dmac_core.records import RecordError
-from dmac_core.review import analyst_counts, apply_review_edits, bulk_rate, filter_review, rating_summary, review_table
+from dmac_core.review import (
+    analyst_counts,
+    apply_review_edits,
+    attached_images,
+    bulk_rate,
+    filter_review,
+    rating_summary,
+    review_table,
+)
 from pages.common import current_user, services, show_log_health
 
 system = services()
@@ -52,6 +61,7 @@ edited = st.data_editor(
         "correction": st.column_config.TextColumn("Corrected answer", help="Becomes a preferred training target"),
         "interaction_id": None,
         "month": None,
+        "images": None,
     },
     key="fb_editor",
 )
@@ -69,6 +79,12 @@ if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
 st.download_button(
     "Download CSV", shown.to_csv(index=False).encode("utf-8"), "feedback.csv", "text/csv", key="fb_download"
 )
+
+images = attached_images(shown)
+if images:
+    with st.expander(f"🖼️ Images attached to the shown answers ({len(images)})"):
+        for prompt, ref in images:
+            st.image(str(image_path(system.config.data_path, ref)), caption=prompt[:120], width=240)
 
 left, right = st.columns(2)
 left.subheader("Ratings per model")

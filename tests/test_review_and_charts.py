@@ -97,3 +97,13 @@ def test_review_edits_write_superseding_records_and_corrections(tmp_path: Path) 
 
     counts = analyst_counts(review_table(store)).set_index("analyst")
     assert counts.loc["dee", "corrections"] == 1 and counts.loc["ana", "rated"] == 1
+
+
+def test_review_shows_attached_images(tmp_path: Path) -> None:
+    from dmac_core.review import attached_images
+
+    store = LearningStore(tmp_path, fsync=False)
+    store.append_interaction(model="gemini", prompt="what is in the picture?", response="a cat", images=["a" * 64 + ".png"])
+    store.append_interaction(model="gemini", prompt="no picture", response="ok")
+    table = review_table(store)
+    assert attached_images(table) == [("what is in the picture?", "a" * 64 + ".png")]
