@@ -59,7 +59,7 @@ def attached_images(table: pd.DataFrame) -> list[tuple[str, str]]:
     out = []
     for prompt, refs in zip(table["prompt"], table["images"]):
         # Cells are lists, Arrow-backed arrays, or missing (None / NaN) for answers without images.
-        if refs is None or isinstance(refs, (str, float)):
+        if refs is None or refs is pd.NA or isinstance(refs, (str, float)):
             continue
         out.extend((str(prompt), str(ref)) for ref in refs)
     return out
