@@ -95,3 +95,14 @@ def test_background_thread_checks_periodically(make_config: Callable[..., Config
     thread.join(5)
     assert not thread.is_alive() and "waiting for 100" in scheduler.last_reason
     assert scheduler.describe()["schedule"]["min_new_feedback"] == 100
+
+
+def test_cli_if_due_for_cron(make_config: Callable[..., Config], tmp_path, capsys) -> None:
+    from dmac_core.training import cli
+
+    config = make_config(schedule={"enabled": True, "min_new_feedback": 3})
+    store, _, _ = services(config)
+    rate(store, 2)
+    assert cli.main(["--config", str(tmp_path / "config.yaml"), "train", "--if-due"]) == 0
+    assert "Not due: 2 new feedback records since the last run; waiting for 3" in capsys.readouterr().out
+    assert not list((config.data_path / "runs").glob("*/run.json"))

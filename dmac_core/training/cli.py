@@ -16,6 +16,8 @@ from ..store import LearningStore
 from .dataset import NotEnoughData
 from .job import JobAlreadyRunning, LearningDisabled, NothingToResume, TrainingJobManager
 from .registry import ModelRegistry
+from .scheduler import TrainingScheduler
+from .teacher import Teacher, make_router_teacher
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +26,27 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the latest cancelled or interrupted run")
     parser.add_argument("--method", choices=["sft", "dpo", "kto", "auto"], default=None, help="override models.deepseek.method")
     parser.add_argument("--epochs", type=int, default=None, help="override models.deepseek.epochs")
+    parser.add_argument("--if-due", action="store_true",
+                        help="train only if models.deepseek.schedule says a run is due (for cron); exit 0 otherwise")
     parser.set_defaults(handler=train_command)
+
+
+def cli_teacher(config: Config, store: LearningStore, registry: ModelRegistry) -> Teacher | None:
+    """The teacher for CLI runs: the configured model through a router built on first use."""
+    name = config.learner.teacher
+    if not name or name not in config.models:
+        return None
+    built: dict[str, object] = {}
+
+    def manager() -> object:
+        if "manager" not in built:
+            from ..backends import build_backends
+            from ..router import ModelManager
+
+            built["manager"] = ModelManager(config, store, build_backends(config, registry))
+        return built["manager"]
+
+    return make_router_teacher(manager, name)
 
 
 def train_command(args: argparse.Namespace, config: Config) -> int:
@@ -33,9 +55,18 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
 
     store = LearningStore(config.data_path, fsync=config.storage.fsync)
     registry = ModelRegistry(config.data_path / "models")
-    jobs = TrainingJobManager(config, store, registry)
+    jobs = TrainingJobManager(config, store, registry, teacher=cli_teacher(config, store, registry))
+    trigger = "cli"
+    if getattr(args, "if_due", False):
+        scheduler = TrainingScheduler(jobs, store, config)
+        reason = scheduler.due()
+        if reason is None:
+            print(f"Not due: {scheduler.last_reason}")
+            return 0
+        print(f"Due: {reason}")
+        trigger = "schedule"
     try:
-        info = jobs.start(trigger="cli", method=args.method, epochs=args.epochs, resume=args.resume)
+        info = jobs.start(trigger=trigger, method=args.method, epochs=args.epochs, resume=args.resume)
     except (NotEnoughData, JobAlreadyRunning, LearningDisabled, NothingToResume) as exc:
         print(f"Not training: {exc}", file=sys.stderr)
         return 2
