@@ -8,6 +8,7 @@ their version and nobody needs a restart.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from ..base_model import is_model_dir
 from ..config import LocalModelConfig
 from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from .base import Availability, BackendError, Generation, Message, StreamItem
+from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
 
 
 def cpu_supports_bf16() -> bool:
@@ -46,10 +48,19 @@ class LoadedModel:
     # One generation at a time per model object: two cores gain nothing from overlap and
     # interleaved generate() calls would only slow each other down.
     lock: threading.Lock
+    # The fast decode loop over the same (merged) weights, when serving; None: use generate().
+    fast: FastGenerator | None = None
 
 
-def load_model(base_path: Path, version: ModelVersion, dtype: torch.dtype) -> LoadedModel:
-    """Load the base model, with the version's LoRA adapter merged in when it has one."""
+def load_model(
+    base_path: Path, version: ModelVersion, dtype: torch.dtype, fast_weights: str | None = None
+) -> LoadedModel:
+    """Load the base model, with the version's LoRA adapter merged in when it has one.
+
+    ``fast_weights`` ("fp32" | "fp16" | "int8"): also pack the merged weights for the fast
+    decode loop (issue 9) that ``LocalBackend.stream`` uses; None for callers that only need
+    the HF model (evaluation, export).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = version.path if (version.path and is_model_dir(version.path)) else base_path
@@ -62,7 +73,8 @@ def load_model(base_path: Path, version: ModelVersion, dtype: torch.dtype) -> Lo
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=threading.Lock())
+    fast = FastGenerator(model, weights=fast_weights) if fast_weights and supports(model) else None
+    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=threading.Lock(), fast=fast)
 
 
 class LocalBackend:
@@ -74,6 +86,9 @@ class LocalBackend:
         self.base_path = Path(base_path)
         self.registry = registry
         self.dtype = resolve_dtype(config.precision)
+        # precision "fp32" keeps answers token-for-token those of fp32 generate(); otherwise
+        # serve the measured fastest format (bench/generation_bench.py, bench/RESULTS.md)
+        self.fast_weights = "fp32" if config.precision == "fp32" else SERVING_WEIGHTS
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
 
@@ -99,7 +114,7 @@ class LocalBackend:
                     version = self.registry.get(wanted)
                 except Exception:  # an unreadable version never takes the learner down
                     version = self.registry.get(BASE_VERSION)
-                self._loaded = load_model(self.base_path, version, self.dtype)
+                self._loaded = load_model(self.base_path, version, self.dtype, self.fast_weights)
             return self._loaded
 
     def _inputs(self, loaded: LoadedModel, messages: list[Message]) -> dict[str, torch.Tensor]:
@@ -138,6 +153,9 @@ class LocalBackend:
         loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
         started = time.perf_counter()
         inputs = self._inputs(loaded, messages)
+        if loaded.fast is not None:
+            yield from self._stream_fast(loaded, inputs, options, started)
+            return
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         output: dict[str, Any] = {}
 
@@ -169,5 +187,60 @@ class LocalBackend:
             model_version=loaded.version,
             tokens_in=int(prompt_len),
             tokens_out=tokens_out,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    def _stream_fast(
+        self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], options: dict[str, Any], started: float
+    ) -> Iterator[StreamItem]:
+        """Like the generate() path: a worker thread decodes under ``loaded.lock`` and hands
+        token ids over a queue; text is decoded incrementally and a delta is only yielded
+        when it does not end in a partial multi-byte character."""
+        assert loaded.fast is not None
+        kwargs = self._generate_kwargs(loaded, options)
+        temperature = float(kwargs.get("temperature") or 0.0) if kwargs.get("do_sample") else 0.0
+        prompt = inputs["input_ids"][0]
+        tokens: queue.Queue[Any] = queue.Queue()
+        stop = threading.Event()  # set when the caller stops reading: free the model early
+        done = object()
+
+        def run() -> None:
+            try:
+                with loaded.lock:
+                    for token in loaded.fast.stream_tokens(  # type: ignore[union-attr]
+                        prompt, kwargs["max_new_tokens"], temperature,
+                        eos_token_ids(loaded.model, loaded.tokenizer), top_p=0.95,
+                    ):
+                        tokens.put(token)
+                        if stop.is_set():
+                            break
+            except BaseException as exc:  # surfaced to the caller below
+                tokens.put(exc)
+            tokens.put(done)
+
+        worker = threading.Thread(target=run, name=f"generate-{self.name}", daemon=True)
+        worker.start()
+        ids: list[int] = []
+        sent = ""
+        try:
+            while (item := tokens.get(timeout=600)) is not done:
+                if isinstance(item, BaseException):
+                    raise BackendError(f"{self.name}: local generation failed: {item}") from item
+                ids.append(item)
+                text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
+                if len(text) > len(sent) and not text.endswith("\ufffd"):
+                    yield text[len(sent):]
+                    sent = text
+        finally:
+            stop.set()
+        text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
+        if len(text) > len(sent):  # a trailing partial character, as TextIteratorStreamer ends
+            yield text[len(sent):]
+        yield Generation(
+            text=text.strip(),
+            provider_model=self.base_path.name,
+            model_version=loaded.version,
+            tokens_in=int(prompt.shape[0]),
+            tokens_out=len(ids),
             latency_ms=(time.perf_counter() - started) * 1000.0,
         )
