@@ -21,6 +21,7 @@ from ..base_model import is_model_dir
 from ..config import LocalModelConfig
 from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from .base import Availability, BackendError, Generation, Message, StreamItem
+from .fair_lock import FairLock
 from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
 
 
@@ -46,8 +47,9 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     # One generation at a time per model object: two cores gain nothing from overlap and
-    # interleaved generate() calls would only slow each other down.
-    lock: threading.Lock
+    # interleaved generate() calls would only slow each other down. Waiters are served in
+    # arrival order, so no chat session is starved by others.
+    lock: FairLock
     # The fast decode loop over the same (merged) weights, when serving; None: use generate().
     fast: FastGenerator | None = None
 
@@ -74,7 +76,7 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     fast = FastGenerator(model, weights=fast_weights) if fast_weights and supports(model) else None
-    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=threading.Lock(), fast=fast)
+    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=FairLock(), fast=fast)
 
 
 class LocalBackend:
