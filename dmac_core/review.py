@@ -221,3 +221,21 @@ def usage_table(statuses: list[Any]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def versions_table(registry: Any) -> pd.DataFrame:
+    """Registered versions of the local learner, newest first, with gate results and which is served."""
+    served = registry.served_id()
+    rows = [{"version": "base", "served": served == "base", "created": None, "method": None, "run_id": None,
+             "gate": "bundled base model", "held-out loss": None}]
+    for version in registry.versions():
+        meta, gate = version.metadata, version.metadata.get("gate") or {}
+        rows.append(
+            {
+                "version": version.id, "served": version.id == served, "created": meta.get("created"),
+                "method": meta.get("method"), "run_id": meta.get("run_id"),
+                "gate": ("passed" if gate.get("passed") else "not passed") if gate else "-",
+                "held-out loss": gate.get("candidate_eval_loss"),
+            }
+        )
+    return pd.DataFrame(rows[::-1])

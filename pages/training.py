@@ -6,7 +6,8 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.charts import loss_figure
-from dmac_core.review import runs_table
+from dmac_core.review import runs_table, versions_table
+from dmac_core.training.registry import RegistryError
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.job import JobAlreadyRunning
 from pages.common import current_user, services, show_log_health
@@ -88,3 +89,22 @@ if not runs:
     st.info("No runs yet.", icon="ℹ️")
 else:
     st.dataframe(runs_table(runs), hide_index=True, width="stretch", key="train_runs")
+
+# -- model versions: promote by hand, roll back in one click ---------------------------------
+st.subheader("Model versions")
+versions = versions_table(system.registry)
+st.dataframe(versions, hide_index=True, width="stretch", key="train_versions")
+pick_col, promote_col, rollback_col = st.columns([2, 1, 1])
+choice = pick_col.selectbox("Version", list(versions["version"]), key="train_version_pick")
+if promote_col.button("Serve this version", key="train_promote", disabled=choice == system.registry.served_id()):
+    try:
+        system.registry.promote(choice, reason=f"promoted by hand by {current_user()}")
+        st.rerun()
+    except RegistryError as exc:
+        st.warning(str(exc))
+if rollback_col.button("↩️ Roll back", key="train_rollback", help="Serve the version that was served before"):
+    try:
+        system.registry.rollback()
+        st.rerun()
+    except RegistryError as exc:
+        st.warning(str(exc))

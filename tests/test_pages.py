@@ -118,8 +118,16 @@ def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) ->
     progress = at.get("progress")[0]
     assert progress.value == 100 and "completed" in progress.proto.text
     assert at.get("plotly_chart"), "the live loss chart is drawn"
-    runs = at.dataframe[-1].value
+    runs = [d.value for d in at.dataframe if "run_id" in d.value.columns][0]
     assert len(runs) == 1 and runs.iloc[0]["state"] == "completed"
+    versions = [d.value for d in at.dataframe if "version" in d.value.columns and "served" in d.value.columns][0]
+    assert list(versions["version"]) == ["v0001", "base"] and list(versions["served"]) == [True, False]
+    registry = dmac_core.get_learning_system().registry
+    at.button(key="train_rollback").click().run()
+    assert registry.served_id() == "base"
+    at.selectbox(key="train_version_pick").set_value("v0001").run()
+    at.button(key="train_promote").click().run()
+    assert registry.served_id() == "v0001"
 
     at.switch_page("pages/metrics.py").run()
     assert not at.exception
