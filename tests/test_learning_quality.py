@@ -1,0 +1,89 @@
+"""Issue 5's learning test, on the real bundled model with the SHIPPED training defaults.
+
+About 30 invented facts (tests/learning_quality_fixtures.py) are rated 5 in a fresh store and
+one run goes through the real job path (dataset builder → TRL trainer → registry → gate).
+Greedy answers (48 new tokens, batched) before and after must show that the facts were
+learned, not only a style:
+
+- key-term recall ≥ 0.5 on the trained facts (ROUGE-L alone flatters: answering in one short
+  sentence that echoes the question gains ≈ +0.28 with no fact right — STACK-NOTES), and the
+  recall of the terms that are *not* in the question (the invented fact itself) rises too;
+- ROUGE-L rises by ≥ 0.2;
+- the same questions asked in other words improve (ROUGE-L and key-term recall);
+- unrelated questions the base model answers correctly keep their answers.
+
+The held-out facts (the stable 10 % validation split) cannot be learned; they are reported
+(run with ``-s``), not asserted. For the same reason the promotion gate (held-out loss vs the
+base model) may refuse the new version: the harness then promotes it by hand, because what
+is measured here is what the trained version says (the gate decision is reported).
+
+Two variants: ``test_learns_30_facts`` is the issue's full test (slow on an fp32-only CPU:
+marked ``slow``, run it with ``pytest -m slow tests/test_learning_quality.py``);
+``test_learns_12_facts_two_phrasings`` is the default-run variant (12 facts, each rated in
+two phrasings, tested on a third). Both use the shipped ``config/config.yaml`` unchanged
+except for the data directory and the base model path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.learning_quality_fixtures import FACTS, GENERAL, run_experiment, short_facts
+
+pytestmark = pytest.mark.integration
+
+
+def _report(name: str, result: dict[str, Any]) -> None:
+    b, a = result["before"], result["after"]
+    lines = [f"\n== {name}: {result['steps']} steps, train {result['train_s']} s, job {result['job_s']} s, "
+             f"promoted by gate: {result['promoted_by_gate']}"]
+    for part in ("trained", "trained_paraphrase", "heldout", "heldout_paraphrase"):
+        if not a[part]["n"]:
+            continue
+        lines.append(
+            f"{part:20s} n={a[part]['n']:2d} ROUGE-L {b[part]['rougeL']:.2f} → {a[part]['rougeL']:.2f}  "
+            f"key terms {b[part]['key_term_recall']:.2f} → {a[part]['key_term_recall']:.2f}  "
+            f"novel terms {b[part]['novel_term_recall'] or 0:.2f} → {a[part]['novel_term_recall'] or 0:.2f}"
+        )
+    lines.append(f"general: before {b['general_ok']} after {a['general_ok']}: {result['answers_after']['general']}")
+    print("\n".join(lines))
+
+
+def _check(result: dict[str, Any]) -> None:
+    b, a = result["before"], result["after"]
+    trained, para = a["trained"], a["trained_paraphrase"]
+    assert trained["n"] >= 0.75 * (trained["n"] + a["heldout"]["n"])  # the split held out only a few
+    # The facts came out, not only the style.
+    assert trained["key_term_recall"] >= 0.5, trained
+    assert trained["novel_term_recall"] >= 0.4 and b["trained"]["novel_term_recall"] <= 0.1, (b["trained"], trained)
+    assert trained["rougeL"] - b["trained"]["rougeL"] >= 0.2, (b["trained"]["rougeL"], trained["rougeL"])
+    # Asked in other words: better too.
+    assert para["rougeL"] - b["trained_paraphrase"]["rougeL"] >= 0.1, (b["trained_paraphrase"], para)
+    assert para["key_term_recall"] - b["trained_paraphrase"]["key_term_recall"] >= 0.1, (b["trained_paraphrase"], para)
+    # General knowledge: the base model got these right (checked), and the trained one still does.
+    assert all(b["general_ok"]), ("the base model should answer these", result["answers_before"]["general"])
+    assert all(a["general_ok"]), list(zip([g[0] for g in GENERAL], result["answers_after"]["general"]))
+
+
+def _run(tmp_path: Path, real_model_dir: Path, name: str, facts: list, phrasings: int) -> dict[str, Any]:
+    result = run_experiment(tmp_path, real_model_dir, facts, phrasings)
+    (tmp_path / "learning-quality.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    _report(name, result)
+    return result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_learns_30_facts(tmp_path: Path, real_model_dir: Path) -> None:
+    """The issue's test: 30 facts, one rated phrasing each, shipped defaults."""
+    _check(_run(tmp_path, real_model_dir, "30 facts × 1 phrasing", FACTS, 1))
+
+
+@pytest.mark.timeout(2400)
+def test_learns_12_facts_two_phrasings(tmp_path: Path, real_model_dir: Path) -> None:
+    """Default-run variant: 12 facts rated in two phrasings each (24 examples), shipped defaults."""
+    _check(_run(tmp_path, real_model_dir, "12 facts × 2 phrasings", short_facts(12), 2))
