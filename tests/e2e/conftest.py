@@ -97,8 +97,10 @@ def stop_app(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API runs an event loop in this thread while
+    # it is open, and later tests (the seed's asyncio.run examples, the load test) need none.
     if not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is needed for the browser tests: `make test` installs it (apt-get).")
     from playwright.sync_api import sync_playwright
