@@ -18,6 +18,8 @@ from .router import ModelManager
 from .store import LearningStore
 from .training.job import TrainingJobManager
 from .training.registry import ModelRegistry
+from .training.scheduler import TrainingScheduler
+from .training.teacher import make_router_teacher
 
 
 class LearningSystem:
@@ -28,8 +30,15 @@ class LearningSystem:
         self.store = LearningStore(self.config.data_path, fsync=self.config.storage.fsync)
         self.registry = ModelRegistry(self.config.data_path / "models")
         self.backends: dict[str, Backend] = build_backends(self.config, self.registry)
-        self.jobs = TrainingJobManager(self.config, self.store, self.registry, after_version=self.evaluate_after_training)
+        # The teacher rewrites commented answers through the router (caps counted, logged);
+        # a lambda because the router is built after the job manager it serves.
+        teacher_name = self.config.learner.teacher
+        teacher = make_router_teacher(lambda: self.model_manager, teacher_name) if teacher_name else None
+        self.jobs = TrainingJobManager(
+            self.config, self.store, self.registry, after_version=self.evaluate_after_training, teacher=teacher
+        )
         self.model_manager = ModelManager(self.config, self.store, self.backends, jobs=self.jobs)
+        self.scheduler = TrainingScheduler(self.jobs, self.store, self.config)
 
     @property
     def local_backend(self) -> Any:

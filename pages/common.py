@@ -12,7 +12,10 @@ def services() -> LearningSystem:
     """One LearningSystem per server process, shared by every browser session."""
     from dmac_core import get_learning_system
 
-    return get_learning_system()
+    system = get_learning_system()
+    if system.config.learner.schedule.enabled:  # periodic training, checked every 5 minutes
+        system.scheduler.start_background(interval_s=300)
+    return system
 
 
 def current_user() -> str:
