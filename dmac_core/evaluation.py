@@ -8,7 +8,6 @@ never land in the interaction logs that training reads.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .backends.base import Backend, BackendError
 from .config import Config
 from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
 from .records import new_id
+from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
 from .store import LearningStore
 
 
@@ -31,23 +31,6 @@ class SuiteError(ValueError):
 
 
 # -- the held-out split (shared with training/dataset.py: one implementation) ----------------
-def normalize_prompt(prompt: str) -> str:
-    """Whitespace-collapsed, case-folded prompt: the identity of a question for splits and lookups."""
-    return " ".join(str(prompt).split()).casefold()
-
-
-def heldout_bucket(prompt: str) -> int:
-    """Stable bucket 0..999 of a prompt (SHA-256 of the normalised prompt): the same on every
-    machine and run, unlike Python's salted ``hash``."""
-    digest = hashlib.sha256(normalize_prompt(prompt).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % 1000
-
-
-def is_heldout(prompt: str, fraction: float) -> bool:
-    """True when ``prompt`` belongs to the held-out split of size ``fraction`` (0..1)."""
-    return heldout_bucket(prompt) < round(fraction * 1000)
-
-
 # -- references from the logs ------------------------------------------------------------------
 def reference_index(store: LearningStore, min_rating: int) -> dict[str, dict[str, Any]]:
     """Best logged answer per normalised prompt: the newest analyst correction first, else the

@@ -117,3 +117,20 @@ def test_weights_by_repetition_and_auto_method(store: LearningStore) -> None:
         store.append_feedback(prompt=f"P{i}", response="bad", rating=1)
     data = build_dataset(store, cfg(min_examples=4))
     assert len(data.dpo) == 4 and choose_method(data, cfg(min_examples=4)) == "dpo"
+
+
+def test_training_holds_out_exactly_the_items_evaluation_compares_on(tmp_path) -> None:
+    from dmac_core.config import LocalModelConfig
+    from dmac_core.evaluation import is_heldout
+    from dmac_core.store import LearningStore
+    from dmac_core.training.dataset import build_dataset
+
+    store = LearningStore(tmp_path, fsync=False)
+    prompts = [f"Question number {i} about the quarterly report?" for i in range(60)]
+    for prompt in prompts:
+        store.append_feedback(prompt=prompt, response=f"Answer to: {prompt}", rating=5)
+    cfg = LocalModelConfig(validation_fraction=0.2)
+    data = build_dataset(store, cfg)
+    held = {e["prompt"][-1]["content"] for e in data.sft_eval}
+    assert held == {p for p in prompts if is_heldout(p, 0.2)}
+    assert held and not held & {e["prompt"][-1]["content"] for e in data.sft_train}

@@ -28,14 +28,13 @@ Rules (DESIGN.md, "Learning from feedback"):
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import LocalModelConfig
+from ..splits import is_heldout, normalize_prompt
 from ..store import LearningStore
 
 Message = dict[str, str]
@@ -65,15 +64,9 @@ class TrainingData:
         return cls(**{k: data.get(k, [] if k != "lineage" else {}) for k in cls.__dataclass_fields__})
 
 
-def normalise_prompt(prompt: str) -> str:
-    """Case- and whitespace-insensitive form of a prompt (for grouping and the split)."""
-    return re.sub(r"\s+", " ", prompt).strip().lower()
-
-
-def is_held_out(prompt: str, validation_fraction: float) -> bool:
-    """Stable split: the same prompt lands on the same side in every run."""
-    digest = hashlib.sha256(normalise_prompt(prompt).encode("utf-8")).hexdigest()
-    return int(digest, 16) % 1000 < int(round(validation_fraction * 1000))
+# One held-out rule for training and evaluation (see dmac_core.splits).
+normalise_prompt = normalize_prompt
+is_held_out = is_heldout
 
 
 def rating_weight(rating: float) -> float:
