@@ -9,9 +9,9 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from .config import PROJECT_ROOT, Config, ConfigError, load_config
+from .cli_common import config_parser, dispatch
+from .config import PROJECT_ROOT, Config
 
-Handler = Callable[[argparse.Namespace, Config], int | None]
 
 
 def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
@@ -64,12 +64,11 @@ def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m dmac_core",
+    parser = config_parser(
+        "python -m dmac_core",
         description="DMac Learning Workbench: chat with LLMs, rate answers, train the local learner on them.",
         epilog="Config: config/config.yaml (or $DMAC_CONFIG); data: data/ (or $DMAC_DATA_DIR).",
     )
-    parser.add_argument("--config", help="config file (default: $DMAC_CONFIG or config/config.yaml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("setup", help="convert the bundled model once (idempotent)")
@@ -98,13 +97,7 @@ def _registrars() -> list[Callable[[Any], None]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    return int(args.handler(args, config) or 0)
+    return dispatch(build_parser(), argv)
 
 
 if __name__ == "__main__":

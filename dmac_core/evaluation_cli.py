@@ -104,19 +104,10 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m dmac_core.evaluation_cli evaluate --suite FILE``."""
-    from .config import ConfigError, load_config
+    """Stand-alone entry: ``python -m dmac_core.evaluation_cli [--config FILE] <command> ...``."""
+    from .cli_common import run_subcommands
 
-    parser = argparse.ArgumentParser(prog="python -m dmac_core.evaluation_cli")
-    parser.add_argument("--config", help="config file (default: $DMAC_CONFIG or config/config.yaml)")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    return int(args.handler(args, config) or 0)
+    return run_subcommands("python -m dmac_core.evaluation_cli", [register], argv)
 
 
 if __name__ == "__main__":

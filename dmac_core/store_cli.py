@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Config, ConfigError, load_config
+from .config import Config
 from .store import LearningStore
 from .store_maintenance import delete_user, doctor, export, import_conversations
 
@@ -153,16 +153,9 @@ def register(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry: ``python -m dmac_core.store_cli [--config FILE] <command> ...``."""
-    parser = argparse.ArgumentParser(prog="python -m dmac_core.store_cli", description=__doc__)
-    parser.add_argument("--config", help="config file (default: $DMAC_CONFIG or config/config.yaml)")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    return int(args.handler(args, config) or 0)
+    from .cli_common import run_subcommands
+
+    return run_subcommands("python -m dmac_core.store_cli", [register], argv, description=__doc__)
 
 
 if __name__ == "__main__":

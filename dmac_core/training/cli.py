@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from ..config import Config, load_config
+from ..config import Config
 from ..store import LearningStore
 from .dataset import NotEnoughData
 from .job import JobAlreadyRunning, LearningDisabled, NothingToResume, TrainingJobManager
@@ -97,12 +97,10 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dmac_core.training.cli")
-    parser.add_argument("--config", default=None, help="config file (default: $DMAC_CONFIG or config/config.yaml)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.handler(args, load_config(args.config)))
+    """Stand-alone entry: ``python -m dmac_core.training.cli [--config FILE] <command> ...``."""
+    from ..cli_common import run_subcommands
+
+    return run_subcommands("python -m dmac_core.training.cli", [register], argv)
 
 
 if __name__ == "__main__":
