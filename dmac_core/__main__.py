@@ -92,8 +92,9 @@ def _registrars() -> list[Callable[[Any], None]]:
     from .evaluation_cli import register as register_evaluation
     from .store_cli import register as register_store
     from .training.cli import register as register_training
+    from .training.export import register as register_export
 
-    return [register_training, register_evaluation, register_store]
+    return [register_training, register_evaluation, register_store, register_export]
 
 
 def main(argv: list[str] | None = None) -> int:
