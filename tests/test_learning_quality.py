@@ -17,9 +17,10 @@ The held-out facts (the stable 10 % validation split) cannot be learned; they ar
 base model) may refuse the new version: the harness then promotes it by hand, because what
 is measured here is what the trained version says (the gate decision is reported).
 
-Two variants: ``test_learns_30_facts`` is the issue's full test (slow on an fp32-only CPU:
+Two variants, one training run each shared by three tests (learned / paraphrases /
+general knowledge): ``test_30_facts_*`` is the issue's full test (slow on an fp32-only CPU:
 marked ``slow``, run it with ``pytest -m slow tests/test_learning_quality.py``);
-``test_learns_12_facts_two_phrasings`` is the default-run variant (12 facts, each rated in
+``test_12_facts_*`` is the default-run variant (12 facts, each rated in
 two phrasings, tested on a third). Both use the shipped ``config/config.yaml`` unchanged
 except for the data directory and the base model path.
 """
@@ -53,18 +54,24 @@ def _report(name: str, result: dict[str, Any]) -> None:
     print("\n".join(lines))
 
 
-def _check(result: dict[str, Any]) -> None:
+def _check_learned(result: dict[str, Any]) -> None:
     b, a = result["before"], result["after"]
-    trained, para = a["trained"], a["trained_paraphrase"]
+    trained = a["trained"]
     assert trained["n"] >= 0.75 * (trained["n"] + a["heldout"]["n"])  # the split held out only a few
     # The facts came out, not only the style.
     assert trained["key_term_recall"] >= 0.5, trained
     assert trained["novel_term_recall"] >= 0.4 and b["trained"]["novel_term_recall"] <= 0.1, (b["trained"], trained)
     assert trained["rougeL"] - b["trained"]["rougeL"] >= 0.2, (b["trained"]["rougeL"], trained["rougeL"])
-    # Asked in other words: better too.
-    assert para["rougeL"] - b["trained_paraphrase"]["rougeL"] >= 0.1, (b["trained_paraphrase"], para)
-    assert para["key_term_recall"] - b["trained_paraphrase"]["key_term_recall"] >= 0.1, (b["trained_paraphrase"], para)
-    # General knowledge: the base model got these right (checked), and the trained one still does.
+
+
+def _check_paraphrases(result: dict[str, Any]) -> None:
+    before, after = result["before"]["trained_paraphrase"], result["after"]["trained_paraphrase"]
+    assert after["rougeL"] - before["rougeL"] >= 0.1, (before, after)
+    assert after["key_term_recall"] - before["key_term_recall"] >= 0.1, (before, after)
+
+
+def _check_general(result: dict[str, Any]) -> None:
+    b, a = result["before"], result["after"]
     assert all(b["general_ok"]), ("the base model should answer these", result["answers_before"]["general"])
     assert all(a["general_ok"]), list(zip([g[0] for g in GENERAL], result["answers_after"]["general"]))
 
@@ -76,14 +83,47 @@ def _run(tmp_path: Path, real_model_dir: Path, name: str, facts: list, phrasings
     return result
 
 
+# One training run per variant, shared by its three tests (module scope: the run is the cost).
+@pytest.fixture(scope="module")
+def thirty_facts(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> dict[str, Any]:
+    return _run(tmp_path_factory.mktemp("learn30"), real_model_dir, "30 facts × 1 phrasing", FACTS, 1)
+
+
+@pytest.fixture(scope="module")
+def twelve_facts(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> dict[str, Any]:
+    return _run(tmp_path_factory.mktemp("learn12"), real_model_dir, "12 facts × 2 phrasings", short_facts(12), 2)
+
+
+# The issue's test: 30 facts, one rated phrasing each, shipped defaults.
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_learns_30_facts(tmp_path: Path, real_model_dir: Path) -> None:
-    """The issue's test: 30 facts, one rated phrasing each, shipped defaults."""
-    _check(_run(tmp_path, real_model_dir, "30 facts × 1 phrasing", FACTS, 1))
+def test_30_facts_are_learned(thirty_facts: dict[str, Any]) -> None:
+    _check_learned(thirty_facts)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_30_facts_asked_in_other_words_improve(thirty_facts: dict[str, Any]) -> None:
+    _check_paraphrases(thirty_facts)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_30_facts_keep_general_knowledge(thirty_facts: dict[str, Any]) -> None:
+    _check_general(thirty_facts)
+
+
+# Default-run variant: 12 facts rated in two phrasings each (24 examples), tested on a third.
+@pytest.mark.timeout(2400)
+def test_12_facts_are_learned(twelve_facts: dict[str, Any]) -> None:
+    _check_learned(twelve_facts)
 
 
 @pytest.mark.timeout(2400)
-def test_learns_12_facts_two_phrasings(tmp_path: Path, real_model_dir: Path) -> None:
-    """Default-run variant: 12 facts rated in two phrasings each (24 examples), shipped defaults."""
-    _check(_run(tmp_path, real_model_dir, "12 facts × 2 phrasings", short_facts(12), 2))
+def test_12_facts_asked_in_other_words_improve(twelve_facts: dict[str, Any]) -> None:
+    _check_paraphrases(twelve_facts)
+
+
+@pytest.mark.timeout(2400)
+def test_12_facts_keep_general_knowledge(twelve_facts: dict[str, Any]) -> None:
+    _check_general(twelve_facts)
