@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="learner override KEY=VALUE (JSON value)")
     parser.add_argument("--facts", type=int, default=len(FACTS), help="number of invented facts")
     parser.add_argument("--phrasings", type=int, default=1, help="rated phrasings per fact (1 or 2)")
+    parser.add_argument("--replay", action="store_true", help="also rate the base model's own answers to general prompts")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON result to this file")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,8 +46,8 @@ def main() -> None:
     facts = FACTS[: args.facts] if args.phrasings == 1 else short_facts(args.facts)
     base = PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
     with tempfile.TemporaryDirectory(prefix="dmac-learn-") as tmp:
-        result = run_experiment(Path(tmp), base, facts, args.phrasings, **overrides)
-    result["overrides"] = overrides
+        result = run_experiment(Path(tmp), base, facts, args.phrasings, args.replay, **overrides)
+    result["overrides"] = {**overrides, **({"replay": True} if args.replay else {})}
     result["facts"], result["phrasings"] = args.facts, args.phrasings
     result["loadavg"] = os.getloadavg()
     line = json.dumps(result, default=str)
