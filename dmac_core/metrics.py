@@ -3,7 +3,7 @@
 Definitions (the README's metrics section points here):
 
 * **ROUGE-1/2/L** — F1 of unigram / bigram / longest-common-subsequence overlap between an
-  answer and its reference, from Google's ``rouge-score`` (what ``evaluate.load("rouge")``
+  answer and its reference, from Google's ``rouge-score`` (what the ``evaluate`` library's "rouge" metric
   wraps; that loader needs a hub and fails offline). ``use_stemmer=False`` by default so a
   score is exactly reproducible from the two strings; note that rouge-score's tokenizer
   lowercases and keeps only ``[a-z0-9]`` runs, so text in non-Latin scripts scores 0.
