@@ -40,6 +40,15 @@ class LoadResult:
         }
 
 
+async def _wait_until(predicate: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll an async predicate; a page that never gets there is an error, not a hang."""
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:.0f} s")
+        await asyncio.sleep(0.02)
+
+
 async def _session(browser: Any, url: str, index: int, seconds: float, result: LoadResult) -> None:
     context = await browser.new_context(viewport={"width": 1200, "height": 900})
     page = await context.new_page()
@@ -54,24 +63,20 @@ async def _session(browser: Any, url: str, index: int, seconds: float, result: L
             await page.get_by_test_id("stChatInputTextArea").fill(f"Session {index} question {turn}?")
             await page.get_by_test_id("stChatInputTextArea").press("Enter")
             save_buttons = page.get_by_role("button", name="Save rating")
-            while await save_buttons.count() < turn:
-                await asyncio.sleep(0.05)
+            await _wait_until(lambda: _at_least(save_buttons, turn), "answer")
             result.answers += 1
-            stars = page.get_by_test_id("stFeedbackButton")
-            await stars.nth((turn - 1) * 5 + (turn % 5)).click()  # a star of the newest answer
-            await save_buttons.nth(turn - 1).wait_for()
+            # Scope to the newest answer: a rated answer's star widget renders differently, so
+            # global indices into every star button on the page would drift.
+            newest = page.get_by_test_id("stChatMessage").nth(2 * turn - 1)
+            await newest.get_by_test_id("stFeedbackButton").nth(turn % 5).click()
+            save = newest.get_by_role("button", name="Save rating")
             saved = page.get_by_text("Saved:")
             before = await saved.count()
-            await page.wait_for_function(
-                "n => [...document.querySelectorAll('button')].filter(b => b.innerText.includes('Save rating'))"
-                "[n - 1] && ![...document.querySelectorAll('button')].filter(b => b.innerText.includes('Save rating'))"
-                "[n - 1].disabled", arg=turn,
-            )
+            await _wait_until(save.is_enabled, "enabled Save button")
             started = time.perf_counter()
-            await save_buttons.nth(turn - 1).click()
+            await save.click()
             result.clicks += 1
-            while await saved.count() <= before:
-                await asyncio.sleep(0.02)
+            await _wait_until(lambda: _at_least(saved, before + 1), "save confirmation")
             result.save_latencies_ms.append((time.perf_counter() - started) * 1000)
             if await page.get_by_test_id("stException").count():
                 result.errors.append(f"session {index}: exception shown on the page")
@@ -80,6 +85,10 @@ async def _session(browser: Any, url: str, index: int, seconds: float, result: L
         result.errors.append(f"session {index}: {type(exc).__name__}: {str(exc)[:200]}")
     finally:
         await context.close()
+
+
+async def _at_least(locator: Any, n: int) -> bool:
+    return bool(await locator.count() >= n)
 
 
 async def run_load(url: str, sessions: int, seconds: float) -> LoadResult:
