@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["store_bench.py", "generation_bench.py", "eval_bench.py", "train_bench.py", "load_bench.py"]
+BENCHES = ["store_bench.py", "router_bench.py", "generation_bench.py", "eval_bench.py", "train_bench.py", "load_bench.py"]
+# bench/learning_quality.py takes 5–20 minutes a setting: run it on its own.
 
 
 def main() -> int:
