@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
@@ -114,3 +114,23 @@ def make_config(tmp_path: Path, tiny_model_dir: Path) -> Callable[..., Config]:
 @pytest.fixture
 def tiny_config(make_config: Callable[..., Config]) -> Config:
     return make_config()
+
+
+@pytest.fixture
+def app_env(tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
+    """The Streamlit app on the tiny config: env vars set, process-wide services reset before
+    and after (``st.cache_resource`` survives across AppTest instances), any job stopped."""
+    import streamlit as st
+
+    import dmac_core
+
+    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "no-secrets.toml"))
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()
+    yield tiny_config
+    if dmac_core._system is not None:  # a page built the services: stop a run it may have started
+        dmac_core._system.jobs.cancel()
+        dmac_core._system.jobs.wait(60)
+    dmac_core.reset_learning_system()
+    st.cache_resource.clear()

@@ -7,14 +7,12 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import dmac_core
 from dmac_core.backends.local import load_model
 from dmac_core.config import PROJECT_ROOT, Config, load_config
 from dmac_core.insights import active, explain, images, topics
@@ -295,24 +293,13 @@ def gemini_system(tmp_path: Path, tiny_model_dir: Path, server: FakeServer, monk
 
 
 # -- the page ---------------------------------------------------------------------------------
-@pytest.fixture
-def page_env(tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
-    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
-    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "no-secrets.toml"))
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
-    yield tiny_config
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
-
-
-def test_insights_page_empty_state_then_topics_queue_and_explanations(page_env: Config) -> None:
+def test_insights_page_empty_state_then_topics_queue_and_explanations(app_env: Config) -> None:
     at = AppTest.from_file(str(PROJECT_ROOT / "pages" / "insights.py"), default_timeout=120)
     at.run()
     assert not at.exception, at.exception
     assert any("No prompts yet — chat first" in i.value for i in at.info)
 
-    store = LearningStore(page_env.data_path, fsync=False)
+    store = LearningStore(app_env.data_path, fsync=False)
     plant(store)
     store.append_interaction(model="deepseek", prompt="Summarise the Q3 risk report.", response="Risk <b>x</b>.",
                              model_version="base", route_reason="auto/priority: deepseek")

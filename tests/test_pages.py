@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
-from typing import Iterator
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import dmac_core
@@ -16,20 +13,6 @@ from dmac_core.config import PROJECT_ROOT, Config
 from dmac_core.store import LearningStore
 
 APP = str(PROJECT_ROOT / "app.py")
-
-
-@pytest.fixture
-def app_env(tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Config]:
-    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
-    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "no-secrets.toml"))
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
-    yield tiny_config
-    system = dmac_core.get_learning_system()
-    system.jobs.cancel()
-    system.jobs.wait(60)
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
 
 
 def new_app() -> AppTest:

@@ -6,10 +6,8 @@ import ast
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-import dmac_core
 from dmac_core.config import PROJECT_ROOT, Config
 from dmac_core.store import LearningStore
 
@@ -38,12 +36,8 @@ def test_no_page_passes_non_literal_text_to_html_rendering(path: Path) -> None:
                 assert allowed or literal_only, f"{path.name}:{node.lineno} unsafe_allow_html with non-literal text"
 
 
-def test_attack_strings_render_as_text_on_every_page(tiny_config: Config, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DMAC_CONFIG", tiny_config.source)
-    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "none.toml"))
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
+def test_attack_strings_render_as_text_on_every_page(app_env: Config) -> None:
+    tiny_config = app_env
     store = LearningStore(tiny_config.data_path, fsync=False)
     for attack in ATTACKS:
         row = store.append_interaction(model="deepseek", prompt=attack, response=attack)
@@ -66,5 +60,3 @@ def test_attack_strings_render_as_text_on_every_page(tiny_config: Config, tmp_pa
     rendered = [m.value for m in at.markdown]
     for attack in ATTACKS:
         assert attack in rendered  # shown verbatim, as text
-    dmac_core.reset_learning_system()
-    st.cache_resource.clear()
