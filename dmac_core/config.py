@@ -67,6 +67,10 @@ class LocalModelConfig(_Strict):
     # Path of a safetensors model directory; None means the bundled SmolLM2 converted under
     # ``<data_dir>/base/``. A relative path is resolved against the project root.
     base_model: str | None = None
+    # Where a run starts (transfer learning): "base" = a fresh adapter on ``base_model``;
+    # "served" = the served version; a version id ("v0003") = continue that version; a model
+    # directory path = another base model. See dmac_core/training/transfer.py.
+    start_from: str = Field("base", min_length=1)
     # --- the seed's keys ---
     learning_enabled: bool = True
     learning_rate: float = Field(0.001, gt=0, lt=1)

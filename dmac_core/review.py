@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -227,15 +228,24 @@ def versions_table(registry: Any) -> pd.DataFrame:
     """Registered versions of the local learner, newest first, with gate results and which is served."""
     served = registry.served_id()
     rows = [{"version": "base", "served": served == "base", "created": None, "method": None, "run_id": None,
-             "gate": "bundled base model", "held-out loss": None}]
+             "started from": "-", "gate": "bundled base model", "held-out loss": None}]
     for version in registry.versions():
         meta, gate = version.metadata, version.metadata.get("gate") or {}
         rows.append(
             {
                 "version": version.id, "served": version.id == served, "created": meta.get("created"),
                 "method": meta.get("method"), "run_id": meta.get("run_id"),
+                "started from": _started_from(meta),
                 "gate": ("passed" if gate.get("passed") else "not passed") if gate else "-",
                 "held-out loss": gate.get("candidate_eval_loss"),
             }
         )
     return pd.DataFrame(rows[::-1])
+
+
+def _started_from(meta: dict[str, Any]) -> str:
+    """Where a version's run started: its parent version, another base model, or the base."""
+    if meta.get("parent_version"):
+        return str(meta["parent_version"])
+    start = meta.get("start_from") or "base"
+    return "base" if start == "base" else f"model {Path(str(meta.get('base_model') or start)).name}"

@@ -10,6 +10,7 @@ from dmac_core.review import runs_table, versions_table
 from dmac_core.training.registry import RegistryError
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.job import JobAlreadyRunning
+from dmac_core.training.transfer import start_choices
 from pages.common import current_user, services, show_log_health
 
 system = services()
@@ -34,7 +35,7 @@ with st.expander("Hyper-parameters in effect (config/config.yaml → models.deep
                 ("method", learner.method), ("LoRA r / alpha", f"{learner.lora.r} / {learner.lora.alpha}"),
                 ("LoRA target modules", ", ".join(learner.lora.target_modules)),
                 ("validation_fraction", learner.validation_fraction), ("max_length", learner.max_length),
-                ("learning_enabled", learner.learning_enabled),
+                ("learning_enabled", learner.learning_enabled), ("start_from", learner.start_from),
             ],
             columns=["setting", "value"],
         ).astype(str),
@@ -43,12 +44,20 @@ with st.expander("Hyper-parameters in effect (config/config.yaml → models.deep
     )
 
 # -- call: start --------------------------------------------------------------------------------
+choices = start_choices(system.config, system.registry)
+values = [value for value, _ in choices]
+labels = dict(choices)
+start_from = st.selectbox(
+    "Start from", values, index=values.index(learner.start_from) if learner.start_from in values else 0,
+    format_func=lambda value: labels[value], key="train_start_from",
+    help="Transfer learning: continue a registered version instead of starting a fresh adapter on the base model.",
+)
 start_col, cancel_col = st.columns([1, 1])
 if start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
     try:
-        jobs.start(trigger="manual", user=current_user())
+        jobs.start(trigger="manual", user=current_user(), start_from=start_from)
         st.toast("Training started")
-    except (JobAlreadyRunning, NotEnoughData, RuntimeError, ValueError) as exc:
+    except (JobAlreadyRunning, NotEnoughData, RuntimeError, ValueError) as exc:  # StartError is a ValueError
         st.warning(str(exc))
 if not learner.learning_enabled:
     st.info("Learning is switched off (models.deepseek.learning_enabled: false).", icon="ℹ️")

@@ -23,9 +23,10 @@ REAL_BASE_MODEL = PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
 
 
 
-def build_tiny_model(target: Path) -> Path:
+def build_tiny_model(target: Path, hidden_size: int = 16, intermediate_size: int = 32) -> Path:
     """A randomly initialised ~1M-parameter Llama that shares the bundled model's tokenizer
-    and chat template, so every code path runs exactly as with the real model, only fast."""
+    and chat template, so every code path runs exactly as with the real model, only fast.
+    Other sizes give a second, differently shaped base model (transfer-learning tests)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -39,8 +40,8 @@ def build_tiny_model(target: Path) -> Path:
     torch.manual_seed(2)  # seed 2: greedy output is visible words, not blank lines
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,

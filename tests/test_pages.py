@@ -83,6 +83,26 @@ def test_feedback_page_lists_and_filters(app_env: Config) -> None:
     assert sorted(latest["rating"]) == [2, 2, 2, 5, 5, 5]  # the analyst "local" added ratings; others kept
 
 
+def test_training_page_continues_a_chosen_version(app_env: Config) -> None:
+    seed_ratings(app_env)
+    jobs = dmac_core.get_learning_system().jobs
+    jobs.start()
+    assert jobs.wait(180).state == "completed"
+    at = new_app()
+    at.run()
+    at.switch_page("pages/training.py").run()
+    picker = at.selectbox(key="train_start_from")
+    assert picker.value == "base" and picker.options[:3] == [
+        "Base model — a fresh adapter", "Served version (v0001) — continue it", "v0001 (LoRA, sft) — continue it"]
+    picker.set_value("v0001").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning
+    assert jobs.wait(180).state == "completed"
+    at.run()
+    versions = [d.value for d in at.dataframe if "started from" in d.value.columns][0]
+    assert dict(zip(versions["version"], versions["started from"])) == {"v0002": "v0001", "v0001": "base", "base": "-"}
+
+
 def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) -> None:
     at = new_app()
     at.run()

@@ -65,7 +65,11 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = version.path if (version.path and is_model_dir(version.path)) else base_path
+    from ..training.transfer import version_base
+
+    # Each version on the weights it was trained on (a version trained from another base
+    # model, or on a fully fine-tuned version, recorded that base in its metadata).
+    source = version_base(version, base_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     if version.adapter_path is not None:

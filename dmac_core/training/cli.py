@@ -18,6 +18,7 @@ from .job import JobAlreadyRunning, LearningDisabled, NothingToResume, TrainingJ
 from .registry import ModelRegistry
 from .scheduler import TrainingScheduler
 from .teacher import Teacher, make_router_teacher
+from .transfer import StartError
 
 
 def register(subparsers: Any) -> None:
@@ -26,6 +27,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the latest cancelled or interrupted run")
     parser.add_argument("--method", choices=["sft", "dpo", "kto", "auto"], default=None, help="override models.deepseek.method")
     parser.add_argument("--epochs", type=int, default=None, help="override models.deepseek.epochs")
+    parser.add_argument(
+        "--from", dest="start_from", default=None, metavar="START",
+        help="where the run starts (transfer learning): base (a fresh adapter, default), served, a version "
+             "id such as v0003 (continue it), or the path of another model directory; "
+             "overrides models.deepseek.start_from",
+    )
     parser.add_argument("--if-due", action="store_true",
                         help="train only if models.deepseek.schedule says a run is due (for cron); exit 0 otherwise")
     parser.set_defaults(handler=train_command)
@@ -66,8 +73,9 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
         print(f"Due: {reason}")
         trigger = "schedule"
     try:
-        info = jobs.start(trigger=trigger, method=args.method, epochs=args.epochs, resume=args.resume)
-    except (NotEnoughData, JobAlreadyRunning, LearningDisabled, NothingToResume) as exc:
+        info = jobs.start(trigger=trigger, method=args.method, epochs=args.epochs, resume=args.resume,
+                          start_from=getattr(args, "start_from", None))
+    except (NotEnoughData, JobAlreadyRunning, LearningDisabled, NothingToResume, StartError) as exc:
         print(f"Not training: {exc}", file=sys.stderr)
         return 2
     print(f"Run {info.run_id} ({info.method}) in {info.run_dir}" + (f", resumed from {info.resumed_from}" if info.resumed_from else ""))

@@ -99,6 +99,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
     from .job import TrainingJobManager, hyper_parameters
     from .registry import ModelRegistry
     from .trainer import run_training
+    from .transfer import StartPoint, apply_start, resolve_start, transfer_metadata
 
     rank, world = _dist_env()
     _init_group(world)
@@ -119,8 +120,9 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
             data = build_dataset(store, config.learner)
             chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
             check_enough(data, config.learner, chosen)
+            start = resolve_start(config.learner.start_from, config, registry)
             run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-            plan = {"ok": True, "run_id": run_id, "method": chosen, "data": data.to_dict()}
+            plan = {"ok": True, "run_id": run_id, "method": chosen, "data": data.to_dict(), "start": start.to_dict()}
         except Exception as exc:  # tell the other ranks, so nobody waits forever
             plan = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "not_enough": isinstance(exc, NotEnoughData)}
             jobs._release_process_lock()
@@ -135,6 +137,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
 
     data = TrainingData.from_dict(plan["data"])
     chosen = plan["method"]
+    apply_start(config, StartPoint(**plan["start"]))  # every rank starts from the same weights
     config.learner.batch_size = per_device_batch(global_batch, world)
     run_dir = config.data_path / "runs" / plan["run_id"]
     scratch: Path | None = None
@@ -150,7 +153,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
             "method": chosen, "created": format_ts(utc_now()), "started": format_ts(utc_now()), "finished": None,
             "hyper_parameters": params, "lineage": data.lineage, "metrics": {}, "version": None,
             "promoted": False, "gate": None, "message": f"Training on {world} process(es)", "error": None,
-            "champion_at_start": registry.served_id(),
+            "champion_at_start": registry.served_id(), "start": plan["start"],
         }
         _write_json(run_dir / "run.json", record)
         events = open(run_dir / "events.jsonl", "a", encoding="utf-8")
@@ -186,7 +189,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
             if register and result.adapter_dir is not None:
                 metadata = {"base_model": str(config.base_model_path()), "method": chosen, "run_id": plan["run_id"],
                             "hyper_parameters": record["hyper_parameters"], "lineage": data.lineage,
-                            "metrics": result.metrics}
+                            "metrics": result.metrics, **transfer_metadata(plan["start"])}
                 version = registry.register(result.adapter_dir, metadata)
                 record["version"] = version.id
                 if gate:

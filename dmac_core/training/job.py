@@ -46,6 +46,7 @@ from ..records import format_ts, utc_now
 from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .registry import ModelRegistry
+from .transfer import apply_start, resolve_start, transfer_metadata, version_base
 from .teacher import RewriteCache, Teacher, apply_teacher
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
@@ -128,7 +129,7 @@ def hyper_parameters(config: Config) -> dict[str, Any]:
     learner = config.learner
     keys = ("learning_rate", "batch_size", "epochs", "evaluation_interval", "method", "min_rating_for_sft",
             "max_rating_for_negative", "validation_fraction", "min_examples", "max_length", "seed", "precision",
-            "checkpoint_interval", "finetune", "padding_free", "promotion_tolerance", "teacher")
+            "checkpoint_interval", "finetune", "padding_free", "promotion_tolerance", "teacher", "start_from")
     params = {k: getattr(learner, k) for k in keys}
     params["lora"] = learner.lora.model_dump()
     params["base_model"] = str(config.base_model_path())
@@ -173,11 +174,16 @@ class TrainingJobManager:
         method: str | None = None,
         epochs: int | None = None,
         resume: bool = False,
+        start_from: str | None = None,
     ) -> RunInfo:
         """Start a run in a background thread and return at once.
 
-        Raises :class:`LearningDisabled`, :class:`JobAlreadyRunning`, :class:`NotEnoughData`
-        (nothing is started then) or, with ``resume``, :class:`NothingToResume`.
+        ``start_from`` overrides ``models.deepseek.start_from`` for this run ("base", "served",
+        a version id or a model path; see :mod:`.transfer`).
+
+        Raises :class:`LearningDisabled`, :class:`JobAlreadyRunning`, :class:`NotEnoughData`,
+        :class:`~.transfer.StartError` (nothing is started then) or, with ``resume``,
+        :class:`NothingToResume`.
         """
         if not self.config.learner.learning_enabled:
             raise LearningDisabled(
@@ -193,7 +199,7 @@ class TrainingJobManager:
                 )
             self._acquire_process_lock()
             try:
-                info, config, data, record = self._prepare(trigger, user, method, epochs, resume)
+                info, config, data, record = self._prepare(trigger, user, method, epochs, resume, start_from)
             except BaseException:
                 self._release_process_lock()
                 raise
@@ -260,7 +266,7 @@ class TrainingJobManager:
 
     # -- preparation -----------------------------------------------------------------------
     def _prepare(
-        self, trigger: str, user: str, method: str | None, epochs: int | None, resume: bool
+        self, trigger: str, user: str, method: str | None, epochs: int | None, resume: bool, start_from: str | None
     ) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
         self._mark_interrupted_runs()
         if resume:
@@ -270,6 +276,8 @@ class TrainingJobManager:
             config.learner.epochs = epochs
         if method is not None:
             config.learner.method = method  # type: ignore[assignment]
+        start = resolve_start(start_from or config.learner.start_from, config, self.registry)  # StartError: nothing started
+        apply_start(config, start)
         # Rewrites cached by earlier runs count now; new ones are asked for in the job thread.
         data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load())  # NotEnoughData: nothing started
         chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
@@ -284,7 +292,7 @@ class TrainingJobManager:
             "method": chosen, "created": format_ts(utc_now()), "started": None, "finished": None,
             "hyper_parameters": hyper_parameters(config), "lineage": data.lineage,
             "metrics": {}, "version": None, "promoted": False, "gate": None, "message": "", "error": None,
-            "champion_at_start": self.registry.served_id(),
+            "champion_at_start": self.registry.served_id(), "start": start.to_dict(),
         }
         _write_json_atomic(run_dir / "run.json", record)
         print(f"[train] run {run_id}: {json.dumps(record['hyper_parameters'])}", flush=True)
@@ -323,9 +331,9 @@ class TrainingJobManager:
             data = TrainingData.from_dict(json.loads((run_dir / "data.json").read_text(encoding="utf-8")))
             config = self.config.model_copy(deep=True)
             for key, value in record["hyper_parameters"].items():
-                if key in ("lora", "base_model") or key not in type(config.learner).model_fields:
+                if key == "lora" or key not in type(config.learner).model_fields:
                     continue
-                setattr(config.learner, key, value)
+                setattr(config.learner, key, value)  # base_model and start_from too: the pinned start
             config.learner.lora = type(config.learner.lora).model_validate(record["hyper_parameters"]["lora"])
             step = int(checkpoint.name.split("-")[-1])
             discarded = discard_checkpoints_after(run_dir, checkpoint)
@@ -404,6 +412,7 @@ class TrainingJobManager:
         metadata = {
             "base_model": str(config.base_model_path()), "method": info.method, "run_id": info.run_id,
             "hyper_parameters": record["hyper_parameters"], "lineage": data.lineage, "metrics": record["metrics"],
+            **transfer_metadata(record.get("start")),
         }
         version = self.registry.register(adapter_dir, metadata)
         record["version"] = version.id
@@ -446,7 +455,9 @@ class TrainingJobManager:
         started = time.perf_counter()
         candidate = evaluate_sft_loss(config, candidate_dir, data.sft_eval)["eval_loss"]
         # champion.path: a LoRA adapter, a fully fine-tuned model directory, or None (the base model).
-        incumbent = evaluate_sft_loss(config, champion.path, data.sft_eval)["eval_loss"]
+        incumbent = evaluate_sft_loss(
+            config, champion.path, data.sft_eval, base_path=version_base(champion, self.config.base_model_path())
+        )["eval_loss"]
         passed = candidate <= incumbent * (1.0 + tolerance) + 1e-9
         verdict = "not worse than" if passed else "worse than"
         return {

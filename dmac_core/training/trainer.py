@@ -174,12 +174,16 @@ def build_trainer(
     method: str,
     callbacks: list[Any],
 ) -> Any:
-    """A TRL trainer for ``method`` on ``data`` with a fresh LoRA adapter on the base model."""
+    """A TRL trainer for ``method`` on ``data``: a fresh LoRA adapter on the run's base model,
+    or the adapter of the version the run continues (``learner.start_from``, see transfer.py)."""
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # tokenisation bars would flood the CLI's and the server's output
-    model, tokenizer = _load_base(cfg)
+    from .transfer import load_start_model
+
+    model, tokenizer, has_adapter = load_start_model(cfg, cfg.learner.finetune)
+    peft_config = None if has_adapter else _lora_config(cfg)
     if method == "sft":
         from trl import SFTConfig, SFTTrainer
 
@@ -188,7 +192,7 @@ def build_trainer(
         args = SFTConfig(**_common_args(cfg, run_dir, evals is not None), packing=False)
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=evals,
-            processing_class=tokenizer, peft_config=_lora_config(cfg), callbacks=callbacks,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         )
         if cfg.learner.padding_free:
             enable_padding_free(trainer)
@@ -202,7 +206,7 @@ def build_trainer(
         args = DPOConfig(**_common_args(cfg, run_dir, evals is not None))
         return DPOTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=evals,
-            processing_class=tokenizer, peft_config=_lora_config(cfg), callbacks=callbacks,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         )
     if method == "kto":
         from trl import KTOConfig, KTOTrainer
@@ -217,7 +221,7 @@ def build_trainer(
         args = KTOConfig(**common)
         return KTOTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=evals,
-            processing_class=tokenizer, peft_config=_lora_config(cfg), callbacks=callbacks,
+            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         )
     raise ValueError(f"Unknown training method {method!r}; expected sft, dpo or kto")
 
@@ -370,11 +374,14 @@ def _planned_steps(trainer: Any) -> int:
     return int(per_epoch * trainer.args.num_train_epochs)
 
 
-def evaluate_sft_loss(cfg: Config, adapter_dir: Path | None, examples: list[dict[str, Any]]) -> dict[str, Any]:
+def evaluate_sft_loss(
+    cfg: Config, adapter_dir: Path | None, examples: list[dict[str, Any]], base_path: Path | None = None
+) -> dict[str, Any]:
     """Completion-only loss and token accuracy of the base model (+ adapter) on ``examples``.
 
     ``adapter_dir`` is a LoRA adapter directory, a full model directory (full fine-tuning),
-    or None for the base model.
+    or None for the base model. ``base_path`` is the model the adapter applies to (default:
+    ``cfg``'s base model; a version trained from another base passes its own).
 
     Used by the promotion gate: candidate and champion are measured by this same function on
     the same stable held-out items.
@@ -391,7 +398,7 @@ def evaluate_sft_loss(cfg: Config, adapter_dir: Path | None, examples: list[dict
     if model_dir is not None and not (model_dir / "adapter_config.json").is_file():
         model, tokenizer = _load_base(cfg, model_dir)  # a fully fine-tuned version
     else:
-        model, tokenizer = _load_base(cfg)
+        model, tokenizer = _load_base(cfg, base_path)
         if model_dir is not None:
             from peft import PeftModel
 

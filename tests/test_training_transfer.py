@@ -1,0 +1,100 @@
+"""Transfer learning (issue 8): a run starts from a registered version or another base model,
+and the registry records that lineage; each version is served on the base it was trained on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+
+from dmac_core.backends.local import LocalBackend
+from dmac_core.config import Config
+from dmac_core.review import versions_table
+from dmac_core.training import cli as training_cli
+from dmac_core.training.transfer import StartError, start_choices, version_base
+
+from .conftest import build_tiny_model
+from .test_training import adapter_tensors, seed_ratings, services
+
+
+def test_a_run_continues_a_registered_version_and_records_its_parent(make_config: Callable[..., Config]) -> None:
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.3, promotion_tolerance=1.0)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    jobs.start()
+    assert jobs.wait(120).state == "completed"
+    parent = adapter_tensors(registry.get("v0001").path)
+    assert any(k.endswith("lora_B.weight") and parent[k].abs().max() > 0.01 for k in parent)
+
+    # The second run asks for LoRA r=2 in its config, but continues v0001's r=4 adapter; with
+    # a tiny learning rate it must end next to v0001 (a fresh adapter would start at B = 0).
+    config.learner.lora.r = 2
+    config.learner.learning_rate = 1e-6
+    second = jobs.start(start_from="served")
+    snap = jobs.wait(120)
+    assert snap.state == "completed", (snap.message, snap.error)
+    assert snap.version == "v0002"
+    child = adapter_tensors(registry.get(snap.version).path)
+    assert child.keys() == parent.keys() and all(child[k].shape == parent[k].shape for k in parent)
+    assert all(torch.allclose(child[k], parent[k], atol=1e-3) for k in parent)
+    assert any(not torch.equal(child[k], parent[k]) for k in parent), "the continued adapter trained further"
+
+    meta = registry.get("v0002").metadata
+    assert meta["parent_version"] == "v0001" and meta["start_from"] == "v0001"  # "served" pinned to its id
+    assert meta["lora_from_parent"]["r"] == 4
+    assert meta["base_model"] == str(config.base_model_path())
+    run = jobs.run_summary(second.run_id)
+    assert run["start"]["parent_version"] == "v0001" and run["hyper_parameters"]["start_from"] == "v0001"
+    assert registry.get("v0001").metadata["parent_version"] is None
+    table = versions_table(registry)
+    assert dict(zip(table["version"], table["started from"])) == {"v0002": "v0001", "v0001": "base", "base": "-"}
+
+
+def test_a_run_starts_from_another_base_model_and_is_served_on_it(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    # A differently shaped model: an adapter trained on it cannot be loaded on the configured base.
+    other = build_tiny_model(tmp_path / "other-base", hidden_size=24, intermediate_size=48)
+    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3, promotion_tolerance=1.0)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    info = jobs.start(start_from=str(other))
+    snap = jobs.wait(120)
+    assert snap.state == "completed", (snap.message, snap.error)
+    version = registry.get(snap.version)
+    assert version.metadata["base_model"] == str(other) and version.metadata["parent_version"] is None
+    assert json.loads((version.path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(other)
+    assert version_base(version, config.base_model_path()) == other
+    assert jobs.run_summary(info.run_id)["start"]["base_model"] == str(other)
+    # The version is served on its own base, though the config still names the first one.
+    registry.promote(version.id, reason="test")
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    assert backend.current().model.config.hidden_size == 24
+    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == version.id
+    assert versions_table(registry).iloc[0]["started from"] == "model other-base"
+
+    # The next run's gate measures that champion on its own base too (no shape error).
+    jobs.start()
+    snap = jobs.wait(120)
+    assert snap.state == "completed", (snap.message, snap.error)
+    gate = registry.get(snap.version).metadata["gate"]
+    assert gate["champion"] == version.id and gate["champion_eval_loss"] > 0
+
+
+def test_an_unknown_start_is_refused_before_anything_starts(make_config: Callable[..., Config], tmp_path: Path, capsys) -> None:
+    config = make_config()
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    with pytest.raises(StartError, match=r"'v0042'.*not a registered version \(base, served\)"):
+        jobs.start(start_from="v0042")
+    assert not jobs.is_running() and jobs.runs() == []
+    assert [value for value, _ in start_choices(config, registry)] == ["base", "served"]
+
+    from dmac_core.cli_common import run_subcommands
+
+    code = run_subcommands("dmac", [training_cli.register], ["--config", str(config.source), "train", "--from", "nowhere"])
+    assert code == 2
+    assert "Cannot start training from 'nowhere'" in capsys.readouterr().err
