@@ -6,6 +6,7 @@ asserts on) once per setting and prints one JSON line per run plus a Markdown ta
     .venv/bin/python bench/learning_quality.py                      # the shipped defaults
     .venv/bin/python bench/learning_quality.py --set epochs=10 --set batch_size=16
     .venv/bin/python bench/learning_quality.py --facts 12 --phrasings 2
+    .venv/bin/python bench/learning_quality.py --no-replay                 # without replay (forgetting)
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="learner override KEY=VALUE (JSON value)")
     parser.add_argument("--facts", type=int, default=len(FACTS), help="number of invented facts")
     parser.add_argument("--phrasings", type=int, default=1, help="rated phrasings per fact (1 or 2)")
-    parser.add_argument("--replay", action="store_true", help="also rate the base model's own answers to general prompts")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="switch off the shipped replay of the base model's own answers (models.deepseek.replay)")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON result to this file")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -43,11 +45,13 @@ def main() -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key] = _value(value)
+    if args.no_replay:
+        overrides["replay"] = {"enabled": False}
     facts = FACTS[: args.facts] if args.phrasings == 1 else short_facts(args.facts)
     base = PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
     with tempfile.TemporaryDirectory(prefix="dmac-learn-") as tmp:
-        result = run_experiment(Path(tmp), base, facts, args.phrasings, args.replay, **overrides)
-    result["overrides"] = {**overrides, **({"replay": True} if args.replay else {})}
+        result = run_experiment(Path(tmp), base, facts, args.phrasings, **overrides)
+    result["overrides"] = overrides
     result["facts"], result["phrasings"] = args.facts, args.phrasings
     result["loadavg"] = os.getloadavg()
     line = json.dumps(result, default=str)

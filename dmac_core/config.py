@@ -58,6 +58,23 @@ class ScheduleConfig(_Strict):
     every_hours: float | None = Field(None, gt=0)
 
 
+class ReplayConfig(_Strict):
+    """The base model's own answers to general prompts, trained along with the analysts' data
+    so that learning new facts does not overwrite what it knew (dmac_core/training/replay.py)."""
+
+    enabled: bool = True
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_REPLAY_PROMPTS), max_length=200)
+    max_new_tokens: int = Field(64, ge=1, le=1024)
+
+
+# General questions the bundled model answers correctly; different from the general checks of
+# the learning test (France, Japan, Romeo and Juliet), so that test measures retention.
+DEFAULT_REPLAY_PROMPTS = (
+    "What is the capital of Italy?", "What is the capital of Germany?", "What is the capital of Spain?",
+    "Who wrote Hamlet?", "Who painted the Mona Lisa?", "Who wrote Pride and Prejudice?",
+)
+
+
 class LocalModelConfig(_Strict):
     """The local learner ("DeepSeek-RL"): a transformers causal LM trained with LoRA."""
 
@@ -98,6 +115,8 @@ class LocalModelConfig(_Strict):
     # "lora" trains an adapter (default); "full" fine-tunes every weight and registers a full
     # model directory as the version (≈ 4x the memory of the model for AdamW state).
     finetune: Literal["lora", "full"] = "lora"
+    # Replay of the base model's own answers to general prompts in every SFT run (anti-forgetting).
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
     # Pack the examples of a batch into one row without padding (TRL padding_free); the
     # attention mask stays block-diagonal per example. Measured faster in bench/train_bench.py.
     padding_free: bool = True

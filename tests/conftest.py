@@ -91,6 +91,8 @@ def tiny_config_dict(data_dir: Path, base_model: Path, **learner: Any) -> dict[s
         "validation_fraction": 0.25,
         "precision": "fp32",
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        # Off so step counts stay those of the rated data; tests/test_replay.py turns it on.
+        "replay": {"enabled": False},
     }
     deepseek.update(learner)
     return {

@@ -117,14 +117,6 @@ GENERAL: list[tuple[str, tuple[str, ...]]] = [
 
 MAX_NEW_TOKENS = 48
 
-# Replay (an experiment, off in the test): general prompts, different from GENERAL, whose
-# answers by the base model itself are rated 5 along with the facts, to anchor what it knows.
-REPLAY_PROMPTS = [
-    "What is the capital of Italy?", "What is the capital of Germany?", "What is the capital of Spain?",
-    "Who wrote Hamlet?", "Who painted the Mona Lisa?", "Who wrote Pride and Prejudice?",
-]
-
-
 def shipped_config(data_dir: Path, base_model: Path, **learner: Any) -> Config:
     """The shipped ``config/config.yaml`` with only the data directory and base model path
     changed (plus ``learner`` overrides, which the benchmark uses to compare settings)."""
@@ -143,6 +135,8 @@ def shipped_config(data_dir: Path, base_model: Path, **learner: Any) -> Config:
         if key == "lora":
             for lkey, lvalue in value.items():
                 setattr(config.learner.lora, lkey, lvalue)
+        elif key == "replay":
+            config.learner.replay = type(config.learner.replay).model_validate(value)
         else:
             setattr(config.learner, key, value)
     return config
@@ -207,7 +201,7 @@ def _log(message: str) -> None:
 
 
 def run_experiment(workdir: Path, base_model: Path, facts: list[tuple[str, str, str]] | None = None,
-                   phrasings: int = 1, replay: bool = False, **learner: Any) -> dict[str, Any]:
+                   phrasings: int = 1, **learner: Any) -> dict[str, Any]:
     """Rate every fact 5 in a fresh store, answer with the base model, run one training job
     (the real job path: dataset builder, TRL trainer, registry, gate), answer again with the
     new version; return before/after scores, timings and the answers."""
@@ -232,15 +226,6 @@ def run_experiment(workdir: Path, base_model: Path, facts: list[tuple[str, str, 
     before = answer_all(backend, facts)
     generate_s = time.perf_counter() - started
     _log(f"base answers in {generate_s:.0f} s")
-    if replay:
-        from dmac_core.evaluation_local import generate_batch
-
-        own = generate_batch(backend.current(), REPLAY_PROMPTS, MAX_NEW_TOKENS)
-        for prompt, answer in zip(REPLAY_PROMPTS, own):
-            messages = [{"role": "user", "content": prompt}]
-            interaction = store.append_interaction(model="deepseek", prompt=prompt, response=answer, messages=messages)
-            store.append_feedback(interaction_id=interaction.id, rating=5)
-
     jobs = TrainingJobManager(config, store, registry)
     started = time.perf_counter()
     info = jobs.start(trigger="test")

@@ -10,7 +10,9 @@ learned, not only a style:
   recall of the terms that are *not* in the question (the invented fact itself) rises too;
 - ROUGE-L rises by ≥ 0.2;
 - the same questions asked in other words improve (ROUGE-L and key-term recall);
-- unrelated questions the base model answers correctly keep their answers.
+- unrelated questions the base model answers correctly keep their answers (the shipped
+  ``replay`` trains the base model's own answers to *other* general questions along with the
+  facts; without it one of the three drifted — bench/RESULTS.md).
 
 The held-out facts (the stable 10 % validation split) cannot be learned; they are reported
 (run with ``-s``), not asserted. For the same reason the promotion gate (held-out loss vs the
@@ -36,13 +38,6 @@ import pytest
 from tests.learning_quality_fixtures import FACTS, GENERAL, run_experiment, short_facts
 
 pytestmark = pytest.mark.integration
-
-FORGETTING = (
-    "measured: after learning the facts one of three general questions drifts (France → 'Strasbourg' "
-    "with 12×2 facts, Shakespeare → 'Tybalus' with 30); replaying the base model's own answers to "
-    "general questions fixed it in bench/learning_quality.py --replay but is not in the dataset builder yet"
-)
-
 
 def _report(name: str, result: dict[str, Any]) -> None:
     b, a = result["before"], result["after"]
@@ -114,7 +109,6 @@ def test_30_facts_asked_in_other_words_improve(thirty_facts: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=FORGETTING, strict=False)
 @pytest.mark.timeout(3600)
 def test_30_facts_keep_general_knowledge(thirty_facts: dict[str, Any]) -> None:
     _check_general(thirty_facts)
@@ -136,7 +130,6 @@ def test_12_facts_asked_in_other_words_improve(twelve_facts: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=FORGETTING, strict=False)
 @pytest.mark.timeout(2400)
 def test_12_facts_keep_general_knowledge(twelve_facts: dict[str, Any]) -> None:
     _check_general(twelve_facts)

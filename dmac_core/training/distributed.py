@@ -99,6 +99,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
     from .job import TrainingJobManager, hyper_parameters
     from .registry import ModelRegistry
     from .trainer import run_training
+    from .replay import apply_replay
     from .transfer import StartPoint, apply_start, resolve_start, transfer_metadata
 
     rank, world = _dist_env()
@@ -121,6 +122,8 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
             chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
             check_enough(data, config.learner, chosen)
             start = resolve_start(config.learner.start_from, config, registry)
+            apply_start(config, start)
+            apply_replay(config, data, chosen)  # rank 0 asks the base model once; the data is broadcast
             run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
             plan = {"ok": True, "run_id": run_id, "method": chosen, "data": data.to_dict(), "start": start.to_dict()}
         except Exception as exc:  # tell the other ranks, so nobody waits forever

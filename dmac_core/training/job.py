@@ -46,6 +46,7 @@ from ..records import format_ts, utc_now
 from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .registry import ModelRegistry
+from .replay import apply_replay
 from .transfer import apply_start, resolve_start, transfer_metadata, version_base
 from .teacher import RewriteCache, Teacher, apply_teacher
 
@@ -381,6 +382,12 @@ class TrainingJobManager:
                 self._update(state="running", message=f"Training ({info.method})…")
                 if not info.resumed_from and self._teacher_enabled(config):
                     data = self._apply_teacher(config, info, data, record, on_event)
+                    _write_json_atomic(info.run_dir / "run.json", record)
+                    self._update(message=f"Training ({info.method})…")
+                if not info.resumed_from and apply_replay(config, data, info.method, lambda msg: self._update(message=msg)):
+                    # data.json is what a resume trains on: it includes the replayed answers
+                    _write_json_atomic(info.run_dir / "data.json", data.to_dict())
+                    record["lineage"] = data.lineage
                     _write_json_atomic(info.run_dir / "run.json", record)
                     self._update(message=f"Training ({info.method})…")
                 resume_from = Path(info.resumed_from) if info.resumed_from else None
