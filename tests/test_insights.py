@@ -219,6 +219,21 @@ def test_nearest_training_examples_follow_the_version_lineage(embedder: MiniLMEm
     assert near["similarity"].is_monotonic_decreasing
     assert explain.nearest_training_examples(store, registry, "base", "x", embedder).empty
 
+    # A version continued from that one (transfer) inherits its examples; its run's replayed
+    # answers of the base model are listed too, marked as such.
+    run_dir = tmp_path / "runs" / "r2"
+    run_dir.mkdir(parents=True)
+    replayed = {"prompt": [{"role": "user", "content": "What is the capital of Italy?"}],
+                "completion": [{"role": "assistant", "content": "Rome."}], "replay": True}
+    (run_dir / "data.json").write_text(json.dumps({"sft_train": [replayed]}))
+    child = registry.register(source, {"run_id": "r2", "parent_version": version.id,
+                                       "lineage": {"feedback_ids": [used[-1].id], "replay": {"prompts": ["x"]}}})
+    near = explain.nearest_training_examples(store, registry, child.id, "How do I knead bread?", embedder, k=20)
+    sources = dict(zip(near["prompt"], near["source"]))
+    assert len(near) == 8 and sources["What is the capital of Italy?"] == "replay (base model's own answer)"
+    assert sources[TOPICS["geo"][-1]].startswith("feedback ")
+    assert all(sources[p].startswith(f"{version.id}: feedback ") for p in (TOPICS["bread"] + TOPICS["geo"])[:6])
+
 
 # -- images ---------------------------------------------------------------------------------------
 PNG = base64.b64decode(

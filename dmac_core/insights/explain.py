@@ -125,6 +125,12 @@ def training_examples(store: LearningStore, metadata: dict[str, Any], runs_dir: 
             completion = ex["completion"][-1]["content"] if isinstance(ex["completion"], list) else str(ex["completion"])
             examples.append({"prompt": prompt, "answer": completion, "rating": ex.get("rating"),
                              "source": f"run {run_id}"})
+    if lineage.get("replay") and run_id and runs_dir is not None and (runs_dir / run_id / "data.json").is_file():
+        data = json.loads((runs_dir / run_id / "data.json").read_text(encoding="utf-8"))
+        for ex in data.get("sft_train") or []:
+            if ex.get("replay"):  # the base model's own answers, trained to keep general knowledge
+                examples.append({"prompt": ex["prompt"][-1]["content"], "answer": ex["completion"][-1]["content"],
+                                 "rating": None, "source": "replay (base model's own answer)"})
     # One row per distinct pair: ratings by several analysts are the same example.
     unique = {(e["prompt"], e["answer"]): e for e in examples}
     return list(unique.values())
@@ -149,6 +155,18 @@ def nearest_training_examples(
     if version.is_base:
         return pd.DataFrame(columns=columns)
     examples = training_examples(store, version.metadata, runs_dir or store.data_dir / "runs")
+    # A version that continued another (transfer learning) also carries what its parents learned.
+    seen = {version.id}
+    parent = version.metadata.get("parent_version")
+    while parent and parent not in seen and parent != "base":
+        seen.add(parent)
+        try:
+            metadata = registry.get(parent).metadata
+        except Exception:  # a removed parent: its examples are gone, the rest still explain
+            break
+        inherited = training_examples(store, metadata, runs_dir or store.data_dir / "runs")
+        examples += [{**e, "source": f"{parent}: {e['source']}"} for e in inherited]
+        parent = metadata.get("parent_version")
     if not examples:
         return pd.DataFrame(columns=columns)
     vectors = embedder.embed([e["prompt"] for e in examples])
