@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pyarrow as pa
 
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
+from .store_snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
 
@@ -54,6 +55,7 @@ _REQUIRED_TYPES: dict[str, type] = {"rating": int, "metrics": dict}
 _ARROW_KINDS = ("interactions",)
 _BISECT_LEAF_LINES = 32  # below this many lines a refused chunk is checked line by line
 _FINGERPRINT = 64  # bytes before the read offset remembered to notice a rewritten file
+SNAPSHOT_MIN_BYTES = 16 * 2**20  # parsed logs this large get an on-disk Arrow snapshot
 
 
 @functools.cache
@@ -130,6 +132,7 @@ class _FileCache:
     segments: list[_Segment] = field(default_factory=list)
     skipped: int = 0
     partial_tail: bool = False
+    snapshot_offset: int = 0  # bytes covered by the on-disk snapshot (see store_snapshot.py)
 
     @property
     def count(self) -> int:
@@ -171,9 +174,14 @@ class LearningStore:
     shared, so do not mutate those in place.
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], fsync: bool = True) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], fsync: bool = True,
+                 snapshot_min_bytes: int = SNAPSHOT_MIN_BYTES) -> None:
+        """``snapshot_min_bytes``: parsed interaction logs at least this large are kept as an
+        Arrow snapshot next to the log, so the next process loads them without parsing (0 = never)."""
         self.data_dir = Path(data_dir)
         self.fsync = fsync
+        self.snapshot_min_bytes = snapshot_min_bytes
+        self._snapshot_writers: dict[Path, threading.Thread] = {}
         self._thread_locks = {kind: threading.RLock() for kind in KINDS}
         self._cache: dict[Path, _FileCache] = {}
         # One re-entrant lock for all read caches: reads are cheap once cached, and a single
@@ -310,7 +318,7 @@ class LearningStore:
                 stat = os.fstat(handle.fileno())
                 cache = self._cache.get(path)
                 if cache is None or not _same_file(handle.fileno(), stat, cache):
-                    cache = self._cache[path] = _FileCache(inode=stat.st_ino)
+                    cache = self._cache[path] = self._from_snapshot(kind, path, handle.fileno(), stat)
                 if stat.st_size == cache.offset:
                     return cache
                 handle.seek(cache.offset)
@@ -336,7 +344,46 @@ class LearningStore:
             cache.skipped += skipped
             cache.offset += len(complete)
             cache.fingerprint = complete[-_FINGERPRINT:]
+            self._maybe_snapshot(kind, path, cache)
             return cache
+
+    def _from_snapshot(self, kind: str, path: Path, fd: int, stat: os.stat_result) -> _FileCache:
+        """A fresh file cache, pre-filled from the log's snapshot when one is valid."""
+        if kind not in _ARROW_KINDS or not self.snapshot_min_bytes:
+            return _FileCache(inode=stat.st_ino)
+        found = load_snapshot(path, fd, stat)
+        if found is None:
+            return _FileCache(inode=stat.st_ino)
+        segment = _Segment(0, found.offset, found.table.num_rows, table=found.table)
+        return _FileCache(inode=stat.st_ino, offset=found.offset, fingerprint=found.fingerprint,
+                          segments=[segment], skipped=found.skipped, snapshot_offset=found.offset)
+
+    def _maybe_snapshot(self, kind: str, path: Path, cache: _FileCache) -> None:
+        """Snapshot a large log's parsed rows once they grew by half since the last snapshot
+        (so appends do not rewrite it every time); only when every segment is Arrow."""
+        if kind not in _ARROW_KINDS or not self.snapshot_min_bytes or cache.offset < self.snapshot_min_bytes:
+            return
+        if cache.offset - cache.snapshot_offset < max(self.snapshot_min_bytes, cache.snapshot_offset // 2):
+            return
+        if any(segment.table is None for segment in cache.segments):
+            return  # a segment only Python could read: not representable in the snapshot
+        if path in self._snapshot_writers and self._snapshot_writers[path].is_alive():
+            return
+        table = _arrow().pa.concat_tables([s.table for s in cache.segments], promote_options="permissive")
+        # Written in the background (≈ 1 s for 0.5 GB): the reader that triggered it is not
+        # held up. Not a daemon thread: a CLI process exits only once the snapshot is complete.
+        writer = threading.Thread(
+            target=save_snapshot, args=(path, table, cache.inode, cache.offset, cache.fingerprint, cache.skipped),
+            name=f"dmac-snapshot-{path.name}",
+        )
+        self._snapshot_writers[path] = writer
+        cache.snapshot_offset = cache.offset  # a failed write is retried after the next growth
+        writer.start()
+
+    def wait_for_snapshots(self, timeout: float | None = None) -> None:
+        """Block until snapshots being written in the background are on disk (tests, benchmarks)."""
+        for writer in list(self._snapshot_writers.values()):
+            writer.join(timeout)
 
     def _file_rows(self, kind: str, path: Path) -> list[dict[str, Any]]:
         """All readable rows of one file as dicts, parsed from the file once and cached."""

@@ -20,6 +20,7 @@ import pandas as pd
 
 from .records import RecordError, _Record, validate_record
 from .store import _REQUIRED, KINDS, LearningStore, _dumps, _fsync_dir, _parse_line, _write_all
+from .store_snapshot import discard_snapshot
 
 Progress = Callable[[int, int], None] | None
 """Called as ``progress(done, total)``; units are bytes for file scans, rows otherwise."""
@@ -66,6 +67,7 @@ def _replace_atomically(path: Path, lines: Iterable[bytes]) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+    discard_snapshot(path)  # it may hold lines that were just removed (delete-user, quarantine)
 
 
 def _append_durably(path: Path, lines: list[bytes]) -> None:

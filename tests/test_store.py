@@ -190,3 +190,67 @@ def test_eight_threads_thousand_records_each(tmp_path: Path) -> None:
     parsed = [json.loads(line) for line in lines[:-1]]  # every line a whole record: none interleaved
     assert sorted(r["prompt"] for r in parsed) == sorted(f"{t}:{i}" for t in range(8) for i in range(1000))
     assert store.health()[0].skipped == 0 and len(store.interactions()) == 8000
+
+
+# -- on-disk snapshots of large logs (store_snapshot.py) ------------------------------------------
+def _frames_equal(a, b) -> None:
+    import pandas as pd
+
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_snapshot_lets_the_next_process_skip_parsing_and_stays_exact(tmp_path: Path) -> None:
+    writer = LearningStore(tmp_path, fsync=False)
+    for i in range(50):
+        _interaction(writer, i)
+    path = writer.month_files("interactions")[0]
+    with open(path, "ab") as handle:
+        handle.write(b"not json\n")  # counted as skipped, also after a restart
+    first = LearningStore(tmp_path, snapshot_min_bytes=1)
+    expected = first.interactions()
+    first.wait_for_snapshots()
+    snapshot = path.with_name(f".{path.name}.arrow")
+    assert snapshot.is_file() and first.parsed_bytes == path.stat().st_size
+
+    second = LearningStore(tmp_path, snapshot_min_bytes=1)
+    _frames_equal(second.interactions(), expected)
+    assert second.parsed_bytes == 0, "everything came from the snapshot"
+    assert [h.skipped for h in second.health()] == [1]
+    assert second.records("interactions") == LearningStore(tmp_path, snapshot_min_bytes=0).records("interactions")
+
+    # Appended since the snapshot: only those bytes are parsed, and the frame is the log's.
+    size = path.stat().st_size
+    for i in range(50, 55):
+        _interaction(writer, i)
+    third = LearningStore(tmp_path, snapshot_min_bytes=1)
+    _frames_equal(third.interactions(), LearningStore(tmp_path, snapshot_min_bytes=0).interactions())
+    assert third.parsed_bytes == path.stat().st_size - size
+    assert len(third.interactions()) == 55
+
+
+def test_a_stale_or_broken_snapshot_is_ignored(tmp_path: Path) -> None:
+    writer = LearningStore(tmp_path, fsync=False)
+    for i in range(20):
+        _interaction(writer, i)
+    path = writer.month_files("interactions")[0]
+    store = LearningStore(tmp_path, snapshot_min_bytes=1)
+    store.interactions()
+    store.wait_for_snapshots()
+    snapshot = path.with_name(f".{path.name}.arrow")
+
+    # The log replaced by another file of the same length (a rewrite): other inode, other rows.
+    data = path.read_bytes().replace(b"prompt 1", b"PROMPT 1")
+    replacement = tmp_path / "replacement"
+    replacement.write_bytes(data)
+    kept = snapshot.read_bytes()
+    replacement.replace(path)
+    snapshot.write_bytes(kept)  # make sure the old snapshot is still there
+    fresh = LearningStore(tmp_path, snapshot_min_bytes=0)
+    assert "PROMPT 1" in set(fresh.interactions()["prompt"])
+    rereader = LearningStore(tmp_path, snapshot_min_bytes=1)
+    assert "PROMPT 1" in set(rereader.interactions()["prompt"]) and rereader.parsed_bytes == path.stat().st_size
+    rereader.wait_for_snapshots()  # it wrote a snapshot of the new file
+
+    snapshot.write_bytes(b"garbage")
+    reader = LearningStore(tmp_path, snapshot_min_bytes=1)
+    assert len(reader.interactions()) == 20 and reader.parsed_bytes == path.stat().st_size

@@ -131,3 +131,19 @@ def test_cli_subprocess_help_and_doctor(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "dmac_core.store_cli", "--config", str(config_file), "doctor"],
                           capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60)
     assert done.returncode == 1 and "1 unreadable line(s)" in done.stdout
+
+
+def test_delete_user_also_removes_the_snapshot_holding_their_records(tmp_path: Path) -> None:
+    store = _rated_store(tmp_path)
+    path = store.month_files("interactions")[0]
+    reader = LearningStore(tmp_path, snapshot_min_bytes=1)
+    reader.interactions()
+    reader.wait_for_snapshots()
+    snapshot = path.with_name(f".{path.name}.arrow")
+    assert b"ana" in snapshot.read_bytes()
+    delete_user(store, "ana")
+    assert not snapshot.exists()
+    again = LearningStore(tmp_path, snapshot_min_bytes=1)
+    assert set(again.interactions()["user"]) == {"bob"}
+    again.wait_for_snapshots()
+    assert b"ana" not in snapshot.read_bytes()
