@@ -92,15 +92,17 @@ def hf_variant(model: Any, tok: Any) -> Variant:
     return Variant("fp32 HF generate (baseline)", run)
 
 
-def fast_variant(model: Any, weights: str) -> tuple[Variant, float]:
+def fast_variant(model: Any, weights: str, shared: bool = False) -> tuple[Variant, float]:
+    """The decode loop on ``model``: fused projections, or ``shared`` with the HF model's
+    modules as LocalBackend serves it (that rewires ``model``, so give it its own copy)."""
     started = time.perf_counter()
-    gen = FastGenerator(model, weights=weights, max_len=1024)
+    gen = FastGenerator(model, weights=weights, max_len=1024, share_weights=shared)
     prep = time.perf_counter() - started
 
     def run(ids: list[int], n: int) -> int:
         return sum(1 for _ in gen.stream_tokens(ids, n, 0.0, eos_ids=()))
 
-    label = f"fast loop {weights}" + (" (shipped)" if weights == SHIPPED else "")
+    label = f"fast loop {weights}" + (" shared with the HF model (shipped)" if shared else " fused")
     return Variant(label, run), prep
 
 
@@ -156,7 +158,7 @@ if weights == "hf":
     with torch.inference_mode():
         m.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False)
 else:
-    g = FastGenerator(m, weights=weights)  # LocalBackend keeps both: HF model + generator
+    g = FastGenerator(m, weights=weights, share_weights=True)  # as LocalBackend: one shared copy
     list(g.stream_tokens(list(range(1, 300)), 200, 0.0))  # a 500-token conversation
 print(rss(), rss() - before)
 """
@@ -195,6 +197,8 @@ def main() -> None:
     for fmt in formats:
         v, prep[fmt] = fast_variant(model, fmt)
         variants.append(v)
+    v, prep[f"{SHIPPED} shared"] = fast_variant(load(args.model)[0], SHIPPED, shared=True)
+    variants.append(v)
     lcpp = llama_cpp_variant()
     if lcpp is not None:
         variants.append(lcpp)

@@ -142,6 +142,32 @@ REAL_PROMPTS = [
 ROUGE_L_MIN = 0.8  # measured: see bench/RESULTS.md (issue 9)
 
 
+@pytest.mark.parametrize("weights", ["fp32", "fp16"])
+def test_shared_weights_serve_the_hf_model_too_and_free_the_fp32_copies(tiny_model_dir: Path, weights: str) -> None:
+    reference, tok = _load(tiny_model_dir)
+    model, _ = _load(tiny_model_dir)
+    ids = _prompt_ids(tok, PROMPTS[0])
+    with torch.inference_mode():
+        expected = reference(ids).logits
+    separate = FastGenerator(reference, weights=weights)
+    fast = FastGenerator(model, weights=weights, share_weights=True)
+
+    # Every projection of the HF model is now a view of the generator's packed weights.
+    assert not [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert model.model.layers[0].self_attn.q_proj.linear is fast.layers[0][1].parts[0]
+    assert model.lm_head.linear is fast.lm_head
+    embedding = model.model.embed_tokens.weight.numel()
+    assert sum(p.numel() for p in model.parameters()) < embedding * 1.01  # only embedding and norms left
+    with torch.inference_mode():
+        logits = model(ids).logits
+    if weights == "fp32":
+        assert torch.equal(logits, expected)  # the same weights, the same arithmetic
+    else:
+        assert torch.allclose(logits, expected, atol=5e-3)
+    # The decode loop answers as the unshared (fused) one does.
+    assert list(fast.stream_tokens(ids[0], 12, 0.0)) == list(separate.stream_tokens(ids[0], 12, 0.0))
+
+
 @pytest.mark.integration
 def test_shipped_path_answers_like_fp32_on_the_real_model(real_model_dir: Path) -> None:
     from dmac_core.metrics import rouge_scores

@@ -62,6 +62,36 @@ class _Linear:
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)
 
 
+class PackedLinear(torch.nn.Module):
+    """Stand-in for an ``nn.Linear`` of the HF model that runs a packed :class:`_Linear`, so
+    the HF forward (evaluation, explanations) and the decode loop share one copy of the
+    weights instead of keeping the fp32 originals next to the packed ones."""
+
+    def __init__(self, linear: _Linear, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = linear
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x.reshape(-1, x.shape[-1]).float())  # packed kernels take 2-D fp32
+        return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, weights={self.linear.kind}"
+
+
+class _Fused:
+    """Several projections of the same input, concatenated (q|k|v or gate|up), when each is
+    kept as its own packed matrix (``share_weights``)."""
+
+    def __init__(self, parts: list[_Linear]) -> None:
+        self.parts = parts
+        self.nbytes = sum(part.nbytes for part in parts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=-1)
+
+
 def supports(model: Any) -> bool:
     """True for models this loop can run (Llama architecture, default attention)."""
     return type(model).__name__ == "LlamaForCausalLM" and not getattr(model.config, "attention_bias", False)
@@ -72,9 +102,13 @@ class FastGenerator:
 
     ``weights``: "fp32" (exact, only overhead removed), "fp16" or "int8" (see ``_Linear``).
     ``max_len``: longest prompt + answer served (capped by the model's context length).
+    ``share_weights``: replace the HF model's linear layers by :class:`PackedLinear` views of
+    the packed weights (the fp32 originals are freed: about 0.4 GB less for the bundled model
+    in fp16). The HF model then computes with the served weights; used by ``LocalBackend``.
     """
 
-    def __init__(self, model: Any, weights: str = SERVING_WEIGHTS, max_len: int = 8192) -> None:
+    def __init__(self, model: Any, weights: str = SERVING_WEIGHTS, max_len: int = 8192,
+                 share_weights: bool = False) -> None:
         if weights not in WEIGHT_FORMATS:
             raise ValueError(f"weights must be one of {WEIGHT_FORMATS}, not {weights!r}")
         if not supports(model):
@@ -92,21 +126,33 @@ class FastGenerator:
             self.layers = []
             for layer in inner.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                qkv = torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight])
-                gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+                if share_weights:  # one matrix per HF projection, so the HF modules can use them
+                    projections = [att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+                    packed = [_Linear(p.weight, weights) for p in projections]
+                    for name, linear, source in zip(("q_proj", "k_proj", "v_proj", "o_proj"), packed, projections):
+                        setattr(att, name, PackedLinear(linear, source.in_features, source.out_features))
+                    for name, linear, source in zip(("gate_proj", "up_proj", "down_proj"), packed[4:], projections[4:]):
+                        setattr(mlp, name, PackedLinear(linear, source.in_features, source.out_features))
+                    qkv, o, gate_up, down = _Fused(packed[:3]), packed[3], _Fused(packed[4:6]), packed[6]
+                else:  # fused: fewer, larger matmuls
+                    qkv = _Linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]), weights)
+                    o = _Linear(att.o_proj.weight, weights)
+                    gate_up = _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), weights)
+                    down = _Linear(mlp.down_proj.weight, weights)
                 self.layers.append(
                     (
                         layer.input_layernorm.weight.detach().float(),
-                        _Linear(qkv, weights),
-                        _Linear(att.o_proj.weight, weights),
+                        qkv, o,
                         layer.post_attention_layernorm.weight.detach().float(),
-                        _Linear(gate_up, weights),
-                        _Linear(mlp.down_proj.weight, weights),
+                        gate_up, down,
                     )
                 )
             self.norm = inner.norm.weight.detach().float()
             # The output head (tied to the embedding here) is the single largest matrix.
             self.lm_head = _Linear(model.lm_head.weight, weights)
+            if share_weights:
+                head = model.lm_head
+                model.lm_head = PackedLinear(self.lm_head, head.in_features, head.out_features)
             # HF's own rotary module gives the exact cos/sin tables (incl. any rope scaling).
             positions = torch.arange(self.max_len).unsqueeze(0)
             cos, sin = inner.rotary_emb(self.embed[:1].unsqueeze(0), positions)

@@ -79,7 +79,8 @@ def load_model(
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    fast = FastGenerator(model, weights=fast_weights) if fast_weights and supports(model) else None
+    # share_weights: the HF model computes with the packed served weights too (one copy in memory)
+    fast = FastGenerator(model, weights=fast_weights, share_weights=True) if fast_weights and supports(model) else None
     return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=FairLock(), fast=fast)
 
 
