@@ -17,6 +17,7 @@ should be served with ``generate()``.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from typing import Any, Iterable, Iterator
 
@@ -80,6 +81,17 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weights={self.linear.kind}"
 
 
+def _share_linears(model: Any, weights: str) -> None:
+    """Replace every projection of the HF Llama (and its output head) by a PackedLinear."""
+    targets = [(layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")) for layer in model.model.layers]
+    targets += [(layer.mlp, ("gate_proj", "up_proj", "down_proj")) for layer in model.model.layers]
+    targets.append((model, ("lm_head",)))
+    for parent, names in targets:
+        for name in names:
+            source = getattr(parent, name)
+            setattr(parent, name, PackedLinear(_Linear(source.weight, weights), source.in_features, source.out_features))
+
+
 class _Fused:
     """Several projections of the same input, concatenated (q|k|v or gate|up), when each is
     kept as its own packed matrix (``share_weights``)."""
@@ -122,18 +134,20 @@ class FastGenerator:
         self.max_len = int(min(max_len, cfg.max_position_embeddings))
         inner = model.model
         with torch.no_grad():
+            if share_weights:
+                _share_linears(model, weights)
+                # Off the safetensors memory map: while any tensor still views the file, all
+                # of it that packing read stays resident (≈ 0.6 GB of clean file pages).
+                for tensor in itertools.chain(model.parameters(), model.buffers()):
+                    tensor.data = tensor.data.clone()
             self.embed = inner.embed_tokens.weight.detach().float()
             self.layers = []
             for layer in inner.layers:
                 att, mlp = layer.self_attn, layer.mlp
-                if share_weights:  # one matrix per HF projection, so the HF modules can use them
-                    projections = [att.q_proj, att.k_proj, att.v_proj, att.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
-                    packed = [_Linear(p.weight, weights) for p in projections]
-                    for name, linear, source in zip(("q_proj", "k_proj", "v_proj", "o_proj"), packed, projections):
-                        setattr(att, name, PackedLinear(linear, source.in_features, source.out_features))
-                    for name, linear, source in zip(("gate_proj", "up_proj", "down_proj"), packed[4:], projections[4:]):
-                        setattr(mlp, name, PackedLinear(linear, source.in_features, source.out_features))
-                    qkv, o, gate_up, down = _Fused(packed[:3]), packed[3], _Fused(packed[4:6]), packed[6]
+                if share_weights:  # the HF modules' packed matrices, one per projection
+                    qkv = _Fused([att.q_proj.linear, att.k_proj.linear, att.v_proj.linear])
+                    o, down = att.o_proj.linear, mlp.down_proj.linear
+                    gate_up = _Fused([mlp.gate_proj.linear, mlp.up_proj.linear])
                 else:  # fused: fewer, larger matmuls
                     qkv = _Linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]), weights)
                     o = _Linear(att.o_proj.weight, weights)
@@ -149,10 +163,7 @@ class FastGenerator:
                 )
             self.norm = inner.norm.weight.detach().float()
             # The output head (tied to the embedding here) is the single largest matrix.
-            self.lm_head = _Linear(model.lm_head.weight, weights)
-            if share_weights:
-                head = model.lm_head
-                model.lm_head = PackedLinear(self.lm_head, head.in_features, head.out_features)
+            self.lm_head = model.lm_head.linear if share_weights else _Linear(model.lm_head.weight, weights)
             # HF's own rotary module gives the exact cos/sin tables (incl. any rope scaling).
             positions = torch.arange(self.max_len).unsqueeze(0)
             cos, sin = inner.rotary_emb(self.embed[:1].unsqueeze(0), positions)
@@ -191,7 +202,10 @@ class FastGenerator:
         x = self.embed[ids]  # [T, hidden]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), ln1, self.eps)
-            q, k, v = qkv_proj(h).split((hq * d, hk * d, hk * d), dim=-1)
+            if isinstance(qkv_proj, _Fused):  # no concatenation just to split it again
+                q, k, v = (part(h) for part in qkv_proj.parts)
+            else:
+                q, k, v = qkv_proj(h).split((hq * d, hk * d, hk * d), dim=-1)
             q = self._rope(q.view(t, hq, d).transpose(0, 1), cos, sin)  # [H, T, D]
             k = self._rope(k.view(t, hk, d).transpose(0, 1), cos, sin)
             self.k_cache[i, :, start:end] = k
@@ -206,7 +220,7 @@ class FastGenerator:
             )
             x = x + o_proj(attn[0].transpose(0, 1).reshape(t, hq * d))
             h = F.rms_norm(x, (x.shape[-1],), ln2, self.eps)
-            g, u = gate_up(h).chunk(2, dim=-1)
+            g, u = (part(h) for part in gate_up.parts) if isinstance(gate_up, _Fused) else gate_up(h).chunk(2, dim=-1)
             x = x + down(F.silu(g) * u)
         x = F.rms_norm(x[-1:], (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x)[0]
