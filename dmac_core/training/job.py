@@ -47,8 +47,8 @@ from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .registry import ModelRegistry
 from .replay import apply_replay
-from .transfer import apply_start, resolve_start, transfer_metadata, version_base
 from .teacher import RewriteCache, Teacher, apply_teacher
+from .transfer import apply_start, resolve_start, transfer_metadata, version_base
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
 ACTIVE_STATES = ("queued", "running")
