@@ -98,8 +98,8 @@ def rating_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 RUN_COLUMNS = [
-    "run_id", "state", "trigger", "user", "method", "created", "finished", "steps", "train_loss", "eval_loss",
-    "eval_token_accuracy", "version", "promoted", "message",
+    "run_id", "state", "trigger", "user", "method", "started from", "examples", "replayed", "created", "finished",
+    "steps", "train_loss", "eval_loss", "eval_token_accuracy", "version", "promoted", "message",
 ]
 
 
@@ -108,9 +108,16 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for run in runs:
         metrics = run.get("metrics") or {}
+        counts = (run.get("lineage") or {}).get("counts") or {}
+        start = run.get("start") or {}
         rows.append(
             {
                 **{key: run.get(key) for key in ("run_id", "state", "trigger", "user", "method", "created", "finished")},
+                "started from": start.get("parent_version") or (
+                    "base" if start.get("spec", "base") == "base" else f"model {Path(start['base_model']).name}"),
+                # the method's examples from the analysts (train + held out); replayed base answers apart
+                "examples": _method_examples(run.get("method"), counts),
+                "replayed": counts.get("replay", 0) if counts else None,
                 "steps": metrics.get("steps"),
                 "train_loss": metrics.get("train_loss"),
                 "eval_loss": metrics.get("eval_loss"),
@@ -121,6 +128,15 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
+
+
+def _method_examples(method: str | None, counts: dict[str, Any]) -> int | None:
+    """How many examples of the run's method the dataset had (training + held out)."""
+    if not counts:
+        return None
+    prefix = method if method in ("dpo", "kto") else "sft_train"
+    held_out = f"{method}_eval" if method in ("dpo", "kto") else "sft_eval"
+    return int(counts.get(prefix) or 0) + int(counts.get(held_out) or 0)
 
 
 EDITABLE_COLUMNS = ("rating", "feedback", "correction")

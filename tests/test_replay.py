@@ -11,6 +11,7 @@ import torch
 from dmac_core.backends.local import load_model
 from dmac_core.config import Config
 from dmac_core.evaluation_local import generate_batch
+from dmac_core.review import runs_table
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.registry import BASE_VERSION, ModelVersion
 
@@ -44,6 +45,8 @@ def test_an_sft_run_trains_the_base_models_own_answers_and_caches_them(make_conf
     lineage = jobs.run_summary(info.run_id)["lineage"]
     assert lineage["counts"]["replay"] == 2 and lineage["replay"]["prompts"] == [PROMPTS[0], PROMPTS[2]]
     assert lineage["counts"]["sft_train"] + lineage["counts"]["sft_eval"] == len(FACTS) + 1  # analysts' items only
+    row = runs_table(jobs.runs()).iloc[0]  # the Training page's run list
+    assert (row["examples"], row["replayed"], row["started from"]) == (len(FACTS) + 1, 2, "base")
 
     # The answers are cached per base model: a second run asks the model for nothing new.
     cache = config.data_path / "replay" / "answers.jsonl"
@@ -68,4 +71,6 @@ def test_replay_neither_counts_toward_enough_data_nor_joins_preference_runs(make
     info = jobs.start(method="dpo")
     assert jobs.wait(120).state == "completed"
     assert "replay" not in jobs.run_summary(info.run_id)["lineage"].get("counts", {})
+    row = runs_table(jobs.runs()).iloc[0]
+    assert row["method"] == "dpo" and row["examples"] == len(FACTS) and row["replayed"] == 0
     assert not (config.data_path / "replay").exists()
