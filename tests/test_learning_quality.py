@@ -130,10 +130,6 @@ def test_12_facts_asked_in_other_words_improve(twelve_facts: dict[str, Any]) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=(
-    "measured with replay in bench/RESULTS.md: when a capital-of fact is rated in two phrasings, "
-    "'What is the capital of France?' can still drift to an invented city (2/3); the issue's test is the 30-fact one"
-), strict=False)
 @pytest.mark.timeout(2400)
 def test_12_facts_keep_general_knowledge(twelve_facts: dict[str, Any]) -> None:
     _check_general(twelve_facts)
