@@ -98,3 +98,28 @@ def test_an_unknown_start_is_refused_before_anything_starts(make_config: Callabl
     code = run_subcommands("dmac", [training_cli.register], ["--config", str(config.source), "train", "--from", "nowhere"])
     assert code == 2
     assert "Cannot start training from 'nowhere'" in capsys.readouterr().err
+
+
+def test_a_resumed_transfer_run_continues_the_parent_it_started_from(make_config: Callable[..., Config]) -> None:
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, evaluation_interval=3,
+                         promotion_tolerance=1.0)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    jobs.start()
+    assert jobs.wait(120).state == "completed"
+    parent_shape = {k: v.shape for k, v in adapter_tensors(registry.get("v0001").path).items()}
+
+    info = jobs.start(start_from="served")  # v0001 is served: the run is pinned to it
+    jobs.cancel()
+    assert jobs.wait(60).state == "cancelled"
+    registry.rollback()  # meanwhile the base is served again: "served" would now mean the base
+    assert registry.served_id() == "base"
+    config.learner.lora.r = 2  # and the config changed: neither may change what the resume trains
+
+    resumed = jobs.start(resume=True)
+    assert resumed.run_id == info.run_id
+    snap = jobs.wait(120)
+    assert snap.state == "completed", (snap.message, snap.error)
+    version = registry.get(snap.version)
+    assert version.metadata["parent_version"] == "v0001" and version.metadata["start_from"] == "v0001"
+    assert {k: v.shape for k, v in adapter_tensors(version.path).items()} == parent_shape
