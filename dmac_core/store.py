@@ -11,22 +11,21 @@ glued onto the fragment and lost); the file is ``fsync``-ed before an append ret
 Reads are tolerant and incremental: blank, partial, non-JSON, non-UTF-8 and schema-invalid
 lines are skipped and counted per file (see :meth:`LearningStore.health`), and only the
 bytes appended since the last read are parsed again. Interactions (the big log) are parsed
-with Arrow's multi-threaded JSON reader into one table per appended chunk; a chunk Arrow
-refuses is bisected down to its broken lines, which are checked one by one. Python dicts
-(:meth:`records`) are built from the file lazily, only when asked for.
+with Arrow's multi-threaded JSON reader into one table per appended chunk (the parsers are
+in :mod:`dmac_core.store_parsing`), and large logs keep an on-disk Arrow snapshot for the
+next process (:mod:`dmac_core.store_snapshot`). Python dicts (:meth:`records`) are built
+from the file lazily, only when asked for.
 """
 
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Iterator
 
 import orjson
@@ -36,6 +35,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pyarrow as pa
 
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
+from .store_parsing import _arrow, _frame, _parse_arrow, _parse_line, _parse_python, _string_type
 from .store_snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
@@ -48,53 +48,11 @@ _REQUIRED = {
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
 }
-# The type each required key must have (bool is refused where an int is required).
-_REQUIRED_TYPES: dict[str, type] = {"rating": int, "metrics": dict}
 # Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
 # typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
 _ARROW_KINDS = ("interactions",)
-_BISECT_LEAF_LINES = 32  # below this many lines a refused chunk is checked line by line
 _FINGERPRINT = 64  # bytes before the read offset remembered to notice a rewritten file
 SNAPSHOT_MIN_BYTES = 16 * 2**20  # parsed logs this large get an on-disk Arrow snapshot
-
-
-@functools.cache
-def _arrow() -> SimpleNamespace:
-    """pyarrow and the interaction schema, imported on first read (not by writers)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.json as pa_json
-
-    text = pa.large_string()  # what pandas' "str" dtype holds: no copy when building the frame
-    schema = pa.schema(
-        [
-            ("schema", pa.int64()),
-            ("id", text),
-            ("ts", text),
-            ("user", text),
-            ("session_id", text),
-            ("model", text),
-            ("provider_model", text),
-            ("model_version", text),
-            ("messages", pa.list_(pa.struct([("role", text), ("content", text)]))),
-            ("prompt", text),
-            ("response", text),
-            ("latency_ms", pa.float64()),
-            ("tokens_in", pa.int64()),
-            ("tokens_out", pa.int64()),
-            ("route_reason", text),
-            ("error", text),
-        ]
-    )
-    return SimpleNamespace(
-        pa=pa,
-        pc=pc,
-        schema=schema,
-        read_json=pa_json.read_json,
-        parse=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"),
-        ts_type=pa.timestamp("ms", tz="UTC"),
-        errors=(pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError),
-    )
 
 
 @dataclass
@@ -586,42 +544,6 @@ def feedback_key(row: dict[str, Any]) -> tuple[Any, ...]:
     return (about, row.get("user"))
 
 
-def _parse_line(raw: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
-    """One log line as a dict, or None when it is not a readable record."""
-    raw = raw.strip()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:].lstrip()
-    if not raw.startswith(b"{"):
-        return None
-    try:
-        row = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:  # the stdlib also accepts NaN / Infinity, which older writers may have produced
-            row = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            return None
-    if not isinstance(row, dict):
-        return None
-    for key in required:
-        value = row.get(key)
-        if not isinstance(value, _REQUIRED_TYPES.get(key, str)) or isinstance(value, bool):
-            return None
-    return row
-
-
-def _parse_python(chunk: bytes, required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
-    rows, skipped = [], 0
-    for raw in chunk.split(b"\n"):
-        if not raw.strip():
-            continue  # blank lines (our own fresh-line separators) are not errors
-        row = _parse_line(raw, required)
-        if row is None:
-            skipped += 1
-        else:
-            rows.append(row)
-    return rows, skipped
-
-
 def _materialize(path: Path, cache: _FileCache, segment: _Segment, required: tuple[str, ...]) -> list[dict[str, Any]]:
     """Rows of one segment as dicts, read back from the file so they are exactly as written."""
     with open(path, "rb") as handle:
@@ -632,84 +554,6 @@ def _materialize(path: Path, cache: _FileCache, segment: _Segment, required: tup
     if len(chunk) != segment.end - segment.start:
         raise _Stale(path)
     return _parse_python(chunk, required)[0]
-
-
-# -- Arrow parsing ------------------------------------------------------------------------
-def _arrow_table(data: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
-    """Parse complete lines with Arrow; raise ``pa.ArrowInvalid`` on anything it refuses."""
-    A = _arrow()
-    pa, pc = A.pa, A.pc
-    # (A large chunk of only blank lines makes Arrow raise; the bisection then handles it.)
-    if not data or (len(data) < 65536 and not data.strip()):
-        return A.schema.empty_table(), 0
-    table = A.read_json(pa.BufferReader(data), parse_options=A.parse)
-    if not data.isascii():
-        table.validate(full=True)  # Arrow does not check UTF-8 while parsing; this does
-    valid = None
-    for key in required:
-        present = pc.is_valid(table.column(key))
-        valid = present if valid is None else pc.and_(valid, present)
-    missing = table.num_rows - pc.sum(valid).as_py() if table.num_rows else 0
-    if missing:  # JSON objects that are not records (e.g. "{}"): skipped like broken lines
-        table = table.filter(valid)
-    return table, missing
-
-
-def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
-    """Readable rows of a chunk of complete lines and how many lines were skipped.
-
-    Arrow refuses a whole chunk for one bad line, so a refused chunk is split in halves
-    until the bad lines are isolated; those small pieces are checked line by line.
-    """
-    A = _arrow()
-    try:
-        return _arrow_table(chunk, required)
-    except A.errors:
-        pass
-    tables: list[pa.Table] = []
-    skipped = 0
-    stack = [chunk.split(b"\n")]
-    while stack:
-        lines = stack.pop()
-        if len(lines) > _BISECT_LEAF_LINES:
-            try:
-                table, missing = _arrow_table(b"\n".join(lines), required)
-                tables.append(table)
-                skipped += missing
-                continue
-            except A.errors:
-                middle = len(lines) // 2
-                stack.append(lines[middle:])  # pushed first, popped last: keeps file order
-                stack.append(lines[:middle])
-                continue
-        good = []
-        for raw in lines:
-            if not raw.strip():
-                continue
-            if _parse_line(raw, required) is None:
-                skipped += 1
-            else:
-                good.append(raw.strip().removeprefix(b"\xef\xbb\xbf"))
-        if good:
-            # Lines Python accepts but Arrow cannot type (a number where text belongs) raise
-            # here; the store then serves that log through its slower Python path.
-            table, missing = _arrow_table(b"\n".join(good), required)
-            tables.append(table)
-            skipped += missing
-    tables = [t for t in tables if t.num_rows] or [A.schema.empty_table()]
-    return A.pa.concat_tables(tables, promote_options="permissive"), skipped
-
-
-def _string_type(dtype: pa.DataType) -> Any:
-    import numpy as np
-    import pandas as pd
-
-    pa = _arrow().pa
-    if pa.types.is_large_string(dtype) or pa.types.is_string(dtype):
-        return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
-    if pa.types.is_nested(dtype):
-        return pd.ArrowDtype(dtype)
-    return None
 
 
 def _segment_ts(segment: _Segment) -> pa.Array:
@@ -737,18 +581,4 @@ def _arrow_frame(segments: list[_Segment]) -> pd.DataFrame:
     ts = pa.chunked_array([_segment_ts(s) for s in segments], type=A.ts_type)
     table = table.set_column(table.schema.get_field_index("ts"), "ts", ts)
     frame = table.to_pandas(types_mapper=_string_type)
-    return frame
-
-
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    for column in columns:
-        if column not in frame.columns:
-            frame[column] = pd.Series(dtype="object")
-    if len(frame):
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601", errors="coerce")
-    else:
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
