@@ -99,8 +99,10 @@ def test_training_page_continues_a_chosen_version(app_env: Config) -> None:
     assert not at.exception and not at.warning
     assert jobs.wait(180).state == "completed"
     at.run()
-    versions = [d.value for d in at.dataframe if "started from" in d.value.columns][0]
+    versions = [d.value for d in at.dataframe if "served" in d.value.columns][0]
     assert dict(zip(versions["version"], versions["started from"])) == {"v0002": "v0001", "v0001": "base", "base": "-"}
+    runs = [d.value for d in at.dataframe if "run_id" in d.value.columns and "replayed" in d.value.columns][0]
+    assert list(runs["started from"]) == ["v0001", "base"] and list(runs["version"]) == ["v0002", "v0001"]
 
 
 def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) -> None:
