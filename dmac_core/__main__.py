@@ -93,8 +93,9 @@ def _registrars() -> list[Callable[[Any], None]]:
     from .store_cli import register as register_store
     from .training.cli import register as register_training
     from .training.export import register as register_export
+    from .training.versions_cli import register as register_versions
 
-    return [register_training, register_evaluation, register_store, register_export]
+    return [register_training, register_versions, register_evaluation, register_store, register_export]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,3 +123,26 @@ def test_a_resumed_transfer_run_continues_the_parent_it_started_from(make_config
     version = registry.get(snap.version)
     assert version.metadata["parent_version"] == "v0001" and version.metadata["start_from"] == "v0001"
     assert {k: v.shape for k, v in adapter_tensors(version.path).items()} == parent_shape
+
+
+def test_versions_promote_and_rollback_on_the_command_line(make_config: Callable[..., Config], capsys) -> None:
+    from dmac_core.__main__ import main
+
+    config = make_config(promotion_tolerance=1.0)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    jobs.start()
+    assert jobs.wait(120).state == "completed" and registry.served_id() == "v0001"
+    cli = ["--config", str(config.source)]
+
+    assert main(cli + ["rollback"]) == 0
+    assert registry.served_id() == "base" and "base is now served" in capsys.readouterr().out
+    assert main(cli + ["versions"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split()[:2] == ["version", "served"] and "started from" in header
+    assert [row.split()[0] for row in rows] == ["v0001", "base"]
+    assert "*" not in rows[0] and rows[1].split()[:2] == ["base", "*"]  # the served mark
+    assert main(cli + ["promote", "v0001", "--reason", "checked by hand"]) == 0
+    assert registry.served_id() == "v0001"
+    assert main(cli + ["promote", "v0042"]) == 2
+    assert "No model version 'v0042'" in capsys.readouterr().err
