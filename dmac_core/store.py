@@ -309,12 +309,14 @@ class LearningStore:
         """A fresh file cache, pre-filled from the log's snapshot when one is valid."""
         if kind not in _ARROW_KINDS or not self.snapshot_min_bytes:
             return _FileCache(inode=stat.st_ino)
-        found = load_snapshot(path, fd, stat)
+        found = load_snapshot(path)
         if found is None:
             return _FileCache(inode=stat.st_ino)
         segment = _Segment(0, found.offset, found.table.num_rows, table=found.table)
-        return _FileCache(inode=stat.st_ino, offset=found.offset, fingerprint=found.fingerprint,
-                          segments=[segment], skipped=found.skipped, snapshot_offset=found.offset)
+        cache = _FileCache(inode=found.inode, offset=found.offset, fingerprint=found.fingerprint,
+                           segments=[segment], skipped=found.skipped, snapshot_offset=found.offset)
+        # The snapshot stands in for an earlier read of this file: the same staleness check applies.
+        return cache if _same_file(fd, stat, cache) else _FileCache(inode=stat.st_ino)
 
     def _maybe_snapshot(self, kind: str, path: Path, cache: _FileCache) -> None:
         """Snapshot a large log's parsed rows once they grew by half since the last snapshot
@@ -397,31 +399,6 @@ class LearningStore:
         path = self.kind_dir(kind) / f"{month}.jsonl"
         with self._cache_lock:
             return self._file_rows(kind, path) if path.is_file() else []
-
-    def month_records_since(self, kind: str, month: str, start: int) -> tuple[list[dict[str, Any]], int]:
-        """Rows ``start:`` of one month file and its current row count, without materialising
-        the rows before ``start`` (cheap polling for callers that count as they go, like the
-        router's usage caps). A count below ``start`` means the file was rewritten."""
-        path = self.kind_dir(kind) / f"{month}.jsonl"
-        if not path.is_file():
-            return [], 0
-        with self._cache_lock:
-            for _attempt in range(5):
-                cache = self._refresh_file(kind, path)
-                try:
-                    rows: list[dict[str, Any]] = []
-                    seen = 0
-                    for segment in cache.segments:
-                        if seen + segment.count > start:
-                            if segment.rows is None:
-                                self._materialize(path, cache, segment, kind)
-                            skip = max(0, start - seen)
-                            rows.extend((segment.rows or [])[skip:])
-                        seen += segment.count
-                    return rows, seen
-                except _Stale:
-                    self._cache.pop(path, None)
-            raise OSError(f"{path} kept changing while it was read; try again")
 
     def health(self) -> list[FileHealth]:
         """Per-file counts of readable records and skipped lines, for every log file."""

@@ -39,31 +39,28 @@ def discard_snapshot(log: Path) -> None:
 
 @dataclass
 class Snapshot:
-    """A valid snapshot: the rows of bytes ``[0, offset)`` of the log."""
+    """The parsed rows of bytes ``[0, offset)`` of the log file with inode ``inode``."""
 
     table: Any  # pyarrow.Table, memory-mapped
+    inode: int
     offset: int
-    fingerprint: bytes
+    fingerprint: bytes  # the log's bytes just before ``offset``
     skipped: int
 
 
-def load_snapshot(log: Path, fd: int, stat: os.stat_result) -> Snapshot | None:
-    """The snapshot of ``log`` (open as ``fd``) if it still describes the start of that file."""
+def load_snapshot(log: Path) -> Snapshot | None:
+    """The snapshot of ``log`` as written, or None when there is none or it cannot be read.
+    Whether it still describes the log (same inode, long enough, same bytes at its end) is
+    the caller's check — the same one its own read cache uses."""
     import pyarrow as pa
 
-    path = snapshot_path(log)
     try:
-        source = pa.memory_map(str(path), "r")
-        table = pa.ipc.open_file(source).read_all()
+        table = pa.ipc.open_file(pa.memory_map(str(snapshot_path(log)), "r")).read_all()
         meta = json.loads((table.schema.metadata or {})[b"dmac_snapshot"])
-        offset, fingerprint = int(meta["offset"]), bytes.fromhex(meta["fingerprint"])
-        if meta.get("format") != FORMAT or meta.get("inode") != stat.st_ino or stat.st_size < offset:
+        if meta.get("format") != FORMAT or table.num_rows != int(meta["rows"]):
             return None
-        if os.pread(fd, len(fingerprint), offset - len(fingerprint)) != fingerprint:
-            return None  # the same inode number, other contents: a reused inode
-        if table.num_rows != int(meta["rows"]):
-            return None
-        return Snapshot(table.replace_schema_metadata(None), offset, fingerprint, int(meta["skipped"]))
+        return Snapshot(table.replace_schema_metadata(None), int(meta["inode"]), int(meta["offset"]),
+                        bytes.fromhex(meta["fingerprint"]), int(meta["skipped"]))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):

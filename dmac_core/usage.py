@@ -2,14 +2,13 @@
 
 The counts come from the interaction records themselves, so caps hold across restarts and
 across processes. The counter tails the current month's file itself: it remembers its byte
-offset and parses only the lines appended since the last look, and only the three fields
-it needs, so a cap check costs microseconds even with millions of stored interactions
-(going through the store's DataFrame cache would cost an Arrow parse per new record).
+offset and parses only the lines appended since the last look (with the store's line
+parser), so a cap check costs microseconds even with millions of stored interactions (going
+through the store's DataFrame cache would cost an Arrow parse per new record).
 """
 
 from __future__ import annotations
 
-import orjson
 import os
 import threading
 from collections import defaultdict, deque
@@ -19,7 +18,8 @@ from typing import Any, Callable
 
 from .config import CapsConfig
 from .records import parse_ts, utc_now
-from .store import LearningStore
+from .store import _REQUIRED, LearningStore
+from .store_parsing import _parse_python
 
 
 @dataclass
@@ -73,16 +73,9 @@ class UsageCounter:
         if end < 0:
             return []  # only a line still being written
         self._offset += end + 1
-        rows = []
-        for line in chunk[: end + 1].split(b"\n"):
-            if line.strip():
-                try:
-                    row = orjson.loads(line)
-                except ValueError:
-                    continue  # a torn fragment: the store's readers count those
-                if isinstance(row, dict):
-                    rows.append(row)
-        return rows
+        # The store's own line parser: torn fragments and non-records are skipped (and counted
+        # by the store's readers), exactly as everywhere else the logs are read.
+        return _parse_python(chunk[: end + 1], _REQUIRED["interactions"])[0]
 
     def _catch_up(self, now: datetime) -> None:
         day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
