@@ -39,7 +39,6 @@ class _Linear:
     def __init__(self, weight: torch.Tensor, fmt: str) -> None:
         weight = weight.detach().float().contiguous()
         self.kind = fmt
-        self.nbytes = weight.numel() * {"fp32": 4, "fp16": 2, "int8": 1}[fmt]
         if fmt == "fp32":
             self.weight = weight
             return
@@ -93,15 +92,16 @@ def _share_linears(model: Any, weights: str) -> None:
 
 
 class _Fused:
-    """Several projections of the same input, concatenated (q|k|v or gate|up), when each is
-    kept as its own packed matrix (``share_weights``)."""
+    """Projections of the same input (q|k|v, or gate|up): one fused packed matrix whose output
+    is split, or — with ``share_weights`` — the HF modules' separate matrices, one per part."""
 
     def __init__(self, parts: list[_Linear]) -> None:
         self.parts = parts
-        self.nbytes = sum(part.nbytes for part in parts)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([part(x) for part in self.parts], dim=-1)
+    def __call__(self, x: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        if len(self.parts) == 1:
+            return self.parts[0](x).split(sizes, dim=-1)
+        return tuple(part(x) for part in self.parts)
 
 
 def supports(model: Any) -> bool:
@@ -131,6 +131,7 @@ class FastGenerator:
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.eps = float(cfg.rms_norm_eps)
+        self.intermediate = int(cfg.intermediate_size)
         self.max_len = int(min(max_len, cfg.max_position_embeddings))
         inner = model.model
         with torch.no_grad():
@@ -149,9 +150,9 @@ class FastGenerator:
                     o, down = att.o_proj.linear, mlp.down_proj.linear
                     gate_up = _Fused([mlp.gate_proj.linear, mlp.up_proj.linear])
                 else:  # fused: fewer, larger matmuls
-                    qkv = _Linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]), weights)
+                    qkv = _Fused([_Linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]), weights)])
                     o = _Linear(att.o_proj.weight, weights)
-                    gate_up = _Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), weights)
+                    gate_up = _Fused([_Linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), weights)])
                     down = _Linear(mlp.down_proj.weight, weights)
                 self.layers.append(
                     (
@@ -181,13 +182,6 @@ class FastGenerator:
         shape = (len(self.layers), self.n_kv, size, self.head_dim)
         self.k_cache, self.v_cache = torch.zeros(shape), torch.zeros(shape)
 
-    def nbytes(self) -> int:
-        """Bytes held by the packed weights and the KV cache (not counting the HF model)."""
-        total = self.embed.nbytes + self.norm.nbytes + self.lm_head.nbytes + self.k_cache.nbytes * 2
-        for ln1, qkv, o, ln2, gu, down in self.layers:
-            total += ln1.nbytes + ln2.nbytes + qkv.nbytes + o.nbytes + gu.nbytes + down.nbytes
-        return total
-
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
         rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -202,10 +196,7 @@ class FastGenerator:
         x = self.embed[ids]  # [T, hidden]
         for i, (ln1, qkv_proj, o_proj, ln2, gate_up, down) in enumerate(self.layers):
             h = F.rms_norm(x, (x.shape[-1],), ln1, self.eps)
-            if isinstance(qkv_proj, _Fused):  # no concatenation just to split it again
-                q, k, v = (part(h) for part in qkv_proj.parts)
-            else:
-                q, k, v = qkv_proj(h).split((hq * d, hk * d, hk * d), dim=-1)
+            q, k, v = qkv_proj(h, (hq * d, hk * d, hk * d))
             q = self._rope(q.view(t, hq, d).transpose(0, 1), cos, sin)  # [H, T, D]
             k = self._rope(k.view(t, hk, d).transpose(0, 1), cos, sin)
             self.k_cache[i, :, start:end] = k
@@ -220,7 +211,7 @@ class FastGenerator:
             )
             x = x + o_proj(attn[0].transpose(0, 1).reshape(t, hq * d))
             h = F.rms_norm(x, (x.shape[-1],), ln2, self.eps)
-            g, u = (part(h) for part in gate_up.parts) if isinstance(gate_up, _Fused) else gate_up(h).chunk(2, dim=-1)
+            g, u = gate_up(h, (self.intermediate, self.intermediate))
             x = x + down(F.silu(g) * u)
         x = F.rms_norm(x[-1:], (x.shape[-1],), self.norm, self.eps)
         return self.lm_head(x)[0]
