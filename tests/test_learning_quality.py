@@ -20,11 +20,10 @@ base model) may refuse the new version: the harness then promotes it by hand, be
 is measured here is what the trained version says (the gate decision is reported).
 
 Two variants, one training run each shared by three tests (learned / paraphrases /
-general knowledge): ``test_30_facts_*`` is the issue's full test (slow on an fp32-only CPU:
-marked ``slow``, run it with ``pytest -m slow tests/test_learning_quality.py``);
-``test_12_facts_*`` is the default-run variant (12 facts, each rated in
-two phrasings, tested on a third). Both use the shipped ``config/config.yaml`` unchanged
-except for the data directory and the base model path.
+general knowledge), parametrized ``30_facts`` (the issue's full test) and ``12_facts`` (12
+facts, each rated in two phrasings, tested on a third); both are ``slow`` on an fp32-only CPU:
+run them with ``pytest -m slow tests/test_learning_quality.py``. Both use the shipped
+``config/config.yaml`` unchanged except for the data directory and the base model path.
 """
 
 from __future__ import annotations
@@ -85,51 +84,36 @@ def _run(tmp_path: Path, real_model_dir: Path, name: str, facts: list, phrasings
 
 
 # One training run per variant, shared by its three tests (module scope: the run is the cost).
-@pytest.fixture(scope="module")
-def thirty_facts(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> dict[str, Any]:
-    return _run(tmp_path_factory.mktemp("learn30"), real_model_dir, "30 facts × 1 phrasing", FACTS, 1)
+# "30_facts" is the issue's test (30 facts, one rated phrasing each); "12_facts" rates 12 facts
+# in two phrasings each (24 examples) and tests them on a third. Both are slow (4–8 min of fp32
+# training and generation here): the default run keeps the two-step real-model test in
+# test_training_integration.py. Select one with ``-k 30_facts`` or ``-k 12_facts``.
+VARIANTS = {
+    "30_facts": ("30 facts × 1 phrasing", lambda: FACTS, 1),
+    "12_facts": ("12 facts × 2 phrasings", lambda: short_facts(12), 2),
+}
 
 
-@pytest.fixture(scope="module")
-def twelve_facts(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> dict[str, Any]:
-    return _run(tmp_path_factory.mktemp("learn12"), real_model_dir, "12 facts × 2 phrasings", short_facts(12), 2)
-
-
-# The issue's test: 30 facts, one rated phrasing each, shipped defaults.
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_30_facts_are_learned(thirty_facts: dict[str, Any]) -> None:
-    _check_learned(thirty_facts)
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_30_facts_asked_in_other_words_improve(thirty_facts: dict[str, Any]) -> None:
-    _check_paraphrases(thirty_facts)
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def learning_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                 real_model_dir: Path) -> dict[str, Any]:
+    name, facts, phrasings = VARIANTS[request.param]
+    return _run(tmp_path_factory.mktemp(f"learn{request.param}"), real_model_dir, name, facts(), phrasings)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_30_facts_keep_general_knowledge(thirty_facts: dict[str, Any]) -> None:
-    _check_general(thirty_facts)
-
-
-# Shorter variant: 12 facts rated in two phrasings each (24 examples), tested on a third.
-# Also slow (6–8 min of fp32 training and generation here): the default run keeps the
-# two-step real-model test in test_training_integration.py.
-@pytest.mark.slow
-@pytest.mark.timeout(2400)
-def test_12_facts_are_learned(twelve_facts: dict[str, Any]) -> None:
-    _check_learned(twelve_facts)
+def test_facts_are_learned(learning_run: dict[str, Any]) -> None:
+    _check_learned(learning_run)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)
-def test_12_facts_asked_in_other_words_improve(twelve_facts: dict[str, Any]) -> None:
-    _check_paraphrases(twelve_facts)
+@pytest.mark.timeout(3600)
+def test_facts_asked_in_other_words_improve(learning_run: dict[str, Any]) -> None:
+    _check_paraphrases(learning_run)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2400)
-def test_12_facts_keep_general_knowledge(twelve_facts: dict[str, Any]) -> None:
-    _check_general(twelve_facts)
+@pytest.mark.timeout(3600)
+def test_facts_keep_general_knowledge(learning_run: dict[str, Any]) -> None:
+    _check_general(learning_run)

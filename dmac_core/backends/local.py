@@ -20,6 +20,7 @@ import torch
 from ..base_model import is_model_dir
 from ..config import LocalModelConfig
 from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
+from ..training.transfer import version_base
 from .base import Availability, BackendError, Generation, Message, StreamItem
 from .fair_lock import FairLock
 from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
@@ -64,8 +65,6 @@ def load_model(
     the HF model (evaluation, export).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..training.transfer import version_base
 
     # Each version on the weights it was trained on (a version trained from another base
     # model, or on a fully fine-tuned version, recorded that base in its metadata).

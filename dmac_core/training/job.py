@@ -320,7 +320,7 @@ class TrainingJobManager:
         return rebuilt
 
     def _prepare_resume(self, trigger: str, user: str) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
-        from .trainer import discard_checkpoints_after, latest_checkpoint
+        from .trainer import checkpoint_step, discard_checkpoints_after, latest_checkpoint
 
         for record in self.runs():
             if record.get("state") not in ("cancelled", "failed", "interrupted"):
@@ -336,7 +336,7 @@ class TrainingJobManager:
                     continue
                 setattr(config.learner, key, value)  # base_model and start_from too: the pinned start
             config.learner.lora = type(config.learner.lora).model_validate(record["hyper_parameters"]["lora"])
-            step = int(checkpoint.name.split("-")[-1])
+            step = checkpoint_step(checkpoint) or 0
             discarded = discard_checkpoints_after(run_dir, checkpoint)
             # Steps after the checkpoint are trained again: drop their events so none is duplicated;
             # an earlier "end" (cancelled) is dropped too, since the run has not ended after all.

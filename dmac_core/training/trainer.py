@@ -65,13 +65,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
     candidates = []
     for path in (run_dir / "checkpoints").glob("checkpoint-*"):
+        step = checkpoint_step(path)
         try:
-            step = int(path.name.split("-")[-1])
             state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
         except (ValueError, OSError):
             continue
         weights = any(path.glob("adapter_model.*")) or any(path.glob("model*.safetensors"))
-        if state.get("global_step") == step and weights and (path / "optimizer.pt").is_file():
+        if step is not None and state.get("global_step") == step and weights and (path / "optimizer.pt").is_file():
             candidates.append((step, path))
     return max(candidates)[1] if candidates else None
 
