@@ -92,7 +92,7 @@ with queue_tab:
                 except (WorkError, RecordError) as exc:
                     st.error(str(exc))
         with rate:
-            choices = [a for a in item.answers]
+            choices = item.answers
             pick = st.selectbox("Answer", range(len(choices)), key="ins_rate_pick",
                                 format_func=lambda i: f"{choices[i]['model'] or 'imported'}: {choices[i]['response'][:40]}")
             stars = st.selectbox("Rating", [5, 4, 3, 2, 1], key="ins_rate_value")
