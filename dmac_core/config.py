@@ -128,6 +128,17 @@ class LocalModelConfig(_Strict):
     # --- generation ---
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    # --- serving (issue 9; measured in bench/generation_bench.py, bench/generation_quality.py) ---
+    # "auto": llama.cpp when llama-cpp-python is installed (make setup builds it) and the
+    # model can be exported to GGUF, else the torch loop; "llama_cpp": llama.cpp or nothing
+    # (the learner is off with the reason); "torch": the torch loop. precision "fp32" always
+    # serves with torch, token for token what fp32 generate() says.
+    runtime: Literal["auto", "llama_cpp", "torch"] = "auto"
+    # Weight format of the served GGUF: q8_0 is faster than llama.cpp on the bundled Q4_1 file
+    # and as faithful to the fp32 model; f16 is exact to fp16 but ~15 % slower than that.
+    gguf_weights: Literal["q8_0", "f16", "q4_1"] = "q8_0"
+    # Threads for llama.cpp; 0 = the CPUs this process may run on.
+    threads: int = Field(0, ge=0, le=256)
 
 
 class GeminiModelConfig(_Strict):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -86,7 +85,7 @@ def test_export_is_merged_loadable_and_answers_like_the_served_version(
     exported = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert _greedy_ids(exported, tokenizer) == _greedy_ids(served.model, served.tokenizer)
-    loaded = type(served)(version="exported", model=exported, tokenizer=tokenizer, lock=threading.Lock())
+    loaded = type(served)(version="exported", model=exported, tokenizer=tokenizer)
     assert generate_batch(loaded, PROMPTS, 12) == served_answers
 
     card = (out / "README.md").read_text(encoding="utf-8")

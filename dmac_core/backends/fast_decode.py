@@ -266,7 +266,12 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 
 def eos_token_ids(model: Any, tokenizer: Any) -> list[int]:
     """EOS ids as ``generate()`` uses them: the generation config's, else the tokenizer's."""
-    found = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    return eos_ids_from(getattr(model, "generation_config", None), tokenizer)
+
+
+def eos_ids_from(generation_config: Any, tokenizer: Any) -> list[int]:
+    """EOS ids from a ``GenerationConfig`` (or None), else the tokenizer's."""
+    found = getattr(generation_config, "eos_token_id", None)
     if found is None:
         found = tokenizer.eos_token_id
     if found is None:

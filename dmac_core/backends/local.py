@@ -11,9 +11,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -23,7 +22,8 @@ from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from ..training.transfer import version_base
 from .base import Availability, BackendError, Generation, Message, StreamItem
 from .fair_lock import FairLock
-from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
+from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
+from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, fingerprint, llama_cpp_importable
 
 
 def cpu_supports_bf16() -> bool:
@@ -42,17 +42,64 @@ def resolve_dtype(precision: str) -> torch.dtype:
     return torch.float32
 
 
-@dataclass
 class LoadedModel:
-    version: str
-    model: Any
-    tokenizer: Any
-    # One generation at a time per model object: two cores gain nothing from overlap and
-    # interleaved generate() calls would only slow each other down. Waiters are served in
-    # arrival order, so no chat session is starved by others.
-    lock: FairLock
-    # The fast decode loop over the same (merged) weights, when serving; None: use generate().
-    fast: FastGenerator | None = None
+    """The served version, loaded: tokenizer, decoder and (possibly lazily) the HF model.
+
+    ``fast`` is what ``LocalBackend.stream`` decodes with: llama.cpp over a GGUF copy, the
+    torch fast loop, or None for HF ``generate()``. When llama.cpp serves, the HF model is
+    only loaded if something asks for ``model`` (evaluation, explanations), so serving alone
+    keeps one copy of the weights in memory.
+    """
+
+    def __init__(
+        self,
+        version: str,
+        tokenizer: Any,
+        model: Any = None,
+        fast: FastGenerator | LlamaCppGenerator | None = None,
+        load_model: Callable[[], Any] | None = None,
+        eos_ids: list[int] | None = None,
+        runtime: str = "transformers",
+    ) -> None:
+        if model is None and load_model is None:
+            raise ValueError("LoadedModel needs a model or a way to load it")
+        self.version = version
+        self.tokenizer = tokenizer
+        self.fast = fast
+        self.runtime = runtime  # what decodes chat answers, for the status panel
+        # One generation at a time per model object: two cores gain nothing from overlap and
+        # interleaved decoding would only slow each other down. Waiters are served in
+        # arrival order, so no chat session is starved by others.
+        self.lock = FairLock()
+        self._model = model
+        self._load_model = load_model
+        self._model_lock = threading.Lock()
+        self.eos_ids = eos_ids if eos_ids is not None else eos_token_ids(model, tokenizer)
+
+    @property
+    def model(self) -> Any:
+        """The HF model of this version (merged adapter), loaded on first use."""
+        if self._model is None:
+            with self._model_lock:
+                if self._model is None:
+                    assert self._load_model is not None
+                    self._model = self._load_model()
+        return self._model
+
+
+def _load_hf(source: Path, version: ModelVersion, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    if version.adapter_path is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, version.adapter_path).merge_and_unload()
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
 
 
 def load_model(
@@ -64,23 +111,53 @@ def load_model(
     decode loop (issue 9) that ``LocalBackend.stream`` uses; None for callers that only need
     the HF model (evaluation, export).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     # Each version on the weights it was trained on (a version trained from another base
     # model, or on a fully fine-tuned version, recorded that base in its metadata).
-    source = version_base(version, base_path)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    if version.adapter_path is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, version.adapter_path).merge_and_unload()
-    model.eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model, tokenizer = _load_hf(version_base(version, base_path), version, dtype)
     # share_weights: the HF model computes with the packed served weights too (one copy in memory)
     fast = FastGenerator(model, weights=fast_weights, share_weights=True) if fast_weights and supports(model) else None
-    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, lock=FairLock(), fast=fast)
+    runtime = f"torch ({fast_weights} weights)" if fast is not None else "transformers generate()"
+    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, fast=fast, runtime=runtime)
+
+
+def load_llama_cpp(
+    base_path: Path, version: ModelVersion, dtype: torch.dtype, weights: str, cache_dir: Path, threads: int = 0
+) -> LoadedModel:
+    """Serve ``version`` through llama.cpp from a GGUF copy under ``cache_dir`` (exported on
+    first use, ~15 s for the bundled model). Raises ``GGUFExportError`` for a model llama.cpp
+    cannot run, ``ImportError`` without llama-cpp-python."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from ..base_model import bundled_gguf_path
+
+    source = version_base(version, base_path)
+    files = [source / "model.safetensors"]
+    if version.adapter_path is not None:
+        files.append(version.adapter_path / "adapter_model.safetensors")
+    path = ensure_gguf(
+        Path(cache_dir) / f"{version.id}.{weights}.gguf",
+        fingerprint(files),
+        lambda: _load_hf(source, version, torch.float32)[0],
+        bundled_gguf_path(),
+        quant=weights,
+        name=f"dmac-learner {version.id}",
+    )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        generation = GenerationConfig.from_pretrained(source)
+    except OSError:  # no generation_config.json: the tokenizer's EOS, as generate() does
+        generation = None
+    generator = LlamaCppGenerator(path, n_threads=threads or None)
+    return LoadedModel(
+        version=version.id,
+        tokenizer=tokenizer,
+        fast=generator,
+        load_model=lambda: _load_hf(source, version, dtype)[0],
+        eos_ids=eos_ids_from(generation, tokenizer),
+        runtime=f"llama.cpp ({weights} GGUF)",
+    )
 
 
 class LocalBackend:
@@ -95,15 +172,37 @@ class LocalBackend:
         # precision "fp32" keeps answers token-for-token those of fp32 generate(); otherwise
         # serve the measured fastest format (bench/generation_bench.py, bench/RESULTS.md)
         self.fast_weights = "fp32" if config.precision == "fp32" else SERVING_WEIGHTS
+        # GGUF copies of served versions for llama.cpp, made on first use
+        self.gguf_dir = registry.models_dir / "gguf"
         self._loaded: LoadedModel | None = None
         self._load_lock = threading.Lock()
+        self._fallback_reason = ""  # why llama.cpp does not serve although runtime is auto
+
+    def wants_llama_cpp(self) -> bool:
+        """Whether the configured runtime is llama.cpp (precision fp32 always means torch)."""
+        return self.config.precision != "fp32" and self.config.runtime != "torch"
 
     def available(self) -> Availability:
         if not self.config.enabled:
             return Availability(False, "disabled in config (models.deepseek.enabled: false)")
         if not is_model_dir(self.base_path):
             return Availability(False, f"base model not found at {self.base_path}; run `make setup`")
+        if self.config.runtime == "llama_cpp" and self.wants_llama_cpp() and not llama_cpp_importable():
+            return Availability(False, "runtime llama_cpp, but llama-cpp-python is not installed; "
+                                       "run `make setup` or set models.deepseek.runtime: auto")
         return Availability(True)
+
+    def runtime_status(self) -> str:
+        """What decodes chat answers, in words (for the status panel)."""
+        loaded = self._loaded
+        if loaded is not None:
+            note = f" — llama.cpp not used: {self._fallback_reason}" if self._fallback_reason else ""
+            return loaded.runtime + note
+        if not self.wants_llama_cpp():
+            return f"torch ({self.fast_weights} weights; runtime: torch or precision: fp32)"
+        if not llama_cpp_importable():
+            return "torch — llama-cpp-python is not installed (make setup builds it)"
+        return f"llama.cpp ({self.config.gguf_weights} GGUF), loaded with the first answer"
 
     def served_version(self) -> str:
         return self.registry.served_id()
@@ -120,8 +219,21 @@ class LocalBackend:
                     version = self.registry.get(wanted)
                 except Exception:  # an unreadable version never takes the learner down
                     version = self.registry.get(BASE_VERSION)
-                self._loaded = load_model(self.base_path, version, self.dtype, self.fast_weights)
+                self._loaded = self._load(version)
             return self._loaded
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        self._fallback_reason = ""
+        if self.wants_llama_cpp() and llama_cpp_importable():
+            try:
+                return load_llama_cpp(self.base_path, version, self.dtype, self.config.gguf_weights,
+                                      self.gguf_dir, self.config.threads)
+            except (GGUFExportError, ValueError, OSError) as exc:  # llama.cpp refuses a file with ValueError
+                if self.config.runtime == "llama_cpp":
+                    raise BackendError(f"{self.name}: llama.cpp cannot serve {version.id}: {exc}",
+                                       kind="unavailable") from exc
+                self._fallback_reason = str(exc)  # auto: the torch loop serves instead
+        return load_model(self.base_path, version, self.dtype, self.fast_weights)
 
     def _inputs(self, loaded: LoadedModel, messages: list[Message]) -> dict[str, torch.Tensor]:
         chat = [{"role": m["role"], "content": str(m["content"])} for m in messages]
@@ -214,8 +326,7 @@ class LocalBackend:
             try:
                 with loaded.lock:
                     for token in loaded.fast.stream_tokens(  # type: ignore[union-attr]
-                        prompt, kwargs["max_new_tokens"], temperature,
-                        eos_token_ids(loaded.model, loaded.tokenizer), top_p=0.95,
+                        prompt, kwargs["max_new_tokens"], temperature, loaded.eos_ids, top_p=0.95,
                     ):
                         tokens.put(token)
                         if stop.is_set():
