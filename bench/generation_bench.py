@@ -1,4 +1,10 @@
-"""Local generation speed (issue 9): fp32 HF ``generate()`` vs the fast path vs llama.cpp.
+"""Local generation speed (issue 9): fp32 HF ``generate()`` vs the shipped path vs llama.cpp.
+
+The shipped path is what ``LocalBackend`` serves with the shipped config: llama.cpp over a
+GGUF export of the served version (``gguf_weights``: q8_0), through ``LlamaCppGenerator``.
+The reference is llama.cpp itself on the bundled GGUF (Q4_1) the base model was converted
+from, driven the plain llama-cpp-python way. Also measured: the torch decode loop (the
+fallback when llama-cpp-python is missing) and other export formats.
 
 All variants run in ONE process, interleaved round by round (A B C A B C ...), so a busy
 machine slows them alike and the ratios stay meaningful; medians of the rounds are
@@ -8,9 +14,8 @@ reported. Batch 1, 2 threads, greedy.
 * first token: a 40-token prompt, prefill + first token.
 * RSS: a fresh subprocess per served variant: load, prepare, answer once, read VmRSS.
 
-llama.cpp runs on the bundled GGUF (the weights the base model was converted from) when
-``llama_cpp`` is importable (set LLAMA_CPP_PATH to a directory holding it, e.g. a
-``pip install --target`` of a locally built wheel; PyPI has only the sdist).
+llama.cpp variants run when ``llama_cpp`` is importable (``make setup`` builds it into the
+venv; LLAMA_CPP_PATH adds another directory holding it to the path).
 
     .venv/bin/python bench/generation_bench.py [--quick] [--rounds N] [--append-results]
 """
@@ -25,6 +30,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -37,11 +43,13 @@ if os.environ.get("LLAMA_CPP_PATH"):
 import torch  # noqa: E402
 
 from dmac_core.backends.fast_decode import SERVING_WEIGHTS, FastGenerator  # noqa: E402
+from dmac_core.config import LocalModelConfig  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
 NEW_TOKENS = 64
 TTFT_PROMPT_TOKENS = 40
-SHIPPED = SERVING_WEIGHTS  # the weight format LocalBackend serves
+SHIPPED = SERVING_WEIGHTS  # the torch loop's weight format (the fallback runtime)
+SHIPPED_GGUF = LocalModelConfig().gguf_weights  # the GGUF format LocalBackend serves by default
 
 
 def load(model_dir: Path) -> tuple[Any, Any]:
@@ -102,11 +110,12 @@ def fast_variant(model: Any, weights: str, shared: bool = False) -> tuple[Varian
     def run(ids: list[int], n: int) -> int:
         return sum(1 for _ in gen.stream_tokens(ids, n, 0.0, eos_ids=()))
 
-    label = f"fast loop {weights}" + (" shared with the HF model (shipped)" if shared else " fused")
+    label = f"torch loop {weights}" + (" shared with the HF model (fallback runtime)" if shared else " fused")
     return Variant(label, run), prep
 
 
 def llama_cpp_variant() -> Variant | None:
+    """The reference: llama.cpp on the bundled GGUF, used the plain llama-cpp-python way."""
     try:
         import llama_cpp
     except ImportError:
@@ -125,7 +134,28 @@ def llama_cpp_variant() -> Variant | None:
                 break
         return count
 
-    return Variant(f"llama.cpp {llama_cpp.__version__} (GGUF Q4_1)", run)
+    return Variant(f"llama.cpp {llama_cpp.__version__}, bundled GGUF (Q4_1) (reference)", run)
+
+
+def export_variant(model: Any, weights: str, workdir: Path, shipped: bool) -> tuple[Variant, float] | None:
+    """LocalBackend's llama.cpp path: the model exported to GGUF, decoded by LlamaCppGenerator."""
+    from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
+    from dmac_core.base_model import bundled_gguf_path
+    from dmac_core.gguf_export import write_gguf
+
+    if not llama_cpp_importable():
+        return None
+    started = time.perf_counter()
+    path = write_gguf(model, workdir / f"{weights}.gguf", bundled_gguf_path(), weights)
+    gen = LlamaCppGenerator(path, n_threads=2, n_ctx=1024)
+    prep = time.perf_counter() - started
+
+    def run(ids: list[int], n: int) -> int:
+        gen.reset()  # as the reference: no prefix reuse between rounds (chat turns do reuse it)
+        return sum(1 for _ in gen.stream_tokens(ids, n, 0.0, eos_ids=()))
+
+    label = f"llama.cpp, {weights} GGUF export" + (" (shipped)" if shipped else "")
+    return Variant(label, run), prep
 
 
 def measure(variants: list[Variant], short: list[int], p40: list[int], rounds: int) -> None:
@@ -144,28 +174,40 @@ def measure(variants: list[Variant], short: list[int], p40: list[int], rounds: i
 
 
 RSS_CHILD = """
-import sys, torch
+import os, sys, torch
 sys.path.insert(0, {root!r})
+if os.environ.get("LLAMA_CPP_PATH"):
+    sys.path.insert(0, os.environ["LLAMA_CPP_PATH"])
 torch.set_num_threads(2)
-from transformers import AutoModelForCausalLM
-from dmac_core.backends.fast_decode import FastGenerator
+from pathlib import Path
 def rss():
     return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) / 1024
 before = rss()
-m = AutoModelForCausalLM.from_pretrained({model!r}, dtype=torch.float32).eval()
-weights = {weights!r}
-if weights == "hf":
+kind = {kind!r}
+if kind == "hf":
+    from transformers import AutoModelForCausalLM
+    m = AutoModelForCausalLM.from_pretrained({model!r}, dtype=torch.float32).eval()
     with torch.inference_mode():
         m.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False)
-else:
-    g = FastGenerator(m, weights=weights, share_weights=True)  # as LocalBackend: one shared copy
-    list(g.stream_tokens(list(range(1, 300)), 200, 0.0))  # a 500-token conversation
+else:  # what LocalBackend serves: load the base version, answer a 500-token conversation
+    from dmac_core.backends.local import load_llama_cpp, load_model
+    from dmac_core.training.registry import ModelRegistry
+    base = ModelRegistry(Path({workdir!r}) / "models").get("base")
+    if kind == "torch":
+        g = load_model(Path({model!r}), base, torch.float32, {weights!r}).fast
+    else:
+        g = load_llama_cpp(Path({model!r}), base, torch.float32, {gguf!r}, Path({workdir!r}) / "gguf", 2).fast
+    list(g.stream_tokens(list(range(1, 300)), 200, 0.0, []))
 print(rss(), rss() - before)
 """
 
 
-def rss_mb(model_dir: Path, weights: str) -> tuple[float, float]:
-    code = RSS_CHILD.format(root=str(ROOT), model=str(model_dir), weights=weights)
+def rss_mb(model_dir: Path, kind: str, workdir: Path) -> tuple[float, float]:
+    """(process, model) resident MB after load + one answer, in a fresh process. ``kind``:
+    "hf" (fp32 transformers), "torch" (the torch loop as served), "llama" (llama.cpp as served;
+    run it twice: the first load exports the GGUF, the second is a restarted server)."""
+    code = RSS_CHILD.format(root=str(ROOT), model=str(model_dir), kind=kind, weights=SHIPPED,
+                            gguf=SHIPPED_GGUF, workdir=str(workdir))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     total, model = out.stdout.split()[-2:]
     return float(total), float(model)
@@ -180,25 +222,34 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 rounds, no RSS subprocesses, fp32 + shipped + llama.cpp")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 rounds, no RSS subprocesses: fp32, shipped, torch fallback, llama.cpp reference")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
-    ap.add_argument("--formats", default="fp32,fp16,int8", help="fast-loop weight formats to include")
+    ap.add_argument("--formats", default="fp32,fp16,int8", help="torch-loop weight formats to include (fused)")
+    ap.add_argument("--gguf", default="f16,q4_1", help="other GGUF export formats to include")
     ap.add_argument("--append-results", action="store_true", help="append a section to bench/RESULTS.md")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rounds = 3 if args.quick else max(3, args.rounds)
-    formats = [SHIPPED] if args.quick else args.formats.split(",")
+    formats = [] if args.quick else args.formats.split(",")
 
     model, tok = load(args.model)
     short, p40 = prompts(tok)
+    workdir = Path(tempfile.mkdtemp(prefix="generation-bench-"))
     variants = [hf_variant(model, tok)]
     prep: dict[str, float] = {}
-    for fmt in formats:
-        v, prep[fmt] = fast_variant(model, fmt)
-        variants.append(v)
-    v, prep[f"{SHIPPED} shared"] = fast_variant(load(args.model)[0], SHIPPED, shared=True)
+    exports = [SHIPPED_GGUF] if args.quick else [SHIPPED_GGUF, *[f for f in args.gguf.split(",") if f != SHIPPED_GGUF]]
+    for weights in exports:
+        made = export_variant(model, weights, workdir, shipped=weights == SHIPPED_GGUF)
+        if made is not None:
+            variants.append(made[0])
+            prep[f"export {weights}"] = made[1]
+    v, prep[f"torch {SHIPPED} shared"] = fast_variant(load(args.model)[0], SHIPPED, shared=True)
     variants.append(v)
+    for fmt in formats:
+        v, prep[f"torch {fmt} fused"] = fast_variant(model, fmt)
+        variants.append(v)
     lcpp = llama_cpp_variant()
     if lcpp is not None:
         variants.append(lcpp)
@@ -216,7 +267,13 @@ def main() -> None:
             "x_llama_cpp": round(tps / ref_tps, 2) if ref_tps else None, "ttft_ms": round(ttft, 1),
             "tok_s_runs": [round(x, 1) for x in v.tps], "ttft_runs": [round(x, 1) for x in v.ttft],
         })
-    rss = {} if args.quick else {w: rss_mb(args.model, w) for w in ["hf", SHIPPED]}
+    rss: dict[str, tuple[float, float]] = {}
+    if not args.quick:
+        rss["fp32 HF model"] = rss_mb(args.model, "hf", workdir)
+        rss[f"torch loop {SHIPPED} (fallback)"] = rss_mb(args.model, "torch", workdir)
+        if lcpp is not None:
+            rss["llama.cpp, first load (exports the GGUF)"] = rss_mb(args.model, "llama", workdir)
+            rss["llama.cpp, restarted (GGUF cached): shipped"] = rss_mb(args.model, "llama", workdir)
     report = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -224,7 +281,7 @@ def main() -> None:
         "load_avg_start": [round(x, 2) for x in load_start], "load_avg_end": [round(x, 2) for x in load_end],
         "prepare_s": {k: round(x, 2) for k, x in prep.items()}, "rows": rows,
         "rss_mb": {k: {"process": round(a), "model": round(b)} for k, (a, b) in rss.items()},
-        "llama_cpp": "measured" if lcpp else "not importable (PyPI has only the sdist; build it, set LLAMA_CPP_PATH)",
+        "llama_cpp": "measured" if lcpp else "not importable (make setup builds it; or set LLAMA_CPP_PATH)",
     }
     print(json.dumps(report, indent=1))
     print(table(report))
@@ -248,15 +305,13 @@ def append_results(r: dict[str, Any]) -> None:
         f"\n## Local generation speed (issue 9)\n\n"
         f"- command: `{r['command']}`\n- date: {r['date']}\n- machine: {r['machine']}\n"
         f"- load average (1/5/15 min) at start {r['load_avg_start']}, at end {r['load_avg_end']} "
-        f"(other work shared the 2 cores; variants interleaved, medians of {r['rounds']} rounds)\n"
+        f"(variants interleaved round by round, medians of {r['rounds']} rounds)\n"
         f"- prompts: {r['prompt_tokens'][0]} tokens for tokens/s, {r['prompt_tokens'][1]} for first token; "
-        f"batch 1, 2 threads, greedy\n- weight packing time: {r['prepare_s']} s\n"
+        f"batch 1, 2 threads, greedy\n- preparation time (export / packing): {r['prepare_s']} s\n"
         f"- RSS (resident MB after load + one answer): {rss or 'not measured (--quick)'}\n"
         f"- llama.cpp: {r['llama_cpp']}\n\n{table(r)}\n"
     )
     with path.open("a", encoding="utf-8") as f:
-        if path.stat().st_size == 0 if path.exists() else True:
-            pass
         f.write(text)
 
 

@@ -19,10 +19,28 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
 
     if config.learner.base_model:
         print(f"Using the configured base model {config.base_model_path()} (no conversion needed).")
-        return 0
-    path = ensure_base_model(config.base_model_path(), progress=lambda msg: print(msg, flush=True))
-    print(f"Base model ready: {path}")
+    else:
+        path = ensure_base_model(config.base_model_path(), progress=lambda msg: print(msg, flush=True))
+        print(f"Base model ready: {path}")
+    _prepare_serving(config)
     return 0
+
+
+def _prepare_serving(config: Config) -> None:
+    """Make the served version's GGUF copy now, so the first chat answer does not wait for it."""
+    from .backends.local import LocalBackend
+    from .training.registry import ModelRegistry
+
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
+    if not (config.learner.enabled and backend.available().ok and backend.wants_llama_cpp()):
+        print(f"Local model runs on: {backend.runtime_status()}")
+        return
+    try:
+        backend.current()
+    except Exception as exc:  # setup still succeeds; the Chat page reports the learner's state
+        print(f"Could not prepare the local model for serving: {exc}", file=sys.stderr)
+        return
+    print(f"Local model runs on: {backend.runtime_status()}")
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:

@@ -60,6 +60,8 @@ class ModelStatus:
     requests_today: int
     tokens_today: int
     caps: dict[str, int | None]
+    # What runs the model, for backends that say (the local learner: llama.cpp or torch, and why)
+    runtime: str = ""
 
 
 class ModelManager:
@@ -321,6 +323,7 @@ class ModelManager:
                     requests_today=usage.requests_today,
                     tokens_today=usage.tokens_today,
                     caps=caps.model_dump() if caps else {},
+                    runtime=backend.runtime_status() if backend is not None and hasattr(backend, "runtime_status") else "",
                 )
             )
         return rows

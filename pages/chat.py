@@ -27,6 +27,8 @@ with st.sidebar:
             st.markdown(f"**{s.display_name}** (`{s.name}`) — {state}")
             if not s.available:
                 st.caption(s.reason)
+            if s.runtime:
+                st.caption(f"runs on {s.runtime}")
             caps = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s.caps.items() if v is not None)
             st.caption(
                 f"today: {s.requests_today} requests, {s.tokens_today:,} tokens" + (f" · caps: {caps}" if caps else "")

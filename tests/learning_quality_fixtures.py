@@ -182,6 +182,17 @@ def answer_all(backend: Any, facts: list[tuple[str, str, str]]) -> dict[str, lis
             "version": [loaded.version]}
 
 
+def answer_served(backend: Any, facts: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """The same questions answered the way chat answers them: one at a time through the
+    backend's serving runtime (llama.cpp with the shipped config), greedy."""
+    prompts = [f[0] for f in facts] + [f[2] for f in facts] + [g[0] for g in GENERAL]
+    answers = [backend.generate([{"role": "user", "content": p}], max_new_tokens=MAX_NEW_TOKENS).text
+               for p in prompts]
+    n = len(facts)
+    return {"questions": answers[:n], "paraphrases": answers[n : 2 * n], "general": answers[2 * n :],
+            "version": [backend.current().version], "runtime": [backend.current().runtime]}
+
+
 def measure(answers: dict[str, list[str]], facts: list[tuple[str, str, str]], held_out: set[str]) -> dict[str, Any]:
     """Scores split into trained / held-out facts (``held_out``: the questions the run's
     dataset put in its validation split)."""
@@ -239,6 +250,9 @@ def run_experiment(workdir: Path, base_model: Path, facts: list[tuple[str, str, 
         # Not promoted by the gate: measure the new version anyway (that is what we test here).
         registry.promote(snap.version, reason="learning test: measure the trained version")
     after = answer_all(backend, facts)
+    started = time.perf_counter()
+    served = answer_served(backend, facts)
+    _log(f"served answers ({served['runtime'][0]}) in {time.perf_counter() - started:.0f} s")
     data = json.loads((jobs.runs_dir / info.run_id / "data.json").read_text(encoding="utf-8"))
     held_out = {ex["prompt"][-1]["content"] for ex in data["sft_eval"]}
     return {
@@ -253,6 +267,8 @@ def run_experiment(workdir: Path, base_model: Path, facts: list[tuple[str, str, 
         "held_out": sorted(held_out),
         "before": measure(before, facts, held_out),
         "after": measure(after, facts, held_out),
+        "after_served": measure(served, facts, held_out),
         "answers_before": before,
         "answers_after": after,
+        "answers_after_served": served,
     }

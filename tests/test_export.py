@@ -128,3 +128,25 @@ def test_export_cli_writes_the_served_version(make_config: Callable[..., Config]
     assert all(t.dtype == torch.bfloat16 for t in tensors.values())
     assert main(["--config", config.source, "v0042", "--out", str(tmp_path / "x")]) == 2
     assert "Not exported" in capsys.readouterr().err
+
+
+def test_export_writes_the_gguf_llama_cpp_serves(make_config: Callable[..., Config], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from gguf import GGUFReader
+
+    config = make_config()
+    registry, vid = _register_adapter(config, tmp_path)
+    out = tmp_path / "with-gguf"
+    assert main(["--config", config.source, vid, "--out", str(out), "--gguf", "f16"]) == 0
+    reader = GGUFReader(str(out / "model.f16.gguf"))
+    merged = load_file(str(out / "model.safetensors"))
+    # the merged weights, under llama.cpp's names (v_proj is not permuted: compare it directly)
+    v_proj = {t.name: t for t in reader.tensors}["blk.0.attn_v.weight"]
+    assert torch.allclose(torch.from_numpy(v_proj.data.astype("float32")),
+                          merged["model.layers.0.self_attn.v_proj.weight"].float(), atol=1e-3)
+    assert json.loads((out / "export.json").read_text(encoding="utf-8"))["gguf"] == "model.f16.gguf"
+    assert "FROM ./model.f16.gguf" in (out / "README.md").read_text(encoding="utf-8")
+    # the tiny model's rows (16 values) cannot be q8_0 blocks: refused, nothing left behind
+    assert main(["--config", config.source, vid, "--out", str(tmp_path / "q8"), "--gguf", "q8_0"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err
+    assert not (tmp_path / "q8").exists()

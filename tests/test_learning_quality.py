@@ -51,11 +51,15 @@ def _report(name: str, result: dict[str, Any]) -> None:
             f"novel terms {b[part]['novel_term_recall'] or 0:.2f} → {a[part]['novel_term_recall'] or 0:.2f}"
         )
     lines.append(f"general: before {b['general_ok']} after {a['general_ok']}: {result['answers_after']['general']}")
+    served = result["after_served"]
+    lines.append(f"served ({result['answers_after_served']['runtime'][0]}): trained ROUGE-L "
+                 f"{served['trained']['rougeL']:.2f}, key terms {served['trained']['key_term_recall']:.2f}, "
+                 f"novel terms {served['trained']['novel_term_recall'] or 0:.2f}, general {served['general_ok']}")
     print("\n".join(lines))
 
 
-def _check_learned(result: dict[str, Any]) -> None:
-    b, a = result["before"], result["after"]
+def _check_learned(result: dict[str, Any], after: str = "after") -> None:
+    b, a = result["before"], result[after]
     trained = a["trained"]
     assert trained["n"] >= 0.75 * (trained["n"] + a["heldout"]["n"])  # the split held out only a few
     # The facts came out, not only the style.
@@ -70,10 +74,10 @@ def _check_paraphrases(result: dict[str, Any]) -> None:
     assert after["key_term_recall"] - before["key_term_recall"] >= 0.1, (before, after)
 
 
-def _check_general(result: dict[str, Any]) -> None:
-    b, a = result["before"], result["after"]
+def _check_general(result: dict[str, Any], after: str = "after") -> None:
+    b, a = result["before"], result[after]
     assert all(b["general_ok"]), ("the base model should answer these", result["answers_before"]["general"])
-    assert all(a["general_ok"]), list(zip([g[0] for g in GENERAL], result["answers_after"]["general"]))
+    assert all(a["general_ok"]), list(zip([g[0] for g in GENERAL], result[f"answers_{after}"]["general"]))
 
 
 def _run(tmp_path: Path, real_model_dir: Path, name: str, facts: list, phrasings: int) -> dict[str, Any]:
@@ -117,3 +121,12 @@ def test_facts_asked_in_other_words_improve(learning_run: dict[str, Any]) -> Non
 @pytest.mark.timeout(3600)
 def test_facts_keep_general_knowledge(learning_run: dict[str, Any]) -> None:
     _check_general(learning_run)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+def test_what_was_learned_comes_through_the_serving_runtime(learning_run: dict[str, Any]) -> None:
+    """Chat answers come from the served GGUF (llama.cpp, 8-bit): the learned facts and the
+    general knowledge must survive that, not only the fp32 model evaluation scores."""
+    _check_learned(learning_run, after="after_served")
+    _check_general(learning_run, after="after_served")

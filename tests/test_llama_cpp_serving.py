@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from dmac_core.backends.base import BackendError
-from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
+from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable, prune_cache
 from dmac_core.backends.local import LocalBackend
 from dmac_core.base_model import bundled_gguf_path
 from dmac_core.config import Config
@@ -121,6 +121,34 @@ def test_generator_tokens_are_hf_greedy_tokens(tiny_hf: tuple[Any, Any], tmp_pat
         generator.close()
 
 
+def test_a_growing_chat_reuses_the_cache_and_answers_as_from_scratch(tiny_hf: tuple[Any, Any], tmp_path: Path) -> None:
+    model, tok = tiny_hf
+    path = write_gguf(model, tmp_path / "tiny.gguf", bundled_gguf_path(), "f16")
+    warm, fresh = LlamaCppGenerator(path, n_ctx=512), LlamaCppGenerator(path, n_ctx=512)
+    try:
+        first = _ids(tok, PROMPTS[0])
+        answer = list(warm.stream_tokens(first, 6, 0.0, []))
+        assert list(warm.stream_tokens(first, 6, 0.0, [])) == answer  # the same question again
+        chat = tok.apply_chat_template([{"role": "user", "content": PROMPTS[0]},
+                                        {"role": "assistant", "content": tok.decode(answer)},
+                                        {"role": "user", "content": PROMPTS[1]}],
+                                       add_generation_prompt=True, return_dict=True)["input_ids"]
+        reused = warm._reuse_prefix(chat)
+        assert reused >= len(first) - 1  # only the new turn is prefilled
+        assert list(warm.stream_tokens(chat, 6, 0.0, [])) == list(fresh.stream_tokens(chat, 6, 0.0, []))
+        # a different conversation drops the cache where they part, and still answers correctly
+        other = _ids(tok, PROMPTS[2])
+        assert list(warm.stream_tokens(other, 6, 0.0, [])) == list(fresh.stream_tokens(other, 6, 0.0, []))
+        # sampling: the same seed draws the same answer
+        drawn = list(warm.stream_tokens(other, 8, 1.0, [], seed=3))
+        assert drawn == list(fresh.stream_tokens(other, 8, 1.0, [], seed=3))
+    finally:
+        warm.close()
+        fresh.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        list(warm.stream_tokens(other, 2, 0.0, []))
+
+
 def _config(make_config: Callable[..., Config], **learner: Any) -> Config:
     return make_config(precision="auto", runtime="llama_cpp", gguf_weights="f16", **learner)
 
@@ -170,6 +198,18 @@ def test_gguf_copy_is_reused_and_redone_when_the_weights_change(tiny_model_dir: 
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # a re-converted base
     _answer(LocalBackend("deepseek", config.learner, base, registry), "hi")
     assert gguf.stat().st_mtime_ns != made
+
+
+def test_only_the_newest_gguf_copies_are_kept(tmp_path: Path) -> None:
+    for age, name in enumerate(["v0003.q8_0.gguf", "v0002.q8_0.gguf", "base.q8_0.gguf"]):
+        path = tmp_path / name
+        path.write_bytes(b"GGUF")
+        (tmp_path / f"{name}.json").write_text("{}", encoding="utf-8")
+        os.utime(path, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))  # v0003 newest
+    removed = prune_cache(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["base.q8_0.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "v0002.q8_0.gguf", "v0002.q8_0.gguf.json", "v0003.q8_0.gguf", "v0003.q8_0.gguf.json"]
 
 
 def test_a_model_llama_cpp_cannot_run_falls_back_or_is_refused(make_config: Callable[..., Config]) -> None:
@@ -246,3 +286,12 @@ def test_real_model_served_by_default_through_llama_cpp(real_model_dir: Path, tm
     answer = backend.generate([{"role": "user", "content": "What is the capital of Germany?"}], max_new_tokens=12)
     assert backend.current().runtime == "llama.cpp (q8_0 GGUF)"
     assert "Berlin" in answer.text
+
+
+def test_setup_prepares_the_served_gguf(make_config: Callable[..., Config], capsys: pytest.CaptureFixture[str]) -> None:
+    from dmac_core.__main__ import main
+
+    config = _config(make_config)
+    assert main(["--config", config.source, "setup"]) == 0
+    assert "Local model runs on: llama.cpp (f16 GGUF)" in capsys.readouterr().out
+    assert (config.data_path / "models" / "gguf" / "base.f16.gguf").is_file()

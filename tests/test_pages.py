@@ -24,6 +24,8 @@ def test_chat_answers_and_rating_lands_in_the_feedback_file(app_env: Config) -> 
     at.run()
     assert not at.exception
     assert "No messages yet" in at.info[0].value
+    # the tiny config serves fp32 with the torch loop; the status panel says what runs the learner
+    assert any(c.value.startswith("runs on torch (fp32 weights") for c in at.sidebar.caption)
     at.chat_input(key="chat_input").set_value("What is a workbench?").run()
     assert not at.exception, at.exception
     history = at.session_state["chat_history"]

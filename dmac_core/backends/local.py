@@ -1,7 +1,8 @@
 """The local learner ("DeepSeek-RL"): a transformers causal LM served in-process.
 
 Serves the registry's current version: the base model, or the base with a LoRA adapter
-merged in. When a new version is promoted the next request loads it; a request that has
+merged in, decoded by llama.cpp from a GGUF copy (``runtime: auto``, see
+``llama_cpp_runtime``) or by the torch decode loop (``fast_decode``). When a new version is promoted the next request loads it; a request that has
 already started keeps the model object it started with, so in-flight answers finish on
 their version and nobody needs a restart.
 """
@@ -124,7 +125,7 @@ def load_llama_cpp(
     base_path: Path, version: ModelVersion, dtype: torch.dtype, weights: str, cache_dir: Path, threads: int = 0
 ) -> LoadedModel:
     """Serve ``version`` through llama.cpp from a GGUF copy under ``cache_dir`` (exported on
-    first use, ~15 s for the bundled model). Raises ``GGUFExportError`` for a model llama.cpp
+    first use: ~3 s for the bundled model, plus loading and merging). Raises ``GGUFExportError`` for a model llama.cpp
     cannot run, ``ImportError`` without llama-cpp-python."""
     from transformers import AutoTokenizer, GenerationConfig
 

@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..base_model import bundled_gguf_path
+from ..gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
 from ..records import format_ts, utc_now
 from .registry import ModelRegistry, ModelVersion
 
@@ -42,12 +44,14 @@ def export_version(
     out_dir: str | os.PathLike[str],
     dtype: str = "float32",
     overwrite: bool = False,
+    gguf: str | None = None,
 ) -> Path:
     """Write ``version_id`` (``"base"``, ``"v0003"``...) as merged safetensors to ``out_dir``.
 
     ``dtype`` is the dtype of the saved weights (fp32 by default: merging in fp32 and saving
-    it loses nothing; ``bfloat16`` halves the size for GPU servers). An existing non-empty
-    ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
+    it loses nothing; ``bfloat16`` halves the size for GPU servers). ``gguf`` ("q8_0", "f16",
+    "q4_1") also writes ``model.<gguf>.gguf`` for llama.cpp / Ollama, the file the workbench
+    itself serves. An existing non-empty ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
     :class:`ExportError` or the registry's ``RegistryError`` for an unknown version.
     """
     import torch
@@ -56,6 +60,8 @@ def export_version(
 
     if dtype not in _DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+    if gguf is not None and gguf not in QUANT_TYPES:
+        raise ExportError(f"gguf must be one of {', '.join(QUANT_TYPES)}, got {gguf!r}")
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
@@ -68,7 +74,14 @@ def export_version(
     try:
         loaded.model.save_pretrained(staging, safe_serialization=True)
         loaded.tokenizer.save_pretrained(staging)
+        if gguf is not None:
+            try:
+                write_gguf(loaded.model, staging / f"model.{gguf}.gguf", bundled_gguf_path(), gguf,
+                           name=f"dmac-learner {version.id}")
+            except GGUFExportError as exc:
+                raise ExportError(f"no GGUF: {exc}") from exc
         info = _export_info(version, Path(base_path), dtype)
+        info["gguf"] = f"model.{gguf}.gguf" if gguf else None
         (staging / "export.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(model_card(info), encoding="utf-8")
         _fsync_tree(staging)
@@ -129,6 +142,8 @@ def model_card(info: dict[str, Any]) -> str:
         "",
         f"Exported {info['exported']} as merged {info['dtype']} safetensors; loads with "
         "`AutoModelForCausalLM.from_pretrained(<this dir>)` and needs no PEFT.",
+        *([f"`{info['gguf']}` is the same model for llama.cpp (e.g. Ollama: `FROM ./{info['gguf']}`)."]
+          if info.get("gguf") else []),
         "",
         "## Lineage",
         "",
@@ -195,6 +210,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory (must not exist or be empty)")
     parser.add_argument("--dtype", choices=_DTYPES, default="float32", help="dtype of the saved weights")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
+    parser.add_argument("--gguf", choices=QUANT_TYPES, default=None,
+                        help="also write model.<format>.gguf for llama.cpp / Ollama (q8_0: what the workbench serves)")
 
 
 def export_command(args: argparse.Namespace, config: Any) -> int:
@@ -205,7 +222,7 @@ def export_command(args: argparse.Namespace, config: Any) -> int:
     version = registry.served_id() if args.version == "served" else args.version
     try:
         out = export_version(registry, version, config.base_model_path(), args.out, dtype=args.dtype,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, gguf=args.gguf)
     except (ExportError, RegistryError) as exc:
         print(f"Not exported: {exc}", file=sys.stderr)
         return 2
