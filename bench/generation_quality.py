@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", type=int, default=48, help="new tokens per answer")
     ap.add_argument("--model", type=Path, default=MODEL_DIR)
-    ap.add_argument("--formats", default="f16,q8_0,q4_1,q4_0",
+    ap.add_argument("--formats", default="q8_0,f16,q4_1,f16/q8_0",
                     help="GGUF export formats to include; PROJ/EMBED (e.g. q8_0/f16) sets the embedding's too")
     args = ap.parse_args()
     torch.set_num_threads(2)

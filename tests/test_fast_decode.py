@@ -128,7 +128,8 @@ def test_rejects_unsupported_models_and_formats(tiny: tuple[Any, Any]) -> None:
         FastGenerator(model, weights="int3")
 
 
-# Fixed prompt set for the quality check of the shipped (quantised) path on the real model.
+# Fixed prompt set for the quality check of the torch loop as served (the fallback runtime when
+# llama.cpp is not installed; fp16 weights) on the real model.
 REAL_PROMPTS = [
     "What is the capital of France?",
     "Name three primary colours.",
@@ -169,7 +170,7 @@ def test_shared_weights_serve_the_hf_model_too_and_free_the_fp32_copies(tiny_mod
 
 
 @pytest.mark.integration
-def test_shipped_path_answers_like_fp32_on_the_real_model(real_model_dir: Path) -> None:
+def test_torch_serving_path_answers_like_fp32_on_the_real_model(real_model_dir: Path) -> None:
     from dmac_core.metrics import rouge_scores
 
     torch.set_num_threads(2)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 WEIGHT_FORMATS = ("fp32", "fp16", "int8")
-SERVING_WEIGHTS = "fp16"  # chosen by bench/generation_bench.py, see bench/RESULTS.md (issue 9)
+SERVING_WEIGHTS = "fp16"  # the torch runtime's format, chosen by bench/generation_bench.py (bench/RESULTS.md)
 
 
 class _Linear:
