@@ -73,7 +73,8 @@ def test_a_run_starts_from_another_base_model_and_is_served_on_it(
     registry.promote(version.id, reason="test")
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
     assert backend.current().model.config.hidden_size == 24
-    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == version.id
+    answer = backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2)
+    assert (answer.model_version, answer.provider_model) == (version.id, "other-base")  # records name its real base
     assert versions_table(registry).iloc[0]["started from"] == "model other-base"
 
     # The next run's gate measures that champion on its own base too (no shape error).

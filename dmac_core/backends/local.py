@@ -61,6 +61,7 @@ class LoadedModel:
         load_model: Callable[[], Any] | None = None,
         eos_ids: list[int] | None = None,
         runtime: str = "transformers",
+        base_name: str = "",
     ) -> None:
         if model is None and load_model is None:
             raise ValueError("LoadedModel needs a model or a way to load it")
@@ -68,6 +69,7 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.fast = fast
         self.runtime = runtime  # what decodes chat answers, for the status panel
+        self.base_name = base_name  # the base model this version was trained on (records' provider_model)
         # One generation at a time per model object: two cores gain nothing from overlap and
         # interleaved decoding would only slow each other down. Waiters are served in
         # arrival order, so no chat session is starved by others.
@@ -114,11 +116,13 @@ def load_model(
     """
     # Each version on the weights it was trained on (a version trained from another base
     # model, or on a fully fine-tuned version, recorded that base in its metadata).
-    model, tokenizer = _load_hf(version_base(version, base_path), version, dtype)
+    source = version_base(version, base_path)
+    model, tokenizer = _load_hf(source, version, dtype)
     # share_weights: the HF model computes with the packed served weights too (one copy in memory)
     fast = FastGenerator(model, weights=fast_weights, share_weights=True) if fast_weights and supports(model) else None
     runtime = f"torch ({fast_weights} weights)" if fast is not None else "transformers generate()"
-    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, fast=fast, runtime=runtime)
+    return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, fast=fast, runtime=runtime,
+                       base_name=source.name)
 
 
 def load_llama_cpp(
@@ -158,6 +162,7 @@ def load_llama_cpp(
         load_model=lambda: _load_hf(source, version, dtype)[0],
         eos_ids=eos_ids_from(generation, tokenizer),
         runtime=f"llama.cpp ({weights} GGUF)",
+        base_name=source.name,
     )
 
 
@@ -302,7 +307,7 @@ class LocalBackend:
         tokens_out = int(output["ids"].shape[1] - prompt_len)
         yield Generation(
             text="".join(pieces).strip(),
-            provider_model=self.base_path.name,
+            provider_model=loaded.base_name or self.base_path.name,
             model_version=loaded.version,
             tokens_in=int(prompt_len),
             tokens_out=tokens_out,
@@ -356,7 +361,7 @@ class LocalBackend:
             yield text[len(sent):]
         yield Generation(
             text=text.strip(),
-            provider_model=self.base_path.name,
+            provider_model=loaded.base_name or self.base_path.name,
             model_version=loaded.version,
             tokens_in=int(prompt.shape[0]),
             tokens_out=len(ids),
