@@ -109,4 +109,13 @@ class LearningSystem:
                         items, model=f"deepseek@{version}", suite=name, max_new_tokens=max_new_tokens
                     )
                 )
+        self._warm_served_learner()
         return results
+
+    def _warm_served_learner(self) -> None:
+        """Load the served version now, in the job thread: when a run was promoted, its GGUF
+        copy is exported here (seconds), not while the first analyst waits for an answer."""
+        try:
+            self.local_backend.current()
+        except Exception:  # not fatal to the run; the next chat answer reports the problem
+            pass

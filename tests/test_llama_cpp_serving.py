@@ -180,6 +180,17 @@ def test_backend_serves_each_version_through_llama_cpp(make_config: Callable[...
     assert answer.text == loaded.tokenizer.decode(merged, skip_special_tokens=True).strip()
 
 
+def test_a_broken_served_version_falls_back_to_the_base_once(make_config: Callable[..., Config], tmp_path: Path) -> None:
+    config = _config(make_config)
+    registry, version = _register_adapter(config, tmp_path)
+    registry.promote(version, reason="test")
+    (registry.models_dir / version / "version.json").unlink()  # e.g. a half-deleted version
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    first = backend.current()
+    assert first.version == "base" and _answer(backend, "hi").model_version == "base"
+    assert backend.current() is first  # loaded once, not again for every answer
+
+
 def test_gguf_copy_is_reused_and_redone_when_the_weights_change(tiny_model_dir: Path, tmp_path: Path) -> None:
     from dmac_core.config import load_config
     from tests.conftest import tiny_config_dict, write_config
@@ -295,3 +306,18 @@ def test_setup_prepares_the_served_gguf(make_config: Callable[..., Config], caps
     assert main(["--config", config.source, "setup"]) == 0
     assert "Local model runs on: llama.cpp (f16 GGUF)" in capsys.readouterr().out
     assert (config.data_path / "models" / "gguf" / "base.f16.gguf").is_file()
+
+
+def test_a_promoted_run_is_ready_to_serve_when_the_job_ends(make_config: Callable[..., Config]) -> None:
+    from dmac_core.system import LearningSystem
+    from tests.test_training import seed_ratings
+
+    config = _config(make_config, promotion_tolerance=1.0)
+    system = LearningSystem(config)
+    seed_ratings(system.store)
+    system.jobs.start(trigger="test")
+    snap = system.jobs.wait(180)
+    assert snap.state == "completed" and system.registry.served_id() == snap.version, (snap.message, snap.error)
+    loaded = system.local_backend._loaded  # loaded by the job, before anyone asked
+    assert loaded is not None and loaded.version == snap.version and loaded.runtime == "llama.cpp (f16 GGUF)"
+    assert (system.registry.models_dir / "gguf" / f"{snap.version}.f16.gguf").is_file()

@@ -181,6 +181,7 @@ class LocalBackend:
         # GGUF copies of served versions for llama.cpp, made on first use
         self.gguf_dir = registry.models_dir / "gguf"
         self._loaded: LoadedModel | None = None
+        self._loaded_for = ""  # the served id self._loaded was loaded for
         self._load_lock = threading.Lock()
         self._fallback_reason = ""  # why llama.cpp does not serve although runtime is auto
 
@@ -217,15 +218,17 @@ class LocalBackend:
         """The loaded model of the served version (loads it when the served version changed)."""
         wanted = self.registry.served_id()
         loaded = self._loaded
-        if loaded is not None and loaded.version == wanted:
+        if loaded is not None and self._loaded_for == wanted:
             return loaded
         with self._load_lock:
-            if self._loaded is None or self._loaded.version != wanted:
+            if self._loaded is None or self._loaded_for != wanted:
                 try:
                     version = self.registry.get(wanted)
                 except Exception:  # an unreadable version never takes the learner down
                     version = self.registry.get(BASE_VERSION)
                 self._loaded = self._load(version)
+                # keyed by the id asked for, so a broken served version is not reloaded per answer
+                self._loaded_for = wanted
             return self._loaded
 
     def _load(self, version: ModelVersion) -> LoadedModel:
