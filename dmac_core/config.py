@@ -135,7 +135,7 @@ class LocalModelConfig(_Strict):
     # serves with torch, token for token what fp32 generate() says.
     runtime: Literal["auto", "llama_cpp", "torch"] = "auto"
     # Weight format of the served GGUF: q8_0 is faster than llama.cpp on the bundled Q4_1 file
-    # and as faithful to the fp32 model; f16 is exact to fp16 but ~15 % slower than that.
+    # and as faithful to the fp32 model; f16 gives fp32's next-token choices at ~25 % less speed.
     gguf_weights: Literal["q8_0", "f16", "q4_1"] = "q8_0"
     # Threads for llama.cpp; 0 = the CPUs this process may run on.
     threads: int = Field(0, ge=0, le=256)
