@@ -118,22 +118,32 @@ def training_examples(store: LearningStore, metadata: dict[str, Any], runs_dir: 
                 examples.append({"prompt": row["prompt"], "answer": row["response"], "rating": None,
                                  "source": f"interaction {row['id'][:8]}"})
     run_id = metadata.get("run_id")
-    if not examples and run_id and runs_dir is not None and (runs_dir / run_id / "data.json").is_file():
-        data = json.loads((runs_dir / run_id / "data.json").read_text(encoding="utf-8"))
-        for ex in data.get("sft_train") or []:
-            prompt = ex["prompt"][-1]["content"] if isinstance(ex["prompt"], list) else str(ex["prompt"])
-            completion = ex["completion"][-1]["content"] if isinstance(ex["completion"], list) else str(ex["completion"])
-            examples.append({"prompt": prompt, "answer": completion, "rating": ex.get("rating"),
-                             "source": f"run {run_id}"})
-    if lineage.get("replay") and run_id and runs_dir is not None and (runs_dir / run_id / "data.json").is_file():
-        data = json.loads((runs_dir / run_id / "data.json").read_text(encoding="utf-8"))
-        for ex in data.get("sft_train") or []:
-            if ex.get("replay"):  # the base model's own answers, trained to keep general knowledge
-                examples.append({"prompt": ex["prompt"][-1]["content"], "answer": ex["completion"][-1]["content"],
-                                 "rating": None, "source": "replay (base model's own answer)"})
+    from_lineage = bool(examples)
+    # The run's data.json, read once: every example when the lineage named none, and the
+    # replayed base answers (trained to keep general knowledge) in any case.
+    if run_id and runs_dir is not None and (not from_lineage or lineage.get("replay")):
+        for ex in _run_train_examples(runs_dir / run_id / "data.json"):
+            replayed = bool(lineage.get("replay") and ex.get("replay"))
+            if from_lineage and not replayed:
+                continue
+            examples.append({"prompt": _last_text(ex["prompt"]), "answer": _last_text(ex["completion"]),
+                             "rating": None if replayed else ex.get("rating"),
+                             "source": "replay (base model's own answer)" if replayed else f"run {run_id}"})
     # One row per distinct pair: ratings by several analysts are the same example.
     unique = {(e["prompt"], e["answer"]): e for e in examples}
     return list(unique.values())
+
+
+def _run_train_examples(path: Path) -> list[dict[str, Any]]:
+    """The SFT training examples a run recorded in its data.json ([] when there is none)."""
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8")).get("sft_train") or []
+
+
+def _last_text(turns: Any) -> str:
+    """The text of a chat example's last message (or the plain string)."""
+    return turns[-1]["content"] if isinstance(turns, list) else str(turns)
 
 
 def nearest_training_examples(
