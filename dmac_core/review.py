@@ -113,8 +113,7 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         rows.append(
             {
                 **{key: run.get(key) for key in ("run_id", "state", "trigger", "user", "method", "created", "finished")},
-                "started from": start.get("parent_version") or (
-                    "base" if start.get("spec", "base") == "base" else f"model {Path(start['base_model']).name}"),
+                "started from": _start_label(start.get("parent_version"), start.get("spec"), start.get("base_model")),
                 # the method's examples from the analysts (train + held out); replayed base answers apart
                 "examples": _method_examples(run.get("method"), counts),
                 "replayed": counts.get("replay", 0) if counts else None,
@@ -251,7 +250,7 @@ def versions_table(registry: Any) -> pd.DataFrame:
             {
                 "version": version.id, "served": version.id == served, "created": meta.get("created"),
                 "method": meta.get("method"), "run_id": meta.get("run_id"),
-                "started from": _started_from(meta),
+                "started from": _start_label(meta.get("parent_version"), meta.get("start_from"), meta.get("base_model")),
                 "gate": ("passed" if gate.get("passed") else "not passed") if gate else "-",
                 "held-out loss": gate.get("candidate_eval_loss"),
             }
@@ -259,9 +258,10 @@ def versions_table(registry: Any) -> pd.DataFrame:
     return pd.DataFrame(rows[::-1])
 
 
-def _started_from(meta: dict[str, Any]) -> str:
-    """Where a version's run started: its parent version, another base model, or the base."""
-    if meta.get("parent_version"):
-        return str(meta["parent_version"])
-    start = meta.get("start_from") or "base"
-    return "base" if start == "base" else f"model {Path(str(meta.get('base_model') or start)).name}"
+def _start_label(parent_version: str | None, spec: str | None, base_model: str | None) -> str:
+    """Where a run (or the version it made) started: its parent version, another base model
+    (by directory name), or the base."""
+    if parent_version:
+        return str(parent_version)
+    spec = spec or "base"
+    return "base" if spec == "base" else f"model {Path(str(base_model or spec)).name}"
