@@ -32,15 +32,12 @@ def _prepare_serving(config: Config) -> None:
     from .training.registry import ModelRegistry
 
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
-    if not (config.learner.enabled and backend.available().ok and backend.wants_llama_cpp()):
-        print(f"Local model runs on: {backend.runtime_status()}")
-        return
     try:
-        backend.current()
+        runtime = backend.prepare()
     except Exception as exc:  # setup still succeeds; the Chat page reports the learner's state
         print(f"Could not prepare the local model for serving: {exc}", file=sys.stderr)
         return
-    print(f"Local model runs on: {backend.runtime_status()}")
+    print(f"Local model runs on: {runtime}")
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:

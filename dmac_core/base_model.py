@@ -14,7 +14,7 @@ import importlib.util
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = "model.safetensors"
@@ -43,6 +43,20 @@ def is_model_dir(path: Path) -> bool:
     return (path / _COMPLETE_MARKER).is_file() and (path / "config.json").is_file() and (
         path / "tokenizer_config.json"
     ).is_file()
+
+
+def weights_fingerprint(files: Sequence[Path]) -> list[list[Any]]:
+    """Path, size and mtime of each weight file that exists: what a cache derived from a
+    model (its GGUF copy, its replayed answers) was made from, so a re-converted or replaced
+    model is noticed."""
+    found = []
+    for path in files:
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            continue
+        found.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return found
 
 
 def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> Path:

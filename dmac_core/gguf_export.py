@@ -18,10 +18,9 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 # Formats of the 2-D projection weights. Embeddings stay Q8_0 and norms F32, as in the bundled
 # file (the embedding is also the tied output head). q4_0 is left out on purpose: re-quantizing
@@ -150,6 +149,7 @@ def check_exportable(model: Any, template_vocab: int, quant: str = "f16", embedd
 
 def _tensors(model: Any) -> list[tuple[str, np.ndarray, str]]:
     """(GGUF name, fp32 array, kind) for every tensor; kind is "norm", "embed" or "proj"."""
+    import torch  # not at module level: the GGUF cache checks stay cheap to import
     config = model.config
     n_head, n_kv = int(config.num_attention_heads), int(config.num_key_value_heads)
     state = model.state_dict()
@@ -186,7 +186,6 @@ def write_gguf(
     quant: str = "q8_0",
     name: str = "dmac-learner",
     embedding_quant: str | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> Path:
     """Write ``model`` (a transformers Llama) to ``out_path`` as GGUF for llama.cpp.
 
@@ -235,8 +234,7 @@ def write_gguf(
                 writer.add_key_value(key, value, GGUFValueType(kind),
                                      sub_type=None if sub is None else GGUFValueType(sub))
 
-        tensors = _tensors(model)
-        for index, (tensor_name, array, kind) in enumerate(tensors):
+        for tensor_name, array, kind in _tensors(model):
             if kind == "norm":
                 writer.add_tensor(tensor_name, array.astype(np.float32))
                 continue
@@ -245,8 +243,6 @@ def write_gguf(
                 writer.add_tensor(tensor_name, array.astype(np.float16))
             else:
                 writer.add_tensor(tensor_name, quantize(array, qtype), raw_dtype=qtype)
-            if progress and index % 50 == 0:
-                progress(f"quantized {index + 1}/{len(tensors)} tensors")
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -32,19 +32,6 @@ def llama_cpp_importable() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def fingerprint(files: Sequence[Path]) -> list[list[Any]]:
-    """What a GGUF copy was made from: path, size and mtime of each source weight file, so a
-    re-converted base model or a re-created version id never serves a stale copy."""
-    found = []
-    for path in files:
-        try:
-            stat = Path(path).stat()
-        except OSError:
-            continue
-        found.append([str(path), stat.st_size, stat.st_mtime_ns])
-    return found
-
-
 def ensure_gguf(
     target: Path,
     source: list[list[Any]],
@@ -54,7 +41,7 @@ def ensure_gguf(
     name: str,
 ) -> Path:
     """Return ``target``, exporting the model to it first unless a copy made from ``source``
-    (a :func:`fingerprint`) is already there.
+    (a :func:`~dmac_core.base_model.weights_fingerprint`) is already there.
 
     ``load_hf_model`` is only called on a cache miss (loading and merging costs seconds).
     Raises :class:`~dmac_core.gguf_export.GGUFExportError` when the model cannot be exported.
@@ -268,4 +255,4 @@ def _init_llama_cpp() -> None:
             _backend_initialised = True
 
 
-__all__ = ["GGUFExportError", "LlamaCppGenerator", "ensure_gguf", "fingerprint", "llama_cpp_importable", "prune_cache"]
+__all__ = ["GGUFExportError", "LlamaCppGenerator", "ensure_gguf", "llama_cpp_importable", "prune_cache"]

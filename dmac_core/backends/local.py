@@ -17,14 +17,14 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..base_model import is_model_dir
+from ..base_model import is_model_dir, weights_fingerprint
 from ..config import LocalModelConfig
 from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from ..training.transfer import version_base
 from .base import Availability, BackendError, Generation, Message, StreamItem
 from .fair_lock import FairLock
 from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
-from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, fingerprint, llama_cpp_importable
+from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, llama_cpp_importable
 
 
 def cpu_supports_bf16() -> bool:
@@ -125,28 +125,35 @@ def load_model(
                        base_name=source.name)
 
 
-def load_llama_cpp(
-    base_path: Path, version: ModelVersion, dtype: torch.dtype, weights: str, cache_dir: Path, threads: int = 0
-) -> LoadedModel:
-    """Serve ``version`` through llama.cpp from a GGUF copy under ``cache_dir`` (exported on
-    first use: ~3 s for the bundled model, plus loading and merging). Raises ``GGUFExportError`` for a model llama.cpp
-    cannot run, ``ImportError`` without llama-cpp-python."""
-    from transformers import AutoTokenizer, GenerationConfig
-
+def served_gguf(base_path: Path, version: ModelVersion, weights: str, cache_dir: Path) -> Path:
+    """The GGUF copy of ``version`` under ``cache_dir``, exported first when missing or made
+    from other weights (~3 s for the bundled model, plus loading and merging). Raises
+    ``GGUFExportError`` for a model llama.cpp cannot run."""
     from ..base_model import bundled_gguf_path
 
     source = version_base(version, base_path)
     files = [source / "model.safetensors"]
     if version.adapter_path is not None:
         files.append(version.adapter_path / "adapter_model.safetensors")
-    path = ensure_gguf(
+    return ensure_gguf(
         Path(cache_dir) / f"{version.id}.{weights}.gguf",
-        fingerprint(files),
+        weights_fingerprint(files),
         lambda: _load_hf(source, version, torch.float32)[0],
         bundled_gguf_path(),
         quant=weights,
         name=f"dmac-learner {version.id}",
     )
+
+
+def load_llama_cpp(
+    base_path: Path, version: ModelVersion, dtype: torch.dtype, weights: str, cache_dir: Path, threads: int = 0
+) -> LoadedModel:
+    """Serve ``version`` through llama.cpp from its GGUF copy (:func:`served_gguf`). Raises
+    ``GGUFExportError`` for a model llama.cpp cannot run, ``ImportError`` without llama-cpp-python."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    path = served_gguf(base_path, version, weights, cache_dir)
+    source = version_base(version, base_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -222,14 +229,26 @@ class LocalBackend:
             return loaded
         with self._load_lock:
             if self._loaded is None or self._loaded_for != wanted:
-                try:
-                    version = self.registry.get(wanted)
-                except Exception:  # an unreadable version never takes the learner down
-                    version = self.registry.get(BASE_VERSION)
-                self._loaded = self._load(version)
+                self._loaded = self._load(self._version(wanted))
                 # keyed by the id asked for, so a broken served version is not reloaded per answer
                 self._loaded_for = wanted
             return self._loaded
+
+    def _version(self, version_id: str) -> ModelVersion:
+        try:
+            return self.registry.get(version_id)
+        except Exception:  # an unreadable version never takes the learner down
+            return self.registry.get(BASE_VERSION)
+
+    def prepare(self) -> str:
+        """Make the served version's GGUF copy now when llama.cpp will serve it, without loading
+        anything to serve with (``setup`` calls this, so the first chat answer does not wait);
+        returns what will run the learner, in words. Raises ``GGUFExportError``."""
+        if not (self.available().ok and self.wants_llama_cpp() and llama_cpp_importable()):
+            return self.runtime_status()
+        version = self._version(self.registry.served_id())
+        served_gguf(self.base_path, version, self.config.gguf_weights, self.gguf_dir)
+        return f"llama.cpp ({self.config.gguf_weights} GGUF)"
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         self._fallback_reason = ""

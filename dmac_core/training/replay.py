@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from ..base_model import weights_fingerprint
 from ..config import Config
 from ..splits import normalize_prompt
 from .dataset import TrainingData
@@ -30,9 +31,8 @@ from .dataset import TrainingData
 def _model_fingerprint(base_model: Path) -> str:
     """Path plus size and mtime of the weights: a re-converted or replaced model is a new key."""
     parts = [str(base_model.resolve())]
-    for weights in sorted(base_model.glob("*.safetensors")):
-        stat = weights.stat()
-        parts.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    for path, size, mtime in weights_fingerprint(sorted(base_model.glob("*.safetensors"))):
+        parts.append(f"{Path(path).name}:{size}:{mtime}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
