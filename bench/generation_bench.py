@@ -196,7 +196,7 @@ else:  # what LocalBackend serves: load the base version, answer a 500-token con
     if kind == "torch":
         g = load_model(Path({model!r}), base, torch.float32, {weights!r}).fast
     else:
-        g = load_llama_cpp(Path({model!r}), base, torch.float32, {gguf!r}, Path({workdir!r}) / "gguf", 2).fast
+        g = load_llama_cpp(Path({model!r}), base, {gguf!r}, Path({workdir!r}) / "gguf", 2).fast
     list(g.stream_tokens(list(range(1, 300)), 200, 0.0, []))
 print(rss(), rss() - before)
 """

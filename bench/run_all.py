@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 BENCHES = ["store_bench.py", "router_bench.py", "generation_bench.py", "eval_bench.py", "train_bench.py", "load_bench.py"]
-# bench/learning_quality.py takes 5–20 minutes a setting: run it on its own.
+# bench/learning_quality.py (a few minutes a setting) and bench/decoding_quality.py (about half an
+# hour) run on their own.
 
 
 def main() -> int:

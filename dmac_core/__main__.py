@@ -27,7 +27,8 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
 
 
 def _prepare_serving(config: Config) -> None:
-    """Make the served version's GGUF copy now, so the first chat answer does not wait for it."""
+    """Make the served version's GGUF copy now, so the first chat answer does not wait for it,
+    and its answers to the gate's general-knowledge suite, so the first "Train now" does not."""
     from .backends.local import LocalBackend
     from .training.registry import ModelRegistry
 
@@ -38,6 +39,15 @@ def _prepare_serving(config: Config) -> None:
         print(f"Could not prepare the local model for serving: {exc}", file=sys.stderr)
         return
     print(f"Local model runs on: {runtime}")
+    from .system import LearningSystem
+
+    system = LearningSystem(config)
+    served = system.registry.served_id()
+    try:
+        if system.gate.prepare(served):
+            print(f"Gate evidence ready: {served}'s answers to the general-knowledge suite")
+    except Exception as exc:  # the first run's gate measures it then
+        print(f"Could not measure {served} on the general-knowledge suite yet: {exc}", file=sys.stderr)
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:

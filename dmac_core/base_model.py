@@ -10,8 +10,10 @@ is never used.
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import shutil
+import threading
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -60,10 +62,28 @@ def weights_fingerprint(files: Sequence[Path]) -> list[list[Any]]:
 
 
 def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> Path:
-    """Convert the bundled GGUF into a safetensors model at ``target`` unless already there."""
+    """Convert the bundled GGUF into a safetensors model at ``target`` unless already there.
+
+    Safe to call from several threads and processes at once (the first use of the learner in
+    a new data directory may come from a chat answer and a training run together): an
+    exclusive lock next to ``target`` lets one of them convert while the others wait, and
+    they find the finished copy."""
     target = Path(target)
     if is_model_dir(target):
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _thread_lock, open(target.parent / f".{target.name}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+        if is_model_dir(target):  # converted by whoever held the lock before us
+            return target
+        return _convert_bundled(target, progress)
+
+
+# flock is per open file description: threads of one process serialise on this lock first.
+_thread_lock = threading.Lock()
+
+
+def _convert_bundled(target: Path, progress: Callable[[str], None]) -> Path:
     gguf = bundled_gguf_path()
     progress(f"Converting the bundled model {gguf.name} into {target} (once, about 15 s)...")
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -81,7 +101,6 @@ def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> 
                 setattr(model, attr, False if attr == "is_quantized" else None)
             except AttributeError:
                 pass
-    target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         model.save_pretrained(staging, safe_serialization=True)
@@ -93,3 +112,19 @@ def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def prepare_base(path: Path, bundled: bool, progress: Callable[[str], None] = print) -> Path:
+    """The learner's base model directory, ready to load: converted from the bundled GGUF on
+    first use when ``bundled`` (no ``models.deepseek.base_model`` configured), else checked.
+    Raises :class:`BaseModelError` with what to do."""
+    path = Path(path)
+    if is_model_dir(path):
+        return path
+    if bundled:
+        return ensure_base_model(path, progress)
+    raise BaseModelError(
+        f"The configured base model is not a model directory: {path} (models.deepseek.base_model). "
+        "Point it at a directory with model.safetensors, config.json and the tokenizer, or remove the key "
+        "to use the bundled SmolLM2-135M-Instruct."
+    )

@@ -63,6 +63,8 @@ def eval_metrics_frame(evals: pd.DataFrame) -> pd.DataFrame:
     for record in evals.to_dict("records"):
         metrics = record.get("metrics") or {}
         row = {key: record.get(key) for key in ("ts", "model", "model_version", "suite", "n")}
+        # what answered (runtime and weights) and how (decoding): numbers of different paths differ
+        row.update({key: record.get(key) for key in ("runtime", "decoding", "loss_model") if record.get(key)})
         row.update({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
         row["label"] = f"{record.get('model')}@{record.get('model_version') or '-'}"
         rows.append(row)

@@ -60,19 +60,49 @@ class ScheduleConfig(_Strict):
 
 class ReplayConfig(_Strict):
     """The base model's own answers to general prompts, trained along with the analysts' data
-    so that learning new facts does not overwrite what it knew (dmac_core/training/replay.py)."""
+    (dmac_core/training/replay.py). Off by default: measured, it did not keep the general
+    knowledge a dozen facts cost; serving each version only within its scope does."""
 
-    enabled: bool = True
+    enabled: bool = False
     prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_REPLAY_PROMPTS), max_length=200)
     max_new_tokens: int = Field(64, ge=1, le=1024)
 
 
-# General questions the bundled model answers correctly; different from the general checks of
-# the learning test (France, Japan, Romeo and Juliet), so that test measures retention.
+# General questions the bundled model answers right (through chat's decoding), across the
+# kinds of question its general knowledge is asked in. Disjoint from the promotion gate's
+# general-knowledge suite (config/general_knowledge.yaml), so the gate measures retention
+# outside what is replayed.
 DEFAULT_REPLAY_PROMPTS = (
-    "What is the capital of Italy?", "What is the capital of Germany?", "What is the capital of Spain?",
+    "What is the capital of Germany?", "What is the capital of Greece?", "What is the capital of Sweden?",
+    "What is the capital of Norway?", "What is the capital of India?", "What is the capital of Kenya?",
     "Who wrote Hamlet?", "Who painted the Mona Lisa?", "Who wrote Pride and Prejudice?",
+    "Who invented the telephone?", "What is the chemical symbol for iron?", "In which year did World War I begin?",
+    "What is the longest river in Africa?", "How many seconds are in a minute?",
 )
+
+
+class GateConfig(_Strict):
+    """The promotion gate: a finished run's version is served only when every check passes
+    (dmac_core/training/gate.py). Evidence comes from the runtime that serves chat."""
+
+    # YAML file of general-knowledge questions (prompt, accept, reference) the served version
+    # must keep answering right; relative to the project root. null switches that check off.
+    general_suite: str | None = "config/general_knowledge.yaml"
+    # General questions the previous version answered right that a new one may get wrong.
+    max_forgotten: int = Field(1, ge=0)
+    # Rated answers (the newest) the new version is checked on, through the served runtime.
+    max_rated_items: int = Field(40, ge=1, le=10_000)
+    # New tokens for each general question (the accepted word comes early in a right answer).
+    general_max_new_tokens: int = Field(32, ge=4, le=1024)
+
+
+class ScopeConfig(_Strict):
+    """Which questions a trained version answers (dmac_core/backends/scope.py): those whose
+    nearest rated training question has embedding similarity ≥ ``threshold``; the others go to
+    the base model it was trained on, so what the version did not learn it cannot forget."""
+
+    enabled: bool = True
+    threshold: float = Field(0.8, ge=0.0, le=1.0)
 
 
 class LocalModelConfig(_Strict):
@@ -90,7 +120,7 @@ class LocalModelConfig(_Strict):
     start_from: str = Field("base", min_length=1)
     # --- the seed's keys ---
     learning_enabled: bool = True
-    learning_rate: float = Field(0.001, gt=0, lt=1)
+    learning_rate: float = Field(0.002, gt=0, lt=1)
     batch_size: int = Field(8, ge=1, le=1024)
     epochs: int = Field(8, ge=1, le=1000)
     evaluation_interval: int = Field(100, ge=1)
@@ -99,24 +129,27 @@ class LocalModelConfig(_Strict):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     min_rating_for_sft: int = Field(4, ge=1, le=5)
     max_rating_for_negative: int = Field(2, ge=1, le=5)
-    validation_fraction: float = Field(0.1, ge=0.0, lt=0.9)
+    # Share of analysts' rated prompts held out of training to measure generalisation on them.
+    # 0 (default): every rated answer is trained; validation and the gate use the general suite.
+    validation_fraction: float = Field(0.0, ge=0.0, lt=0.9)
     min_examples: int = Field(4, ge=1)
     max_length: int = Field(512, ge=16)
     seed: int = 0
-    # A new version is served only if its held-out loss is at most this much (relative) worse
-    # than the served version's; otherwise it is registered and an analyst may promote it.
-    # 0.15 because held-out items are unseen by construction: a run that learned 28 new facts
-    # well raised the loss on the 2 held-out (unknowable) facts by 11 % (3.08 vs 2.78), and a
-    # 2 % gate refused it; a broken model raises it far more.
+    # The gate's over-fitting check: the new version's loss on the general suite's reference
+    # answers (held out from training) may be at most this much (relative) above the served one's.
     promotion_tolerance: float = Field(0.15, ge=0.0, le=1.0)
+    gate: GateConfig = Field(default_factory=GateConfig)
     # Optimizer steps between checkpoints (for resume); 0 = every evaluation_interval.
     checkpoint_interval: int = Field(0, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     # "lora" trains an adapter (default); "full" fine-tunes every weight and registers a full
     # model directory as the version (≈ 4x the memory of the model for AdamW state).
     finetune: Literal["lora", "full"] = "lora"
-    # Replay of the base model's own answers to general prompts in every SFT run (anti-forgetting).
+    # Replay of the base model's own answers to general prompts in SFT runs (off by default: the
+    # scope below keeps general questions on the base model, and replay alone did not).
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    # Serve each version only for questions near what it was taught.
+    scope: ScopeConfig = Field(default_factory=ScopeConfig)
     # Pack the examples of a batch into one row without padding (TRL padding_free); the
     # attention mask stays block-diagonal per example. Measured faster in bench/train_bench.py.
     padding_free: bool = True
@@ -128,15 +161,25 @@ class LocalModelConfig(_Strict):
     # --- generation ---
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    # Repetition penalty on the answer's own recent tokens (1.0 = off) and the loop guard that
+    # stops an answer repeating itself verbatim (dmac_core/backends/decoding.py).
+    repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
+    penalty_window: int = Field(64, ge=1, le=4096)
+    loop_guard: bool = True
+    # What generation metrics (ROUGE, BLEU, key terms, latency) of the learner are measured on:
+    # "served" = the runtime and weights that serve chat; "fp32" = the transformers model in fp32.
+    evaluate_with: Literal["served", "fp32"] = "served"
     # --- serving (issue 9; measured in bench/generation_bench.py, bench/generation_quality.py) ---
     # "auto": llama.cpp when llama-cpp-python is installed (make setup builds it) and the
     # model can be exported to GGUF, else the torch loop; "llama_cpp": llama.cpp or nothing
     # (the learner is off with the reason); "torch": the torch loop. precision "fp32" always
     # serves with torch, token for token what fp32 generate() says.
     runtime: Literal["auto", "llama_cpp", "torch"] = "auto"
-    # Weight format of the served GGUF: q8_0 is faster than llama.cpp on the bundled Q4_1 file
-    # and as faithful to the fp32 model; f16 gives fp32's next-token choices at ~25 % less speed.
-    gguf_weights: Literal["q8_0", "f16", "q4_1"] = "q8_0"
+    # Weight format of the served GGUF. f16 answers like the fp32 model (identical answers on most
+    # everyday prompts); q8_0 and q4_1 decode ~1.4x faster but their 8-bit activations flip this
+    # small model's near-ties ("What is the capital of France?" → "L'Étoile, la Cité, …"), so
+    # answers rarely match fp32 (bench/decoding_quality.py, bench/RESULTS.md).
+    gguf_weights: Literal["q8_0", "f16", "q4_1"] = "f16"
     # Threads for llama.cpp; 0 = the CPUs this process may run on.
     threads: int = Field(0, ge=0, le=256)
 
@@ -266,6 +309,14 @@ class Config(_Strict):
         if not path:
             return self.data_path / "base" / BUNDLED_BASE_MODEL_NAME
         resolved = Path(path).expanduser()
+        return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
+
+    def general_suite_path(self) -> Path | None:
+        """The gate's general-knowledge suite file, or None when that check is switched off."""
+        suite = self.learner.gate.general_suite
+        if not suite:
+            return None
+        resolved = Path(suite).expanduser()
         return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
 
     def base_model_path(self) -> Path:

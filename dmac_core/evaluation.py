@@ -8,7 +8,9 @@ never land in the interaction logs that training reads.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,9 @@ from .evaluation_local import Progress, _messages, generate_batch, generate_batc
 from .records import new_id
 from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
 from .store import LearningStore
+
+
+RUNTIMES = ("served", "fp32")  # what answers a local model's prompts in an evaluation (see Evaluator)
 
 
 class SuiteError(ValueError):
@@ -137,15 +142,25 @@ class Evaluator:
 
     A local model may be named with a version, ``"deepseek@v0002"`` (or ``"deepseek@base"``),
     to evaluate a version other than the served one; plain ``"deepseek"`` is the served one.
+
+    ``runtime`` (default ``models.deepseek.evaluate_with``) decides what answers a local
+    model's prompts: ``"served"`` — the runtime, weight format and decoding that serve chat
+    (llama.cpp over the version's GGUF copy by default), one question at a time exactly as
+    chat asks it; ``"fp32"`` — the transformers model in fp32, batched. Loss and token
+    accuracy on references always come from a transformers model. Every eval record names
+    the runtime, weights and decoding its answers came from.
     """
 
     def __init__(
         self, config: Config, store: LearningStore, backends: dict[str, Backend], batch_size: int = 8,
-        progress: Progress | None = None,
+        progress: Progress | None = None, runtime: str | None = None,
     ) -> None:
         self.config, self.store, self.backends = config, store, backends
         self.batch_size = batch_size
         self.progress = progress
+        self.runtime = runtime or config.learner.evaluate_with
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         self._versions: dict[tuple[str, str], Any] = {}  # (backend, version) -> LoadedModel
 
     # -- items and references -----------------------------------------------------------
@@ -184,27 +199,86 @@ class Evaluator:
             if version:
                 raise ValueError(f"{name} is an API model: only the local learner has versions (got {model!r})")
             return name, backend, None
-        if not version:
+        version = version or backend.served_version()
+        if self.runtime == "served" and version == backend.served_version():
             return name, backend, backend.current()
-        if (name, version) not in self._versions:
+        if self.runtime == "served":  # the backend keeps what it loaded for the next suite
+            return name, backend, backend.load_version(version)
+        if (name, version) not in self._versions:  # fp32: the version's transformers model alone
+            import torch
+
             from .backends.local import load_model
 
             if len(self._versions) >= 2:  # each copy of the model costs ~0.5 GB: keep few
                 self._versions.pop(next(iter(self._versions)))
-            found = backend.registry.get(version)
-            self._versions[(name, version)] = load_model(backend.base_path, found, backend.dtype)
+            backend.ensure_base()
+            self._versions[(name, version)] = load_model(backend.base_path, backend.registry.get(version),
+                                                         torch.float32)
         return name, backend, self._versions[(name, version)]
+
+    def _local_answers(self, backend: Any, loaded: Any, items: list[dict[str, Any]], max_new: int,
+                       system: str) -> list[dict[str, Any]]:
+        """Answers of a local model: through the serving path one by one, or fp32 batched."""
+        if self.runtime == "fp32":
+            return generate_batch_details(loaded, [i["prompt"] for i in items], max_new, self.batch_size, system,
+                                          self.progress, decoding=backend.decoding)
+        outs = []
+        known = self._known_answers()
+        for item in items:
+            messages = _messages(item["prompt"], system)
+            budget = item.get("max_new_tokens") or max_new
+            target, routing = backend.route(loaded, messages)
+            key = self._answer_key(backend, target, messages, budget)
+            earlier = known.get(key)
+            if earlier is not None:  # the same weights, runtime, decoding and question: the same answer
+                out = {k: earlier.get(k) for k in ("tokens_in", "tokens_out", "latency_ms", "finish_reason")}
+                out.update(text=earlier["output"], reused_from=earlier["eval_id"])
+            else:
+                gen = backend.answer_with(loaded, messages, max_new_tokens=budget, temperature=0.0)
+                out = {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
+                       "latency_ms": gen.latency_ms, "finish_reason": gen.finish_reason}
+            out.update(answer_key=key, answered_by=target.version, scope=routing.to_dict() if routing else None)
+            outs.append(out)
+            if self.progress:
+                self.progress(1)
+        return outs
+
+    def _answer_key(self, backend: Any, target: Any, messages: list[Any], max_new: int) -> str:
+        """What one greedy answer depends on, hashed: the answering weights' files, runtime and
+        weight format, decoding, the conversation and the token budget."""
+        described = [backend.fingerprint(target.version), target.runtime, backend.decoding.describe(), messages, max_new]
+        return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()
+
+    def _known_answers(self) -> dict[str, dict[str, Any]]:
+        """Answers stored by earlier evaluations, by answer key (a deterministic answer is not
+        asked for twice: the promotion gate asks a new version's base the same general questions
+        the served base was asked)."""
+        known: dict[str, dict[str, Any]] = {}
+        for record in self.store.records("evals"):
+            for row in record.get("per_item") or []:
+                if row.get("answer_key") and not row.get("error"):
+                    known[row["answer_key"]] = {**row, "eval_id": record.get("id")}
+        return known
+
+    def runtime_label(self, loaded: Any) -> str:
+        """What answered a local model's prompts, in words (kept on eval records)."""
+        return loaded.runtime if self.runtime == "served" else "transformers fp32 (batched generate)"
 
     # -- one model ------------------------------------------------------------------------
     def evaluate_model(
         self, test_prompts: Sequence[Any], model: str = "deepseek", references: Sequence[str | None] | None = None,
-        suite: str = "adhoc", max_new_tokens: int | None = None, **record_extra: Any,
+        suite: str = "adhoc", max_new_tokens: int | None = None, reuse: bool = False, **record_extra: Any,
     ) -> dict[str, Any]:
         """Answer every prompt with ``model``, score against references, persist, return the result.
 
-        ``test_prompts``: strings or ``{"prompt", "reference"}`` items. Items without any
-        reference (none given, none logged) get generation-only results marked
-        ``has_reference: False`` and are left out of the similarity and loss metrics.
+        ``test_prompts``: strings or ``{"prompt", "reference"}`` items (an item may carry its
+        own ``max_new_tokens``). Items without any reference (none given, none logged) get
+        generation-only results marked ``has_reference: False`` and are left out of the
+        similarity and loss metrics.
+
+        ``reuse``: for a local version, return the stored result of an earlier evaluation of
+        the very same weights, runtime, decoding and items instead of answering again (the
+        promotion gate reuses the served version's evidence this way).
         """
         items = self.resolve_items(test_prompts, references)
         name, backend, loaded = self._target(model)
@@ -213,31 +287,87 @@ class Evaluator:
         max_new = max_new_tokens
         if loaded is not None:
             max_new = max_new_tokens or self.config.learner.max_new_tokens
-            prompts = [i["prompt"] for i in items]
-            outs = generate_batch_details(loaded, prompts, max_new, self.batch_size, system, self.progress)
-            version, provider = loaded.version, getattr(backend, "base_path", Path(name)).name
+            record_extra = {"runtime": self.runtime_label(loaded), "decoding": backend.decoding.describe(),
+                            "loss_model": loaded.loss_model, **record_extra}
+            record_extra["eval_key"] = self._eval_key(backend, loaded, items, max_new, system, suite, record_extra)
+            if reuse and (earlier := self._earlier(record_extra["eval_key"])) is not None:
+                return earlier
+            outs = self._local_answers(backend, loaded, items, max_new, system)
+            # the base the version was really trained on (a transfer-learning version names its own)
+            version, provider = loaded.version, loaded.base_name or getattr(backend, "base_path", Path(name)).name
         else:
             outs, version, provider = [], None, getattr(getattr(backend, "config", None), "model", name)
             for item in items:
                 outs.append(self._api_answer(backend, item["prompt"], max_new_tokens, system))
                 if self.progress:
                     self.progress(1)
+            record_extra = {"runtime": "API", **record_extra}
         wall_s = time.perf_counter() - started
         rows = [
             {"index": k, "prompt": it["prompt"], "reference": it["reference"],
              "reference_source": it["reference_source"], "has_reference": it["reference"] is not None,
              "output": out["text"], "tokens_in": out.get("tokens_in"),
-             "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error")}
+             "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error"),
+             "finish_reason": out.get("finish_reason"),
+             **{k: out[k] for k in ("answer_key", "reused_from", "answered_by", "scope") if out.get(k)}}
             for k, (it, out) in enumerate(zip(items, outs))
         ]
         metrics = self._score(rows, loaded, system)
-        metrics.update(wall_s=wall_s, max_new_tokens=max_new, batch_size=self.batch_size if loaded else 1)
+        metrics.update(wall_s=wall_s, max_new_tokens=max_new,
+                       batch_size=self.batch_size if loaded is not None and self.runtime == "fp32" else 1)
         record = self.store.append_eval(
             model=name, model_version=version, suite=suite, n=len(rows), metrics=metrics, per_item=rows,
             provider_model=provider, **record_extra,
         )
         return {"model": name, "model_version": version, "suite": suite, "n": len(rows), "metrics": metrics,
-                "per_item": rows, "eval_id": record.id}
+                "per_item": rows, "eval_id": record.id, "runtime": record_extra.get("runtime"),
+                "decoding": record_extra.get("decoding")}
+
+    def _reference_loss(self, loaded: Any, scored: list[dict[str, Any]], refs: list[str], system: str) -> dict[str, Any]:
+        """Loss and token accuracy of the references, each item under the weights that answered it
+        (a scoped version's own, or its base for questions outside its scope); token-weighted."""
+        models = {loaded.version: loaded}
+        if getattr(loaded, "fallback", None) is not None:
+            models[loaded.fallback.version] = loaded.fallback
+        groups: dict[str, list[int]] = {}
+        for k, row in enumerate(scored):
+            groups.setdefault(row.get("answered_by") or loaded.version, []).append(k)
+        per_item: list[dict[str, Any]] = [{} for _ in scored]
+        for version, indices in groups.items():
+            target = models[version]
+            with target.lock:
+                part = reference_loss(target.model, target.tokenizer, [scored[k]["prompt"] for k in indices],
+                                      [refs[k] for k in indices], self.batch_size, self.config.learner.max_length, system)
+            for k, item in zip(indices, part["per_item"]):
+                per_item[k] = item
+        for row, item in zip(scored, per_item):
+            row.update(loss=item["loss"], perplexity=item["perplexity"], token_accuracy=item["token_accuracy"])
+        tokens = sum(item["tokens"] for item in per_item)
+        total = sum(item["loss"] * item["tokens"] for item in per_item if item["tokens"])
+        hits = sum(item["token_accuracy"] * item["tokens"] for item in per_item if item["tokens"])
+        mean = total / tokens if tokens else None
+        return {"loss": mean, "perplexity": math.exp(min(mean, 700.0)) if mean is not None else None,
+                "token_accuracy": hits / tokens if tokens else None, "tokens": tokens}
+
+    @staticmethod
+    def _eval_key(backend: Any, loaded: Any, items: list[dict[str, Any]], max_new: int, system: str, suite: str,
+                  extra: dict[str, Any]) -> str:
+        """What an evaluation of a local version depends on, hashed: the version's weight files
+        (paths, sizes, times), runtime, decoding, loss model, token budgets and items."""
+        described = [backend.name, loaded.version, backend.fingerprint(loaded.version), extra["runtime"],
+                     extra["decoding"], extra["loss_model"], max_new, system, suite,
+                     [[i["prompt"], i["reference"], i.get("max_new_tokens")] for i in items]]
+        return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()
+
+    def _earlier(self, key: str) -> dict[str, Any] | None:
+        """The newest stored evaluation with ``key``, shaped like :meth:`evaluate_model`'s result."""
+        for record in reversed(self.store.records("evals")):
+            if record.get("eval_key") == key:
+                return {"model": record["model"], "model_version": record["model_version"], "suite": record["suite"],
+                        "n": record["n"], "metrics": record["metrics"], "per_item": record["per_item"],
+                        "eval_id": record["id"], "runtime": record.get("runtime"), "decoding": record.get("decoding"),
+                        "reused": True}
+        return None
 
     @staticmethod
     def _api_answer(backend: Backend, prompt: str, max_new_tokens: int | None, system: str) -> dict[str, Any]:
@@ -260,11 +390,7 @@ class Evaluator:
             row.update(rouge["per_item"][k], bleu=bleu["per_item"][k], key_term_recall=recall)
         loss: dict[str, Any] = {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
         if loaded is not None and scored:
-            with loaded.lock:
-                loss = reference_loss(loaded.model, loaded.tokenizer, [r["prompt"] for r in scored], refs,
-                                      self.batch_size, self.config.learner.max_length, system)
-            for row, item in zip(scored, loss["per_item"]):
-                row.update(loss=item["loss"], perplexity=item["perplexity"], token_accuracy=item["token_accuracy"])
+            loss = self._reference_loss(loaded, scored, refs, system)
         for row in rows:
             for key in (*M.ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy"):
                 row.setdefault(key, None)
@@ -279,6 +405,8 @@ class Evaluator:
             "latency_ms_mean": M.mean_of([r["latency_ms"] for r in rows]),
             "tokens_in": sum(r["tokens_in"] or 0 for r in rows), "tokens_out": sum(tokens_out),
             "tokens_out_mean": M.mean_of(tokens_out), "errors": sum(1 for r in rows if r["error"]),
+            "stopped_looping": sum(1 for r in rows if r.get("finish_reason") == "repetition"),
+            "cut_at_limit": sum(1 for r in rows if r.get("finish_reason") == "length"),
         }
 
     # -- several models -----------------------------------------------------------------------

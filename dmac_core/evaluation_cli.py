@@ -1,8 +1,9 @@
 """``python -m dmac_core evaluate --suite FILE --models a,b,c``: run a test set through models.
 
 Prints a summary table (one row per model), and with several models the bootstrap test of
-each against the first; every result is persisted to ``<data_dir>/evals/``. ``--suite
-heldout`` uses the stable held-out split of the logs instead of a file.
+each against the first; every result is persisted to ``<data_dir>/evals/``. ``--suite rated``,
+``general`` or ``held-out`` use the items the promotion gate compares versions on instead of a
+file. The local learner answers through the runtime that serves chat unless ``--runtime fp32``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ def register(subparsers: Any) -> None:
         "best-rated logged answer, or get generation-only results.",
     )
     p.add_argument("--suite", required=True,
-                   help="test set: a .yaml/.yml or .jsonl file, or 'heldout' for the logs' held-out split")
+                   help="test set: a .yaml/.yml or .jsonl file; or 'rated' (the newest rated answers), 'general' "
+                        "(the general-knowledge suite) or 'held-out' (prompts held out by validation_fraction)")
+    p.add_argument("--runtime", choices=["served", "fp32"], default=None,
+                   help="what answers for the local learner: 'served' (the runtime, weights and decoding chat uses) or "
+                        "'fp32' (the transformers model in fp32); default: models.deepseek.evaluate_with")
     p.add_argument("--models", default="deepseek",
                    help="comma-separated model names from config; 'deepseek@v0002' picks a version (default: deepseek)")
     p.add_argument("--name", help="suite name stored with the results (default: the file name)")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="answer length limit (default: each model's config)")
-    p.add_argument("--batch-size", type=int, default=8, help="batch size for the local model (default 8)")
+    p.add_argument("--batch-size", type=int, default=8, help="batch size of --runtime fp32 and of losses (default 8)")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the significance test (default 1000)")
     p.add_argument("--csv", type=Path, help="also write the side-by-side per-item table to this CSV file")
@@ -43,28 +48,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=run_evaluate)
 
 
-def build_backends_for(config: Config) -> dict[str, Any]:
-    """Backends by config name (the same builder the app uses)."""
-    from .backends import build_backends
-    from .training.registry import ModelRegistry
-
-    return build_backends(config, ModelRegistry(config.data_path / "models"))
-
-
 def run_evaluate(args: argparse.Namespace, config: Config) -> int:
     """Handler of ``evaluate``; returns the process exit code."""
     import pandas as pd
     from tqdm import tqdm
 
-    from .evaluation import Evaluator, SuiteError, heldout_suite, load_suite
-    from .store import LearningStore
+    from .evaluation import SuiteError, load_suite
+    from .system import LearningSystem
 
-    store = LearningStore(config.data_path, fsync=config.storage.fsync)
+    system = LearningSystem(config)
     try:
-        if args.suite == "heldout":
-            items, name = heldout_suite(store, config), args.name or "heldout"
+        if args.suite in ("rated", "general", "held-out", "heldout"):
+            suite = "held-out" if args.suite == "heldout" else args.suite
+            items, name = system.review_suites().get(suite, []), args.name or suite
             if not items:
-                print("The held-out split is empty: rate some answers 4 or 5 first.", file=sys.stderr)
+                print(f"The {suite} suite is empty: rate some answers 4 or 5 first"
+                      f"{' (and set validation_fraction above 0)' if suite == 'held-out' else ''}.", file=sys.stderr)
                 return 2
         else:
             items, name = load_suite(args.suite), args.name or Path(args.suite).stem
@@ -72,13 +71,14 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
         print(exc, file=sys.stderr)
         return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    backends = build_backends_for(config)
+    backends = system.backends
     unknown = [m for m in models if m.partition("@")[0] not in backends]
     if not models or unknown:
         print(f"Unknown model(s) {unknown or '(none given)'}; configured: {', '.join(backends)}", file=sys.stderr)
         return 2
     with tqdm(total=len(items) * len(models), unit="item", desc=f"evaluate {name}", file=sys.stderr) as bar:
-        evaluator = Evaluator(config, store, backends, batch_size=args.batch_size, progress=bar.update)
+        evaluator = system.evaluator(progress=bar.update, runtime=args.runtime)
+        evaluator.batch_size = args.batch_size
         try:
             comparison = evaluator.compare_models(items, models, suite=name, max_new_tokens=args.max_new_tokens,
                                                   n_boot=args.bootstrap)
@@ -89,6 +89,9 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 60):
         with_ref = comparison.results[0]["metrics"]["n_with_reference"]
         print(f"\nSuite {name!r}: {len(items)} items, {with_ref} with a reference")
+        local = next((r for r in comparison.results if r.get("decoding")), None)
+        if local is not None:
+            print(f"Local answers from {local['runtime']} ({local['decoding']}); loss and token accuracy from transformers")
         print(comparison.summary[SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if len(models) > 1:
             print(f"\nDifferences vs {comparison.summary['model'][0]} (paired bootstrap, 95 % CI):")

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .backends.base import Message
+from .backends.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
 from .metrics import _check_aligned
 
 Progress = Callable[[int], None]  # called with the number of items just finished
@@ -112,14 +113,16 @@ def _ppl(loss: float) -> float:
 
 def generate_batch_details(
     loaded: Any, prompts: Sequence[str | list[Message]], max_new_tokens: int, batch_size: int = 8,
-    system_prompt: str = "", progress: Progress | None = None,
+    system_prompt: str = "", progress: Progress | None = None, decoding: Decoding | None = None,
 ) -> list[dict[str, Any]]:
     """Greedy answers from a :class:`~dmac_core.backends.local.LoadedModel`, batched with LEFT
     padding (every row's new tokens start in the same column), aligned with ``prompts``.
 
     Each result: ``text``, ``tokens_in``, ``tokens_out`` (including the end-of-turn token),
-    ``latency_ms`` (the batch's wall time shared equally by its items). Prompts are grouped by
-    length to waste less compute on padding; results go back to their input positions.
+    ``latency_ms`` (the batch's wall time shared equally by its items), ``finish_reason``.
+    Prompts are grouped by length to waste less compute on padding; results go back to their
+    input positions. ``decoding`` applies chat's repetition penalty and loop guard (an answer
+    the guard would have stopped is cut where it would have stopped); None = plain greedy.
     """
     tokenizer, model = loaded.tokenizer, loaded.model
     encoded = [
@@ -142,27 +145,46 @@ def generate_batch_details(
         for row, i in enumerate(chunk):
             ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
             attention[row, width - len(encoded[i]) :] = 1
+        from transformers import LogitsProcessorList
+
         started = time.perf_counter()
+        penalty = decoding.repeat_penalty if decoding is not None else 1.0
+        processors = [generated_tokens_penalty(width, penalty, decoding.penalty_window)] if decoding and penalty != 1.0 else []
         with loaded.lock, torch.inference_mode():
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=attention.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, temperature=None, top_p=None, top_k=None, pad_token_id=pad,
+                logits_processor=LogitsProcessorList(processors),
             )
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         for row, i in enumerate(chunk):
             new = out[row, width:].tolist()
-            n_out = next((k + 1 for k, tok in enumerate(new) if tok in stop), len(new))
+            n_out, reason = _answer_end(new, stop, max_new_tokens, decoding is not None and decoding.loop_guard)
             results[i] = {
                 "text": tokenizer.decode(new[:n_out], skip_special_tokens=True).strip(),
                 "tokens_in": len(encoded[i]),
                 "tokens_out": n_out,
                 "latency_ms": elapsed_ms / len(chunk),
+                "finish_reason": reason,
             }
         if progress:
             progress(len(chunk))
     return results
 
 
-def generate_batch(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def _answer_end(new: list[int], stop: set[int], max_new_tokens: int, guard: bool) -> tuple[int, str]:
+    """How many of a row's generated tokens belong to the answer (its end-of-turn token
+    included) and why it ended: at an EOS, where the loop guard fires, or at the limit."""
+    loop = LoopGuard() if guard else None
+    for k, token in enumerate(new):
+        if token in stop:
+            return k + 1, FINISH_STOP
+        if loop is not None and loop.push(token):
+            return k + 1, FINISH_REPETITION
+    return len(new), FINISH_LENGTH if len(new) >= max_new_tokens else FINISH_STOP
+
+
+def generate_batch(loaded: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 8,
+                   decoding: Decoding | None = None) -> list[str]:
     """Greedy answers (text only) aligned with ``prompts``; see :func:`generate_batch_details`."""
-    return [r["text"] for r in generate_batch_details(loaded, prompts, max_new_tokens, batch_size)]
+    return [r["text"] for r in generate_batch_details(loaded, prompts, max_new_tokens, batch_size, decoding=decoding)]

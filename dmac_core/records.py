@@ -84,6 +84,8 @@ class Interaction(_Record):
     tokens_out: int | None = None
     route_reason: str = ""
     error: str | None = None
+    # "stop" | "length" (cut at the token limit) | "repetition" (stopped looping); None: unknown
+    finish_reason: str | None = None
 
 
 class Feedback(_Record):
@@ -111,6 +113,12 @@ class EvalResult(_Record):
     n: int = Field(ge=0)
     metrics: dict[str, Any] = Field(default_factory=dict)
     per_item: list[dict[str, Any]] = Field(default_factory=list)
+    # What answered: for the local learner the serving runtime and weights, e.g. "llama.cpp
+    # (f16 GGUF)", or "transformers fp32 (batched generate)"; "API" for API models.
+    runtime: str | None = None
+    decoding: str | None = None  # the local learner's decoding, e.g. "greedy, repeat penalty 1.1 ..."
+    loss_model: str | None = None  # what computed loss and token accuracy, e.g. "transformers fp32"
+    eval_key: str | None = None  # hash of everything the result depends on (reused while unchanged)
 
 
 RECORD_TYPES: dict[str, type[_Record]] = {"interactions": Interaction, "feedback": Feedback, "evals": EvalResult}

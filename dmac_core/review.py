@@ -243,19 +243,76 @@ def versions_table(registry: Any) -> pd.DataFrame:
     """Registered versions of the local learner, newest first, with gate results and which is served."""
     served = registry.served_id()
     rows = [{"version": "base", "served": served == "base", "created": None, "method": None, "run_id": None,
-             "started from": "-", "gate": "bundled base model", "held-out loss": None}]
+             "started from": "-", "gate": "bundled base model"}]
     for version in registry.versions():
-        meta, gate = version.metadata, version.metadata.get("gate") or {}
+        meta = version.metadata
         rows.append(
             {
                 "version": version.id, "served": version.id == served, "created": meta.get("created"),
                 "method": meta.get("method"), "run_id": meta.get("run_id"),
                 "started from": _start_label(meta.get("parent_version"), meta.get("start_from"), meta.get("base_model")),
-                "gate": ("passed" if gate.get("passed") else "not passed") if gate else "-",
-                "held-out loss": gate.get("candidate_eval_loss"),
+                "gate": gate_summary(meta.get("gate")),
             }
         )
     return pd.DataFrame(rows[::-1])
+
+
+_STATUS_MARK = {"passed": "✅", "failed": "❌", "no evidence": "⚠️", "off": "➖", "info": "ℹ️"}
+
+
+def gate_summary(gate: dict[str, Any] | None) -> str:
+    """One line per version: the verdict and each check's numbers, e.g.
+    ``passed vs base · ✅ rated 0.31→0.95 · ✅ general 45/46 kept · ✅ loss 1.21→1.05``."""
+    if not gate:
+        return "-"
+    verdict = f"{'passed' if gate.get('passed') else 'not passed'} vs {gate.get('champion', '?')}"
+    parts = [verdict]
+    for check in gate.get("checks") or []:
+        mark = _STATUS_MARK.get(check.get("status"), "")
+        name = check.get("check")
+        if check.get("status") in ("off", "no evidence"):
+            parts.append(f"{mark} {name} {check.get('status')}")
+        elif name == "general":
+            parts.append(f"{mark} general {check.get('kept')}/{check.get('known_before')} kept")
+        elif name == "overfitting":
+            parts.append(f"{mark} loss {check.get('before'):.2f}→{check.get('after'):.2f}")
+        elif check.get("before") is not None and check.get("after") is not None:
+            parts.append(f"{mark} {name} {check['before']:.2f}→{check['after']:.2f}")
+    if not gate.get("checks") and gate.get("reason"):
+        parts.append(str(gate["reason"]))
+    return " · ".join(parts)
+
+
+def gate_checks_table(gate: dict[str, Any] | None) -> pd.DataFrame:
+    """The gate's checks of one version: status, before (served version) and after (this one)."""
+    rows = []
+    for check in (gate or {}).get("checks") or []:
+        before, after = check.get("before"), check.get("after")
+        if check.get("check") == "general" and check.get("known_before") is not None:
+            before, after = f"{check['known_before']} right", f"{check['kept']} of them still right"
+        rows.append({"check": check.get("title"), "status": f"{_STATUS_MARK.get(check.get('status'), '')} "
+                     f"{check.get('status')}", "before": before, "after": after, "what was measured": check.get("summary")})
+    return pd.DataFrame(rows, columns=["check", "status", "before", "after", "what was measured"])
+
+
+def gate_answer_changes(gate: dict[str, Any] | None) -> pd.DataFrame:
+    """General questions whose answer was lost (or newly got right), before → after."""
+    rows = []
+    for check in (gate or {}).get("checks") or []:
+        for change, key in (("lost", "lost"), ("newly right", "gained")):
+            for item in check.get(key) or []:
+                rows.append({"change": change, "question": item["prompt"], "before": item["before"],
+                             "after": item["after"]})
+    return pd.DataFrame(rows, columns=["change", "question", "before", "after"])
+
+
+def gate_rated_answers(gate: dict[str, Any] | None) -> pd.DataFrame:
+    """The rated answers the gate asked again: reference, before → after, and the match scores."""
+    for check in (gate or {}).get("checks") or []:
+        if check.get("check") == "rated" and check.get("items"):
+            return pd.DataFrame(check["items"]).rename(columns={"score_before": "match before",
+                                                                "score_after": "match after"})
+    return pd.DataFrame(columns=["prompt", "reference", "before", "after", "match before", "match after"])
 
 
 def _start_label(parent_version: str | None, spec: str | None, base_model: str | None) -> str:

@@ -45,6 +45,7 @@ class ChatResult:
     latency_ms: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    finish_reason: str | None = None  # "stop" | "length" | "repetition" (see Generation)
 
     def __str__(self) -> str:
         return self.text
@@ -234,7 +235,11 @@ class ModelManager:
             latency_ms=generation.latency_ms if generation and generation.latency_ms is not None else latency_ms,
             tokens_in=generation.tokens_in if generation else None,
             tokens_out=generation.tokens_out if generation else None,
-            route_reason=route_reason,
+            finish_reason=generation.finish_reason if generation else None,
+            # a scoped learner version says which weights answered and why
+            route_reason=f"{route_reason}; {generation.extra['route_note']}" if generation and
+            generation.extra.get("route_note") else route_reason,
+            **({"scope": generation.extra["scope"]} if generation and generation.extra.get("scope") else {}),
             error=error,
         )
         return record.id
@@ -276,10 +281,12 @@ class ModelManager:
                             name=name, messages=messages, generation=item, route_reason=reason, user=user,
                             session_id=session_id,
                         )
+                        note = item.extra.get("route_note")
                         yield ChatResult(
-                            text=item.text, model=name, model_version=item.model_version, route_reason=reason,
+                            text=item.text, model=name, model_version=item.model_version,
+                            route_reason=f"{reason}; {note}" if note else reason,
                             interaction_id=interaction_id, latency_ms=item.latency_ms, tokens_in=item.tokens_in,
-                            tokens_out=item.tokens_out,
+                            tokens_out=item.tokens_out, finish_reason=item.finish_reason,
                         )
                         return
                     emitted = True
@@ -371,10 +378,13 @@ class ModelManager:
 
     async def train_deepseek(self, **kwargs: Any) -> dict[str, Any]:
         """The seed's ``await model_manager.train_deepseek()``: train the local learner now and
-        return the run's summary (status, metrics, version created)."""
+        return the run's summary (state, metrics, version created, the gate's evidence).
+
+        When no run can start (too few rated answers, learning switched off, a run already
+        going) the summary says so instead of raising: ``{"state": "not started", "message": …}``."""
         if self.jobs is None:
             raise RuntimeError("Training is not configured for this ModelManager")
-        return await asyncio.to_thread(self.jobs.train_blocking, **kwargs)
+        return await asyncio.to_thread(self.jobs.train_blocking, explain_refusal=True, **kwargs)
 
 
 def _first_item(iterator: Iterator[Any]) -> Iterator[Any]:

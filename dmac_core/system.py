@@ -16,6 +16,7 @@ from .backends import Backend, build_backends
 from .config import Config, load_config
 from .router import ModelManager
 from .store import LearningStore
+from .training.gate import SUITE_GENERAL, SUITE_HELD_OUT, SUITE_RATED, PromotionGate
 from .training.job import TrainingJobManager
 from .training.registry import ModelRegistry
 from .training.scheduler import TrainingScheduler
@@ -34,8 +35,11 @@ class LearningSystem:
         # a lambda because the router is built after the job manager it serves.
         teacher_name = self.config.learner.teacher
         teacher = make_router_teacher(lambda: self.model_manager, teacher_name) if teacher_name else None
+        # The gate measures versions through the evaluator, i.e. through the runtime that serves
+        # chat; each piece of its evidence is an eval record (Metrics page).
+        self.gate = PromotionGate(self.config, self._gate_evaluate)
         self.jobs = TrainingJobManager(
-            self.config, self.store, self.registry, after_version=self.evaluate_after_training, teacher=teacher
+            self.config, self.store, self.registry, gate=self.gate, after_version=self._after_version, teacher=teacher
         )
         self.model_manager = ModelManager(self.config, self.store, self.backends, jobs=self.jobs)
         self.scheduler = TrainingScheduler(self.jobs, self.store, self.config)
@@ -45,10 +49,15 @@ class LearningSystem:
         """The local learner's backend (``models.deepseek``)."""
         return self.backends["deepseek"]
 
-    def evaluator(self, progress: Any = None) -> Any:
+    def evaluator(self, progress: Any = None, runtime: str | None = None) -> Any:
+        """An :class:`~dmac_core.evaluation.Evaluator` over this system's models; ``runtime``
+        ("served" | "fp32") overrides ``models.deepseek.evaluate_with``."""
         from .evaluation import Evaluator
 
-        return Evaluator(self.config, self.store, self.backends, progress=progress)
+        return Evaluator(self.config, self.store, self.backends, progress=progress, runtime=runtime)
+
+    def _gate_evaluate(self, items: list[dict[str, Any]], model: str, suite: str, reuse: bool) -> dict[str, Any]:
+        return self.evaluator().evaluate_model(items, model=model, suite=suite, reuse=reuse)
 
     def evaluate(
         self,
@@ -75,15 +84,21 @@ class LearningSystem:
         answer when none is given — plus loss and token accuracy on the references)."""
         return await asyncio.to_thread(self.evaluate, test_prompts, model, references, suite)
 
-    def review_suites(self, max_trained: int = 16) -> dict[str, list[dict[str, Any]]]:
-        """The items versions are compared on: the stable held-out split, and (so that a small
-        first dataset still shows movement) up to ``max_trained`` of the rated training prompts."""
+    def review_suites(self, max_rated: int | None = None) -> dict[str, list[dict[str, Any]]]:
+        """The items versions are compared on, as the promotion gate uses them: the newest rated
+        answers (trained on), the general-knowledge suite (never trained), and the analysts'
+        held-out prompts when ``validation_fraction`` holds some out. Empty suites are left out."""
         from .evaluation import heldout_suite, is_heldout, reference_index
 
-        fraction = self.config.learner.validation_fraction
-        index = reference_index(self.store, self.config.learner.min_rating_for_sft)
-        trained = [dict(item) for item in index.values() if not is_heldout(item["prompt"], fraction)]
-        suites = {"heldout": heldout_suite(self.store, self.config), "trained": trained[-max_trained:]}
+        learner = self.config.learner
+        index = reference_index(self.store, learner.min_rating_for_sft)
+        rated = [dict(item) for item in index.values() if not is_heldout(item["prompt"], learner.validation_fraction)]
+        general = self.gate.general_items() or []
+        suites = {
+            SUITE_RATED: rated[-(max_rated or learner.gate.max_rated_items):],
+            SUITE_GENERAL: [{"prompt": i["prompt"], "reference": i["reference"]} for i in general],
+            SUITE_HELD_OUT: heldout_suite(self.store, self.config),
+        }
         return {name: items for name, items in suites.items() if items}
 
     def evaluate_served(self, max_new_tokens: int = 64) -> dict[str, Any]:
@@ -97,25 +112,8 @@ class LearningSystem:
             summary = evaluator.evaluate_model(items, model="deepseek", suite=name, max_new_tokens=max_new_tokens)
         return summary
 
-    def evaluate_after_training(self, version_id: str, previous_id: str, max_new_tokens: int = 64) -> list[dict[str, Any]]:
-        """After a run: score the new version and the one it replaces on the same items, so the
-        Metrics page shows ROUGE / BLEU of both side by side."""
-        evaluator = self.evaluator()
-        results = []
-        for name, items in self.review_suites().items():
-            for version in dict.fromkeys([previous_id, version_id]):
-                results.append(
-                    evaluator.evaluate_model(
-                        items, model=f"deepseek@{version}", suite=name, max_new_tokens=max_new_tokens
-                    )
-                )
-        self._warm_served_learner()
-        return results
-
-    def _warm_served_learner(self) -> None:
-        """Load the served version now, in the job thread: when a run was promoted, its GGUF
-        copy is exported here (seconds), not while the first analyst waits for an answer."""
-        try:
-            self.local_backend.current()
-        except Exception:  # not fatal to the run; the next chat answer reports the problem
-            pass
+    def _after_version(self, version_id: str, previous_id: str) -> None:
+        """Load the served version now, in the job thread: when a run was promoted its GGUF copy
+        is ready (the gate made it), and loading it here spares the first analyst the wait.
+        A failure is raised, so the run records it (the next chat answer reports it too)."""
+        self.local_backend.current()

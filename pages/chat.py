@@ -13,6 +13,11 @@ from pages.common import current_user, services, show_log_health
 
 system = services()
 manager = system.model_manager
+# Shown under an answer that did not end by itself (the local learner reports why it stopped).
+FINISH_NOTES = {
+    "repetition": "Stopped: the answer began repeating itself (loop guard). Rate it low or correct it to teach the model.",
+    "length": "Cut at the token limit (models.deepseek.max_new_tokens): the answer may be incomplete.",
+}
 
 # -- inputs ------------------------------------------------------------------------------
 statuses = manager.status()
@@ -89,6 +94,9 @@ for message in history:
                 f"{' · version ' + message['model_version'] if message.get('model_version') else ''}"
                 f" · {message['route_reason']}"
             )
+            ended = FINISH_NOTES.get(message.get("finish_reason") or "")
+            if ended:
+                st.warning(ended, icon="✂️")
             if message.get("content"):
                 rating_controls(message)
 
@@ -140,6 +148,7 @@ if prompt is not None:
             "model_version": final.model_version,
             "route_reason": final.route_reason,
             "interaction_id": final.interaction_id,
+            "finish_reason": final.finish_reason,
         }
     )
     st.rerun()

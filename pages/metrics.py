@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
-from dmac_core.evaluation import SuiteError, heldout_suite, parse_suite
+from dmac_core.evaluation import SuiteError, parse_suite
 from dmac_core.review import ratings_by_version, usage_table
 from pages.common import services, show_log_health
 
@@ -20,9 +20,16 @@ system = services()
 
 # -- title ---------------------------------------------------------------------------------
 st.title("📈 Metrics")
+learner = system.config.learner
+served_by = system.local_backend.runtime_status()
 st.caption(
-    "Training and validation loss per step, token accuracy, and ROUGE / BLEU of each model version "
-    "on the same held-out items. Definitions are in the README."
+    "Training and validation loss per step, token accuracy, and ROUGE / BLEU of each model version on the "
+    "same items. Definitions are in the README. "
+    + (f"Answers of local versions come from what serves chat — {served_by}, {system.local_backend.decoding.describe()}; "
+       if learner.evaluate_with == "served" else
+       "Answers of local versions come from the transformers model in fp32 (models.deepseek.evaluate_with: fp32), "
+       "not from what serves chat; ")
+    + "loss and token accuracy from the transformers model. Each evaluation's runtime is in its row."
 )
 show_log_health(system)
 
@@ -73,14 +80,19 @@ statuses = system.model_manager.status()
 choices = [s.name for s in statuses if s.available and s.name != "deepseek"]
 choices = ["deepseek"] + [f"deepseek@{v.id}" for v in system.registry.versions()] + ["deepseek@base"] + choices
 picked = st.multiselect("Models and versions", choices, default=choices[:2], key="metrics_compare_models")
+SUITE_LABELS = {"rated": "rated answers (trained on: did it learn them?)",
+                "general": "general-knowledge suite (never trained: did it keep what it knew?)",
+                "held-out": "held-out rated answers (validation_fraction)"}
+suites = system.review_suites()
+suite_name = st.selectbox("Items", list(SUITE_LABELS), format_func=SUITE_LABELS.get, key="metrics_compare_suite",
+                          help="Or upload your own test set below; it is used instead when given.")
 upload = st.file_uploader("Test set (YAML or JSONL: prompt, optional reference)", type=["yaml", "yml", "jsonl"],
                           key="metrics_suite_upload")
 if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
     try:
-        items = parse_suite(upload.getvalue().decode("utf-8"), upload.name) if upload else heldout_suite(
-            system.store, system.config)
+        items = parse_suite(upload.getvalue().decode("utf-8"), upload.name) if upload else suites.get(suite_name, [])
         if not items:
-            raise SuiteError("No items: upload a test set, or rate answers so the held-out split has some.")
+            raise SuiteError(f"No items in {SUITE_LABELS[suite_name]}: rate answers, pick other items or upload a test set.")
         bar = st.progress(0.0, text="Generating answers…")
         total, done = len(items) * len(picked), [0]
 
@@ -89,7 +101,7 @@ if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
             bar.progress(min(done[0] / total, 1.0), text=f"Generating answers… {done[0]}/{total}")
 
         comparison = system.evaluator(progress=advance).compare_models(
-            items, picked, suite=upload.name if upload else "heldout", max_new_tokens=64)
+            items, picked, suite=upload.name if upload else suite_name, max_new_tokens=64)
         st.session_state.metrics_comparison = comparison
     except (SuiteError, ValueError, KeyError, UnicodeDecodeError) as exc:
         st.warning(str(exc))

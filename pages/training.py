@@ -6,7 +6,13 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.charts import loss_figure
-from dmac_core.review import runs_table, versions_table
+from dmac_core.review import (
+    gate_answer_changes,
+    gate_checks_table,
+    gate_rated_answers,
+    runs_table,
+    versions_table,
+)
 from dmac_core.training.registry import RegistryError
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.job import JobAlreadyRunning
@@ -21,7 +27,10 @@ learner = system.config.learner
 st.title("🏋️ Training")
 st.caption(
     "Fine-tunes DeepSeek-RL (LoRA) on every answer rated "
-    f"{learner.min_rating_for_sft} or more — from any model — with a held-out validation split."
+    f"{learner.min_rating_for_sft} or more — from any model. Validation loss is measured on the "
+    "general-knowledge suite, which is never trained. A new version is served only if the gate finds, "
+    "through the runtime that serves chat, that it answers the rated questions better, keeps the general "
+    "knowledge of the served version and does not over-fit."
 )
 show_log_health(system)
 
@@ -35,6 +44,9 @@ with st.expander("Hyper-parameters in effect (config/config.yaml → models.deep
                 ("method", learner.method), ("LoRA r / alpha", f"{learner.lora.r} / {learner.lora.alpha}"),
                 ("LoRA target modules", ", ".join(learner.lora.target_modules)),
                 ("validation_fraction", learner.validation_fraction), ("max_length", learner.max_length),
+                ("gate: general suite", learner.gate.general_suite or "off"),
+                ("gate: general answers that may be lost", learner.gate.max_forgotten),
+                ("gate: loss tolerance (promotion_tolerance)", learner.promotion_tolerance),
                 ("learning_enabled", learner.learning_enabled), ("start_from", learner.start_from),
             ],
             columns=["setting", "value"],
@@ -103,6 +115,25 @@ else:
 st.subheader("Model versions")
 versions = versions_table(system.registry)
 st.dataframe(versions, hide_index=True, width="stretch", key="train_versions")
+gated = [v for v in system.registry.versions() if v.metadata.get("gate")]
+if gated:
+    with st.expander("Gate evidence: why a version was served or not", expanded=False):
+        shown = st.selectbox("Version", [v.id for v in reversed(gated)], key="train_gate_version")
+        gate = system.registry.get(shown).metadata["gate"]
+        st.caption(
+            f"{shown} against {gate.get('champion')}: {'passed' if gate.get('passed') else 'not passed'}. "
+            f"Answers from {gate.get('runtime') or 'the served runtime'} ({gate.get('decoding') or '-'}); "
+            "losses from the transformers model."
+        )
+        st.dataframe(gate_checks_table(gate), hide_index=True, width="stretch", key="train_gate_checks")
+        changes = gate_answer_changes(gate)
+        if not changes.empty:
+            st.markdown("**General questions whose answer changed**")
+            st.dataframe(changes, hide_index=True, width="stretch", key="train_gate_changes")
+        rated = gate_rated_answers(gate)
+        if not rated.empty:
+            st.markdown("**Rated answers, asked again**")
+            st.dataframe(rated, hide_index=True, width="stretch", key="train_gate_rated")
 pick_col, promote_col, rollback_col = st.columns([2, 1, 1])
 choice = pick_col.selectbox("Version", list(versions["version"]), key="train_version_pick")
 if promote_col.button("Serve this version", key="train_promote", disabled=choice == system.registry.served_id()):

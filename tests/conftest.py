@@ -93,6 +93,9 @@ def tiny_config_dict(data_dir: Path, base_model: Path, **learner: Any) -> dict[s
         "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
         # Off so step counts stay those of the rated data; tests/test_replay.py turns it on.
         "replay": {"enabled": False},
+        # A random tiny model knows no general facts, so the gate's general-knowledge checks
+        # would have no evidence; tests of those checks use the real model (or set a suite).
+        "gate": {"general_suite": None},
     }
     deepseek.update(learner)
     return {
@@ -137,3 +140,26 @@ def app_env(tiny_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         dmac_core._system.jobs.wait(60)
     dmac_core.reset_learning_system()
     st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def served_base_evidence(tmp_path_factory: pytest.TempPathFactory, real_model_dir: Path) -> Path:
+    """The real base model's answers to the gate's general-knowledge suite, measured once per
+    test session the way ``make run``'s setup measures them for the workbench's data directory.
+    Real-model tests copy the eval log into their fresh data directory, so each run's gate
+    reuses it (the reuse is keyed by the weight files) instead of asking 46 questions again."""
+    from tests.learning_quality_fixtures import shipped_config
+    from dmac_core.system import LearningSystem
+
+    data = tmp_path_factory.mktemp("base-evidence") / "data"
+    system = LearningSystem(shipped_config(data, real_model_dir))
+    assert system.gate.prepare("base")
+    return data / "evals"
+
+
+def with_base_evidence(evidence: Path, data_dir: Path) -> Path:
+    """Copy the session's base-model evidence into a test's data directory (see above)."""
+    import shutil
+
+    shutil.copytree(evidence, data_dir / "evals", dirs_exist_ok=True)
+    return data_dir

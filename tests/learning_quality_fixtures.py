@@ -1,4 +1,4 @@
-"""Invented facts and the measuring harness for the learning test of issue 5.
+"""Invented facts and the measuring harness of the learning tests.
 
 Shared by ``tests/test_learning_quality.py`` (assertions) and ``bench/learning_quality.py``
 (the settings table in ``bench/RESULTS.md``), so the test and the benchmark measure the same
@@ -8,7 +8,6 @@ of the answer that shows up after training was learned from the rated answers.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -106,20 +105,13 @@ def short_facts(n: int = 12) -> list[tuple[str, str, str]]:
     return FACTS[: min(n, len(SECOND_PHRASING))]
 
 
-# Unrelated questions the base model answers correctly (checked on the base model first; it
-# answers "the largest planet" with Neptune, so that one is not here):
-# (question, words of which at least one must appear, case-insensitive).
-GENERAL: list[tuple[str, tuple[str, ...]]] = [
-    ("What is the capital of France?", ("paris",)),
-    ("What is the capital of Japan?", ("tokyo",)),
-    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
-]
-
 MAX_NEW_TOKENS = 48
 
-def shipped_config(data_dir: Path, base_model: Path, **learner: Any) -> Config:
-    """The shipped ``config/config.yaml`` with only the data directory and base model path
-    changed (plus ``learner`` overrides, which the benchmark uses to compare settings)."""
+
+def shipped_config(data_dir: Path, base_model: Path | None = None, **learner: Any) -> Config:
+    """The shipped ``config/config.yaml`` with only the data directory changed (plus the base
+    model's path when given, so tests share one converted copy; plus ``learner`` overrides,
+    which the benchmark uses to compare settings)."""
     previous = os.environ.get("DMAC_DATA_DIR")
     os.environ["DMAC_DATA_DIR"] = str(data_dir)
     try:
@@ -129,12 +121,13 @@ def shipped_config(data_dir: Path, base_model: Path, **learner: Any) -> Config:
             os.environ.pop("DMAC_DATA_DIR", None)
         else:
             os.environ["DMAC_DATA_DIR"] = previous
-    config.learner.base_model = str(base_model)
+    if base_model is not None:
+        config.learner.base_model = str(base_model)
     config.storage.fsync = False  # a test's throwaway data dir needs no power-loss durability
     for key, value in learner.items():
-        if key == "lora":
+        if key in ("lora", "gate"):
             for lkey, lvalue in value.items():
-                setattr(config.learner.lora, lkey, lvalue)
+                setattr(getattr(config.learner, key), lkey, lvalue)
         elif key == "replay":
             config.learner.replay = type(config.learner.replay).model_validate(value)
         else:
@@ -164,46 +157,24 @@ def score(questions: list[str], answers: list[str], references: list[str]) -> di
     }
 
 
-def general_ok(answers: list[str]) -> list[bool]:
-    """Per GENERAL question: does the answer still contain the right word?"""
-    return [any(w in a.lower() for w in words) for a, (_, words) in zip(answers, GENERAL)]
+def ask(backend: Any, prompts: list[str], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+    """Answers the way chat gives them: one question at a time through the backend's serving
+    runtime (llama.cpp with the shipped config), with chat's decoding."""
+    return [backend.generate([{"role": "user", "content": p}], max_new_tokens=max_new_tokens).text for p in prompts]
 
 
-def answer_all(backend: Any, facts: list[tuple[str, str, str]]) -> dict[str, list[str]]:
-    """Greedy, batched answers of the backend's served version to the questions, their
-    paraphrases and the general-knowledge questions."""
-    from dmac_core.evaluation_local import generate_batch
-
-    loaded = backend.current()
-    prompts = [f[0] for f in facts] + [f[2] for f in facts] + [g[0] for g in GENERAL]
-    answers = generate_batch(loaded, prompts, MAX_NEW_TOKENS, batch_size=16)
-    n = len(facts)
-    return {"questions": answers[:n], "paraphrases": answers[n : 2 * n], "general": answers[2 * n :],
-            "version": [loaded.version]}
+def answer_facts(backend: Any, facts: list[tuple[str, str, str]]) -> dict[str, list[str]]:
+    """The served version's answers to the rated questions and to the same questions reworded."""
+    answers = ask(backend, [f[0] for f in facts] + [f[2] for f in facts])
+    return {"questions": answers[: len(facts)], "paraphrases": answers[len(facts):],
+            "version": backend.current().version, "runtime": backend.current().runtime}
 
 
-def answer_served(backend: Any, facts: list[tuple[str, str, str]]) -> dict[str, list[str]]:
-    """The same questions answered the way chat answers them: one at a time through the
-    backend's serving runtime (llama.cpp with the shipped config), greedy."""
-    prompts = [f[0] for f in facts] + [f[2] for f in facts] + [g[0] for g in GENERAL]
-    answers = [backend.generate([{"role": "user", "content": p}], max_new_tokens=MAX_NEW_TOKENS).text
-               for p in prompts]
-    n = len(facts)
-    return {"questions": answers[:n], "paraphrases": answers[n : 2 * n], "general": answers[2 * n :],
-            "version": [backend.current().version], "runtime": [backend.current().runtime]}
-
-
-def measure(answers: dict[str, list[str]], facts: list[tuple[str, str, str]], held_out: set[str]) -> dict[str, Any]:
-    """Scores split into trained / held-out facts (``held_out``: the questions the run's
-    dataset put in its validation split)."""
-    held = [q in held_out for q, _, _ in facts]
-    out: dict[str, Any] = {"general_ok": general_ok(answers["general"])}
-    for part, wanted in (("trained", False), ("heldout", True)):
-        idx = [i for i, h in enumerate(held) if h == wanted]
-        refs = [facts[i][1] for i in idx]
-        out[part] = score([facts[i][0] for i in idx], [answers["questions"][i] for i in idx], refs)
-        out[part + "_paraphrase"] = score([facts[i][2] for i in idx], [answers["paraphrases"][i] for i in idx], refs)
-    return out
+def measure(answers: dict[str, Any], facts: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """Scores of the rated questions and of their rewordings against the rated answers."""
+    refs = [f[1] for f in facts]
+    return {"trained": score([f[0] for f in facts], answers["questions"], refs),
+            "paraphrase": score([f[2] for f in facts], answers["paraphrases"], refs)}
 
 
 def _log(message: str) -> None:
@@ -211,64 +182,80 @@ def _log(message: str) -> None:
     print(f"[learning-quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_experiment(workdir: Path, base_model: Path, facts: list[tuple[str, str, str]] | None = None,
-                   phrasings: int = 1, **learner: Any) -> dict[str, Any]:
-    """Rate every fact 5 in a fresh store, answer with the base model, run one training job
-    (the real job path: dataset builder, TRL trainer, registry, gate), answer again with the
-    new version; return before/after scores, timings and the answers."""
-    from dmac_core.backends.local import LocalBackend
-    from dmac_core.store import LearningStore
-    from dmac_core.training.job import TrainingJobManager
-    from dmac_core.training.registry import ModelRegistry
+def rate_facts(store: Any, facts: list[tuple[str, str, str]], analysts: int = 3, phrasings: int = 1) -> None:
+    """Log each fact as a Gemini answer and rate it 5 by ``analysts`` analysts (in ``phrasings``
+    phrasings of the question: 2 adds SECOND_PHRASING)."""
+    for question, answer, _ in facts:
+        for prompt in [question] + ([SECOND_PHRASING[question]] if phrasings > 1 else []):
+            interaction = store.append_interaction(model="gemini", prompt=prompt, response=answer,
+                                                   messages=[{"role": "user", "content": prompt}])
+            for k in range(analysts):
+                store.append_feedback(interaction_id=interaction.id, rating=5, user=f"analyst{k + 1}")
+
+
+def run_experiment(workdir: Path, base_model: Path | None, facts: list[tuple[str, str, str]] | None = None,
+                   phrasings: int = 1, analysts: int = 3, prepared: bool = True, **learner: Any) -> dict[str, Any]:
+    """The workbench's story with the shipped config: rate every fact 5, ask the served model,
+    press "Train now" once (the real job: dataset, TRL trainer, registry, promotion gate), ask
+    again. Nothing is promoted by hand: if the gate refuses, the base model answers "after".
+
+    ``prepared``: measure the served version on the gate's general suite first, as ``make run``
+    (``python -m dmac_core setup``) does for the workbench's data directory, so the timing is
+    that of "Train now" in a workbench that was set up; False times a brand-new data directory.
+
+    Returns before / after scores of the served answers, the gate's record, the general
+    questions the gate asked (checked against chat's own answers), and where the time went.
+    """
+    from dmac_core.system import LearningSystem
 
     facts = facts or FACTS
-    config = shipped_config(workdir / "data", base_model, **learner)
-    store = LearningStore(config.data_path, fsync=False)
-    for question, answer, _ in facts:
-        rated = [question] + ([SECOND_PHRASING[question]] if phrasings > 1 else [])
-        for prompt in rated:
-            messages = [{"role": "user", "content": prompt}]
-            interaction = store.append_interaction(model="gemini", prompt=prompt, response=answer, messages=messages)
-            store.append_feedback(interaction_id=interaction.id, rating=5)
-    registry = ModelRegistry(config.data_path / "models")
-    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
+    system = LearningSystem(shipped_config(workdir / "data", base_model, **learner))
+    if prepared:
+        started = time.perf_counter()
+        system.gate.prepare(system.registry.served_id())
+        _log(f"gate evidence of the served version prepared in {time.perf_counter() - started:.0f} s (setup)")
+    rate_facts(system.store, facts, analysts, phrasings)
+    backend = system.local_backend
 
     started = time.perf_counter()
-    before = answer_all(backend, facts)
-    generate_s = time.perf_counter() - started
-    _log(f"base answers in {generate_s:.0f} s")
-    jobs = TrainingJobManager(config, store, registry)
+    before = answer_facts(backend, facts)
+    _log(f"base answers in {time.perf_counter() - started:.0f} s ({before['runtime']})")
     started = time.perf_counter()
-    info = jobs.start(trigger="test")
-    snap = jobs.wait()
+    info = system.jobs.start(trigger="test")
+    snap = system.jobs.wait()
     job_s = time.perf_counter() - started
-    summary = jobs.run_summary(info.run_id)
-    _log(f"training job {snap.state} in {job_s:.0f} s ({summary['metrics'].get('steps')} steps)")
+    summary = system.jobs.run_summary(info.run_id)
+    _log(f"training job {snap.state} in {job_s:.0f} s ({summary['metrics'].get('steps')} steps): {snap.message}")
     if snap.state != "completed":
         raise AssertionError(f"training run ended {snap.state}: {snap.message} {snap.error}")
-    if registry.served_id() != snap.version:
-        # Not promoted by the gate: measure the new version anyway (that is what we test here).
-        registry.promote(snap.version, reason="learning test: measure the trained version")
-    after = answer_all(backend, facts)
     started = time.perf_counter()
-    served = answer_served(backend, facts)
-    _log(f"served answers ({served['runtime'][0]}) in {time.perf_counter() - started:.0f} s")
-    data = json.loads((jobs.runs_dir / info.run_id / "data.json").read_text(encoding="utf-8"))
-    held_out = {ex["prompt"][-1]["content"] for ex in data["sft_eval"]}
+    after = answer_facts(backend, facts)
+    gate = summary["gate"]
+    general = next((c for c in gate["checks"] if c["check"] == "general"), None)
+    evals = {e["id"]: e for e in system.store.records("evals")}
+    general_after = evals[gate["evals"]["general"]["after"]] if "general" in gate.get("evals", {}) else None
+    # a sample of the general questions asked again the way chat asks them (every 4th: enough
+    # to show the gate's answers are chat's answers, a quarter of the time)
+    sampled = general_after["per_item"][::4] if general_after else []
+    chat_general = ask(backend, [row["prompt"] for row in sampled], system.config.learner.gate.general_max_new_tokens)
+    _log(f"served answers ({after['runtime']}) in {time.perf_counter() - started:.0f} s")
     return {
         "setting": {k: v for k, v in summary["hyper_parameters"].items() if k != "base_model"},
         "steps": summary["metrics"].get("steps"),
         "train_s": summary["metrics"].get("train_runtime_s"),
         "job_s": round(job_s, 1),
-        "generate_s": round(generate_s, 1),
+        "timings": summary.get("timings"),
         "promoted_by_gate": bool(summary.get("promoted")),
-        "gate": summary.get("gate"),
+        "served_after": after["version"],
+        "candidate": summary.get("version"),
+        "gate": gate,
+        "general": general,
+        "general_gate_answers": [row["output"] for row in sampled],
+        "general_chat_answers": chat_general,
         "counts": summary["lineage"]["counts"],
-        "held_out": sorted(held_out),
-        "before": measure(before, facts, held_out),
-        "after": measure(after, facts, held_out),
-        "after_served": measure(served, facts, held_out),
+        "before": measure(before, facts),
+        "after": measure(after, facts),
         "answers_before": before,
         "answers_after": after,
-        "answers_after_served": served,
+        "message": summary.get("message"),
     }

@@ -19,8 +19,12 @@ def test_shipped_config_loads_with_the_seed_keys() -> None:
     config = load_config(DEFAULT_CONFIG_PATH)
     learner = config.learner
     assert learner.learning_enabled is True
-    assert learner.learning_rate == 0.001
+    assert learner.learning_rate == 0.002  # the seed's key; the value that teaches a dozen facts (README)
     assert (learner.batch_size, learner.epochs, learner.evaluation_interval) == (8, 8, 100)
+    # served as measured: f16 weights, the repetition penalty and loop guard, scope on, the gate's suite
+    assert (learner.gguf_weights, learner.repeat_penalty, learner.loop_guard) == ("f16", 1.15, True)
+    assert learner.scope.enabled and learner.validation_fraction == 0.0 and not learner.replay.enabled
+    assert config.general_suite_path() == DEFAULT_CONFIG_PATH.parent / "general_knowledge.yaml"
     assert set(config.models) == {"deepseek", "gemini", "deepseek_api"}
     assert config.routing_order() == ["gemini", "deepseek_api", "deepseek"]
 

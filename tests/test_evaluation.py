@@ -143,13 +143,20 @@ def test_results_are_persisted_with_exact_fields(env) -> None:
     path = cfg.data_path / "evals" / f"{month}.jsonl"
     [line] = path.read_text(encoding="utf-8").splitlines()
     record = json.loads(line)
-    assert set(record) == {"schema", "id", "ts", "model", "model_version", "suite", "n", "metrics", "per_item", "provider_model"}
+    assert set(record) == {"schema", "id", "ts", "model", "model_version", "suite", "n", "metrics", "per_item",
+                           "provider_model", "runtime", "decoding", "loss_model", "eval_key"}
+    assert len(record["eval_key"]) == 64
     assert record["id"] == result["eval_id"] and record["suite"] == "smoke" and record["n"] == 2
     assert (record["model"], record["model_version"]) == ("deepseek", "base")
+    # the answers came from what serves chat (the tiny config: the torch loop in fp32), with chat's decoding
+    assert record["runtime"] == "torch (fp32 weights)" and record["loss_model"] == "transformers fp32"
+    assert record["decoding"] == "greedy, repeat penalty 1.15 over 64 tokens, loop guard"
     assert set(record["per_item"][0]) == {
         "index", "prompt", "reference", "reference_source", "has_reference", "output", "tokens_in", "tokens_out",
-        "latency_ms", "error", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy",
+        "latency_ms", "error", "finish_reason", "answer_key", "answered_by", "rouge1", "rouge2", "rougeL", "bleu",
+        "key_term_recall", "loss", "perplexity", "token_accuracy",
     }
+    assert record["per_item"][0]["finish_reason"] in ("stop", "length", "repetition")
     assert [i["prompt"] for i in record["per_item"]] == ["Capital of France?", "No reference here"]
     for key in ("rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy",
                 "latency_ms_mean", "tokens_in", "tokens_out", "n_with_reference", "wall_s"):
@@ -303,3 +310,22 @@ def test_cli_evaluates_a_suite_file_and_prints_the_comparison(tmp_path: Path, ti
     assert main(["--config", str(config_path), "evaluate", "--suite", str(suite), "--models", "remote"]) == 1
     assert "remote is not available: DMAC_TEST_KEY_THAT_IS_NEVER_SET is not set" in capsys.readouterr().err
     assert len(store.evals()) == 2  # nothing persisted for the refused runs
+
+
+def test_served_answers_are_chats_answers_and_a_known_answer_is_not_asked_again(env) -> None:
+    cfg, store, backend = env
+    evaluator = Evaluator(cfg, store, {"deepseek": backend})
+    items = [{"prompt": "Capital of France?", "reference": "Paris."}, {"prompt": "Name a colour.", "reference": "Blue."}]
+    first = evaluator.evaluate_model(items, suite="one")
+    chat = [backend.generate([{"role": "user", "content": i["prompt"]}]).text for i in items]
+    assert [row["output"] for row in first["per_item"]] == chat  # evaluation measures what chat says
+    again = Evaluator(cfg, store, {"deepseek": backend}).evaluate_model(items, suite="two")
+    assert [row["reused_from"] for row in again["per_item"]] == [first["eval_id"]] * 2
+    assert [row["output"] for row in again["per_item"]] == chat
+    assert again["per_item"][0]["answer_key"] == first["per_item"][0]["answer_key"]
+    # another token budget is another answer: asked, not reused
+    longer = Evaluator(cfg, store, {"deepseek": backend}).evaluate_model(items[:1], suite="three", max_new_tokens=3)
+    assert "reused_from" not in longer["per_item"][0]
+    # a whole evaluation is reused only when asked to (the gate does, for the served version)
+    assert evaluator.evaluate_model(items, suite="one", reuse=True)["eval_id"] == first["eval_id"]
+    assert evaluator.evaluate_model(items, suite="one")["eval_id"] != first["eval_id"]

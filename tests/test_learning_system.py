@@ -84,13 +84,25 @@ def test_training_process(tiny_config: Config) -> None:
     assert system.registry.served_id() == "base"
     summary = asyncio.run(system.model_manager.train_deepseek())
     assert summary["state"] == "completed", summary.get("message")
-    assert summary["version"] == "v0001" and system.registry.served_id() == "v0001"
     events = system.jobs.run_events(summary["run_id"])
     losses = [e["train_loss"] for e in events if e.get("event") == "step" and e.get("train_loss") is not None]
     assert len(losses) >= 2 and losses[-1] < losses[0]
     assert any(e.get("event") == "eval" for e in events)
+    # The version exists; whether it is served is the gate's call, on answers: the tiny random
+    # model's answers did not move in 6 steps, so the base stays served and the summary says why.
+    assert summary["version"] == "v0001" and summary["promoted"] is False
+    assert "Rated answers learned: failed" in summary["message"] and system.registry.served_id() == "base"
     answer = system.model_manager.respond("Tell me fact 1.", model="deepseek")
-    assert answer.model_version == "v0001"
+    assert answer.model_version == "base"
+
+
+def test_train_deepseek_without_enough_ratings_says_so_instead_of_raising(tiny_config: Config) -> None:
+    system = LearningSystem(tiny_config)
+    system.store.append_feedback(prompt="What is the future of AI?", response="The future of AI is...", rating=4)
+    summary = asyncio.run(system.model_manager.train_deepseek())
+    assert summary["state"] == "not started" and summary["version"] is None
+    assert summary["message"] == "Only 1 rated answer with rating ≥ 4; rate at least 4 to train."
+    assert system.jobs.runs() == []
 
 
 def test_model_evaluation(tiny_config: Config) -> None:
@@ -126,7 +138,8 @@ async def main():
     )
     for i in range(4):
         await model_manager.provide_feedback(prompt=f"Q{i}?", response=f"Answer {i}.", rating=5)
-    await model_manager.train_deepseek()
+    summary = await model_manager.train_deepseek()
+    print("TRAINED", summary["state"], summary["version"], summary["promoted"])
     test_prompts = [
         "What is the role of attention in transformer models?",
         "How can reinforcement learning be applied to robotics?",
@@ -146,4 +159,50 @@ def test_the_seeds_code_examples_run_as_written(tmp_path: Path, tiny_model_dir: 
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(SEED_EXAMPLES)], cwd=PROJECT_ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "RESULT 3 v0001" in result.stdout
+    # trained and registered; the gate keeps the base served (the tiny model learned no visible answer)
+    assert "TRAINED completed v0001 False" in result.stdout and "RESULT 3 base" in result.stdout
+
+
+SEED_AS_WRITTEN = '''
+import asyncio
+from dmac_core import model_manager, learning_system
+
+async def main():
+    await model_manager.provide_feedback(
+        prompt="What is the future of AI?",
+        response="The future of AI is...",
+        feedback="The response was informative but could include more specific examples.",
+        rating=4
+    )
+    summary = await model_manager.train_deepseek()
+    test_prompts = [
+        "What is the role of attention in transformer models?",
+        "How can reinforcement learning be applied to robotics?",
+        "Explain the concept of few-shot learning."
+    ]
+    evaluation_results = await learning_system.evaluate_model(test_prompts)
+    print("TRAIN", summary["state"], "|", summary["message"])
+    print("EVAL", len(evaluation_results["per_item"]), evaluation_results["runtime"],
+          all(item["output"] for item in evaluation_results["per_item"]))
+
+asyncio.run(main())
+'''
+
+
+@pytest.mark.integration
+def test_the_seeds_examples_run_as_written_in_a_new_empty_data_directory(tmp_path: Path) -> None:
+    """The shipped config, a data directory that does not exist yet: the learner prepares its
+    base model on first use, training says why it does not start (one rating), evaluation answers."""
+    fresh = tmp_path / "brand-new-data"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DMAC_DATA_DIR": str(fresh), "HF_HUB_OFFLINE": "1",
+           "DMAC_SECRETS": str(tmp_path / "absent.toml"), "TOKENIZERS_PARALLELISM": "false"}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(SEED_AS_WRITTEN)], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "TRAIN not started | Only 1 rated answer with rating ≥ 4; rate at least 4 to train." in result.stdout
+    assert "EVAL 3 llama.cpp" in result.stdout and result.stdout.strip().endswith("True")
+    assert (fresh / "base" / "SmolLM2-135M-Instruct" / "model.safetensors").is_file()
+    [feedback] = [json.loads(line) for line in next((fresh / "feedback").glob("*.jsonl")).read_text().splitlines()]
+    assert feedback["rating"] == 4 and feedback["prompt"] == "What is the future of AI?"
+    [evaluation] = [json.loads(line) for line in next((fresh / "evals").glob("*.jsonl")).read_text().splitlines()]
+    assert evaluation["runtime"].startswith("llama.cpp") and evaluation["n"] == 3

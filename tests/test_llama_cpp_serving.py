@@ -150,7 +150,11 @@ def test_a_growing_chat_reuses_the_cache_and_answers_as_from_scratch(tiny_hf: tu
 
 
 def _config(make_config: Callable[..., Config], **learner: Any) -> Config:
-    return make_config(precision="auto", runtime="llama_cpp", gguf_weights="f16", **learner)
+    # plain greedy decoding (no repetition penalty, no loop guard), so answers can be compared
+    # token for token with transformers' greedy generate()
+    settings = {"precision": "auto", "runtime": "llama_cpp", "gguf_weights": "f16", "repeat_penalty": 1.0,
+                "loop_guard": False, **learner}
+    return make_config(**settings)
 
 
 def _answer(backend: LocalBackend, prompt: str) -> Any:
@@ -211,16 +215,18 @@ def test_gguf_copy_is_reused_and_redone_when_the_weights_change(tiny_model_dir: 
     assert gguf.stat().st_mtime_ns != made
 
 
-def test_only_the_newest_gguf_copies_are_kept(tmp_path: Path) -> None:
-    for age, name in enumerate(["v0003.q8_0.gguf", "v0002.q8_0.gguf", "base.q8_0.gguf"]):
+def test_only_the_newest_gguf_copies_are_kept_and_the_served_ones(tmp_path: Path) -> None:
+    for age, name in enumerate(["v0004.q8_0.gguf", "v0003.q8_0.gguf", "v0002.q8_0.gguf", "base.q8_0.gguf"]):
         path = tmp_path / name
         path.write_bytes(b"GGUF")
         (tmp_path / f"{name}.json").write_text("{}", encoding="utf-8")
-        os.utime(path, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))  # v0003 newest
-    removed = prune_cache(tmp_path, keep=2)
+        os.utime(path, ns=(10**18 - age * 10**9, 10**18 - age * 10**9))  # v0004 newest
+    # v0002 is served; the gate checked (and refused) v0003 and v0004 since: its copy stays
+    removed = prune_cache(tmp_path, keep=2, protect=[tmp_path / "v0002.q8_0.gguf"])
     assert [p.name for p in removed] == ["base.q8_0.gguf"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "v0002.q8_0.gguf", "v0002.q8_0.gguf.json", "v0003.q8_0.gguf", "v0003.q8_0.gguf.json"]
+        "v0002.q8_0.gguf", "v0002.q8_0.gguf.json", "v0003.q8_0.gguf", "v0003.q8_0.gguf.json",
+        "v0004.q8_0.gguf", "v0004.q8_0.gguf.json"]
 
 
 def test_a_model_llama_cpp_cannot_run_falls_back_or_is_refused(make_config: Callable[..., Config]) -> None:
@@ -295,7 +301,7 @@ def test_real_model_served_by_default_through_llama_cpp(real_model_dir: Path, tm
     shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "config.yaml").learner
     backend = LocalBackend("deepseek", shipped, real_model_dir, ModelRegistry(tmp_path / "models"))
     answer = backend.generate([{"role": "user", "content": "What is the capital of Germany?"}], max_new_tokens=12)
-    assert backend.current().runtime == "llama.cpp (q8_0 GGUF)"
+    assert backend.current().runtime == "llama.cpp (f16 GGUF)"
     assert "Berlin" in answer.text
 
 
@@ -310,14 +316,16 @@ def test_setup_prepares_the_served_gguf(make_config: Callable[..., Config], caps
 
 def test_a_promoted_run_is_ready_to_serve_when_the_job_ends(make_config: Callable[..., Config]) -> None:
     from dmac_core.system import LearningSystem
+    from tests.gate_doubles import scripted_gate
     from tests.test_training import seed_ratings
 
-    config = _config(make_config, promotion_tolerance=1.0)
+    config = _config(make_config)
     system = LearningSystem(config)
+    system.jobs.gate = scripted_gate(config, system.registry)  # the tiny model learns no visible answer
     seed_ratings(system.store)
     system.jobs.start(trigger="test")
     snap = system.jobs.wait(180)
     assert snap.state == "completed" and system.registry.served_id() == snap.version, (snap.message, snap.error)
     loaded = system.local_backend._loaded  # loaded by the job, before anyone asked
-    assert loaded is not None and loaded.version == snap.version and loaded.runtime == "llama.cpp (f16 GGUF)"
+    assert loaded is not None and loaded.version == snap.version and loaded.runtime.startswith("llama.cpp (f16 GGUF)")
     assert (system.registry.models_dir / "gguf" / f"{snap.version}.f16.gguf").is_file()

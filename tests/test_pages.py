@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 import dmac_core
 from dmac_core.config import PROJECT_ROOT, Config
 from dmac_core.store import LearningStore
+from tests.gate_doubles import scripted_gate
 
 APP = str(PROJECT_ROOT / "app.py")
 
@@ -87,7 +88,9 @@ def test_feedback_page_lists_and_filters(app_env: Config) -> None:
 
 def test_training_page_continues_a_chosen_version(app_env: Config) -> None:
     seed_ratings(app_env)
-    jobs = dmac_core.get_learning_system().jobs
+    system = dmac_core.get_learning_system()
+    jobs = system.jobs
+    jobs.gate = scripted_gate(app_env, system.registry)  # the tiny model learns no visible answer
     jobs.start()
     assert jobs.wait(180).state == "completed"
     at = new_app()
@@ -106,8 +109,16 @@ def test_training_page_continues_a_chosen_version(app_env: Config) -> None:
     runs = [d.value for d in at.dataframe if "run_id" in d.value.columns and "replayed" in d.value.columns][0]
     assert list(runs["started from"]) == ["v0001", "base"] and list(runs["version"]) == ["v0002", "v0001"]
 
+    # v0002 passed the gate too and is served; roll back in one click, serve a version by hand
+    assert system.registry.served_id() == "v0002"
+    at.button(key="train_rollback").click().run()
+    assert system.registry.served_id() == "v0001"
+    at.selectbox(key="train_version_pick").set_value("v0002").run()
+    at.button(key="train_promote").click().run()
+    assert system.registry.served_id() == "v0002"
 
-def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) -> None:
+
+def test_train_now_finishes_and_the_run_its_chart_and_the_gate_evidence_appear(app_env: Config) -> None:
     at = new_app()
     at.run()
     at.switch_page("pages/training.py").run()
@@ -127,14 +138,15 @@ def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) ->
     assert at.get("plotly_chart"), "the live loss chart is drawn"
     runs = [d.value for d in at.dataframe if "run_id" in d.value.columns][0]
     assert len(runs) == 1 and runs.iloc[0]["state"] == "completed"
+    # The real gate on the tiny random model: nothing visibly learned, so the base stays served,
+    # and the page says why, check by check.
     versions = [d.value for d in at.dataframe if "version" in d.value.columns and "served" in d.value.columns][0]
-    assert list(versions["version"]) == ["v0001", "base"] and list(versions["served"]) == [True, False]
-    registry = dmac_core.get_learning_system().registry
-    at.button(key="train_rollback").click().run()
-    assert registry.served_id() == "base"
-    at.selectbox(key="train_version_pick").set_value("v0001").run()
-    at.button(key="train_promote").click().run()
-    assert registry.served_id() == "v0001"
+    assert list(versions["version"]) == ["v0001", "base"] and list(versions["served"]) == [False, True]
+    assert versions.iloc[0]["gate"].startswith("not passed vs base · ❌ rated")
+    checks = next(d.value for d in at.dataframe if "what was measured" in d.value.columns)
+    assert list(checks["check"])[:1] == ["Rated answers learned"] and "failed" in checks.iloc[0]["status"]
+    rated = next(d.value for d in at.dataframe if "match before" in d.value.columns)
+    assert len(rated) == 4 and {"before", "after", "match before", "match after"} <= set(rated.columns)
 
     at.switch_page("pages/metrics.py").run()
     assert not at.exception
@@ -142,12 +154,15 @@ def test_train_now_finishes_and_the_run_and_its_chart_appear(app_env: Config) ->
     assert len(charts) >= 2
     loss = json.loads(charts[0].proto.spec)
     assert [t["name"] for t in loss["data"]][:1] == ["train loss"]
-    # The run scored the new version and the base on the same items: ROUGE / BLEU per version.
+    # The gate scored the new version and the base on the same items, through the served runtime.
     rouge = json.loads(charts[2].proto.spec)
     assert [bar["x"] for bar in rouge["data"]][0] == ["deepseek@base", "deepseek@v0001"]
+    table = next(d.value for d in at.dataframe if "runtime" in d.value.columns)
+    assert {runtime.split(";")[0] for runtime in table["runtime"]} == {"torch (fp32 weights)"}
 
-    # Side by side on the held-out items, with significance of the differences.
+    # Side by side on the rated answers, with significance of the differences.
     at.multiselect(key="metrics_compare_models").set_value(["deepseek@base", "deepseek@v0001"]).run()
+    at.selectbox(key="metrics_compare_suite").set_value("rated").run()
     at.button(key="metrics_compare").click().run()
     assert not at.exception, at.exception
     summary = at.session_state["metrics_comparison"].summary
@@ -162,3 +177,14 @@ def test_metrics_page_empty_state(app_env: Config) -> None:
     at.switch_page("pages/metrics.py").run()
     assert not at.exception
     assert any("No training runs yet" in i.value for i in at.info)
+
+
+def test_chat_says_when_an_answer_was_stopped_for_repeating_itself(app_env: Config, make_config) -> None:
+    # The tiny random model loops under plain greedy decoding; the loop guard stops it.
+    make_config(repeat_penalty=1.0, max_new_tokens=96)  # rewrites the config file the app reads
+    at = new_app()
+    at.run()
+    at.chat_input(key="chat_input").set_value("Tell me a story about a cat.").run()
+    assert not at.exception, at.exception
+    assert at.session_state["chat_history"][-1]["finish_reason"] == "repetition"
+    assert any("began repeating itself" in w.value for w in at.warning)

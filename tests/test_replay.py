@@ -8,6 +8,7 @@ from typing import Callable
 import pytest
 import torch
 
+from dmac_core.backends.decoding import Decoding
 from dmac_core.backends.local import load_model
 from dmac_core.config import Config
 from dmac_core.evaluation_local import generate_batch
@@ -33,8 +34,9 @@ def test_an_sft_run_trains_the_base_models_own_answers_and_caches_them(make_conf
     info = jobs.start()
     assert jobs.wait(120).state == "completed"
 
+    # the base model's greedy answers, decoded as chat decodes them (penalty, loop guard)
     expected = generate_batch(load_model(config.base_model_path(), ModelVersion(BASE_VERSION, None), torch.float32),
-                              [PROMPTS[0], PROMPTS[2]], 6)
+                              [PROMPTS[0], PROMPTS[2]], 6, decoding=Decoding.from_config(config.learner))
     data = json.loads((info.run_dir / "data.json").read_text())
     replayed = [(ex["prompt"][-1]["content"], ex["completion"][0]["content"]) for ex in data["sft_train"] if ex.get("replay")]
     assert replayed == [(PROMPTS[0], expected[0]), (PROMPTS[2], expected[1])]

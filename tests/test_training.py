@@ -9,13 +9,15 @@ from typing import Callable
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from dmac_core.backends.local import LocalBackend
+from dmac_core.system import LearningSystem
+from tests.gate_doubles import scripted_gate
 from dmac_core.config import Config
 from dmac_core.store import LearningStore
 from dmac_core.training.dataset import NotEnoughData, build_dataset
-from dmac_core.training.job import JobAlreadyRunning, LearningDisabled, RunInfo, TrainingJobManager
+from dmac_core.training.job import JobAlreadyRunning, LearningDisabled, TrainingJobManager
 from dmac_core.training.registry import ModelRegistry
 from dmac_core.training.trainer import latest_checkpoint
 
@@ -37,9 +39,9 @@ def seed_ratings(store: LearningStore, facts=FACTS, rating: int = 5) -> None:
 
 
 def services(config: Config) -> tuple[LearningStore, ModelRegistry, TrainingJobManager]:
-    store = LearningStore(config.data_path, fsync=False)
-    registry = ModelRegistry(config.data_path / "models")
-    return store, registry, TrainingJobManager(config, store, registry)
+    """The workbench's own store, registry and job manager (with its promotion gate)."""
+    system = LearningSystem(config)
+    return system.store, system.registry, system.jobs
 
 
 def adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -57,6 +59,7 @@ def wait_for_step(jobs: TrainingJobManager, step: int, timeout: float = 60) -> N
 def test_completed_run_learns_logs_events_and_is_served(make_config: Callable[..., Config]) -> None:
     config = make_config(learning_rate=0.05, epochs=4, validation_fraction=0.3)  # holds out 1 of the 6 facts
     store, registry, jobs = services(config)
+    jobs.gate = scripted_gate(config, registry)  # the tiny model cannot learn visible answers (see gate_doubles)
     seed_ratings(store)
     info = jobs.start(trigger="test", user="ann")
     snap = jobs.wait(timeout=120)
@@ -91,10 +94,21 @@ def test_completed_run_learns_logs_events_and_is_served(make_config: Callable[..
     b = [t for name, t in tensors.items() if "lora_B" in name]
     assert b and not all(torch.equal(t, torch.zeros_like(t)) for t in b)
 
-    # served without a restart
+    # the gate's evidence: the rated answers (5 trained) and the held-out one, reported apart
+    assert [c["check"] for c in run["gate"]["checks"]] == ["rated", "general", "overfitting", "held-out"]
+    assert run["gate"]["checks"][0]["n"] == 5 and run["gate"]["checks"][3]["status"] == "info"
+    assert version.metadata["gate"]["passed"] is True
+
+    # served without a restart — for the questions it was taught (and close ones); the base model
+    # answers the rest
     assert registry.served_id() == "v0001"
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
-    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=3).model_version == "v0001"
+    taught = backend.generate([{"role": "user", "content": "When is Plinth Day?"}], max_new_tokens=3)
+    assert taught.model_version == "v0001" and taught.extra["scope"]["similarity"] > 0.99
+    other = backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=3)
+    assert other.model_version == "base" and "v0001's scope" in other.extra["route_note"]
+    trained = [ex["prompt"][-1]["content"] for ex in json.loads((info.run_dir / "data.json").read_text())["sft_train"]]
+    assert json.loads((version.path / "scope.json").read_text())["prompts"] == trained and len(trained) == 5
 
 
 def test_cancel_and_second_start_refused(make_config: Callable[..., Config]) -> None:
@@ -143,41 +157,50 @@ def test_not_enough_data_and_disabled_refuse_before_starting(make_config: Callab
         disabled.start()
 
 
-def test_gate_keeps_a_worse_version_unpromoted_and_rollback(make_config: Callable[..., Config]) -> None:
-    # The tiny random model sits near the uniform-distribution loss, where 2 % is a lot: gate strictly.
-    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3, promotion_tolerance=0.0)
+def test_the_gate_refuses_a_version_that_learned_nothing_visible(make_config: Callable[..., Config]) -> None:
+    """The real gate on the tiny random model: 8 steps move its loss but none of its answers, so
+    the version is registered, not served, and the message says why (the gate's verdict is true)."""
+    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.0)  # every rated answer trained
     store, registry, jobs = services(config)
     seed_ratings(store)
-    first = jobs.start()
-    assert jobs.wait(timeout=120).promoted and registry.served_id() == "v0001"
-    first_gate = jobs.run_summary(first.run_id)["gate"]
-    assert first_gate["candidate_eval_loss"] < first_gate["champion_eval_loss"]  # v0001 beat the base
+    jobs.start()
+    snap = jobs.wait(timeout=120)
+    assert snap.state == "completed" and snap.version == "v0001" and not snap.promoted
+    assert registry.served_id() == "base"
+    gate = registry.get("v0001").metadata["gate"]
+    rated = gate["checks"][0]
+    assert rated["check"] == "rated" and rated["status"] == "failed" and rated["n"] == len(FACTS)
+    assert rated["before"] == rated["after"]  # answered no better than the base model
+    assert "NOT promoted" in snap.message and "Rated answers learned: failed — not improved" in snap.message
+    # the evidence came from the served runtime and is on record as eval results
+    evals = {e["id"]: e for e in store.records("evals")}
+    assert {evals[gate["evals"]["rated"][side]]["model_version"] for side in ("before", "after")} == {"base", "v0001"}
+    assert evals[gate["evals"]["rated"]["after"]]["runtime"] == gate["runtime"]
+    assert gate["runtime"].startswith("torch (fp32 weights); answers questions near what it was taught")
 
-    # A deliberately worse candidate: v0001's adapter with LoRA B zeroed, i.e. the untrained base
-    # model, which the gate has just found worse than v0001 on the held-out items. (Random noise
-    # would not do: the tiny random model's RMSNorm keeps every output near uniform.)
-    worse_dir = first.run_dir / "worse"
-    worse_dir.mkdir()
-    for name in ("adapter_config.json",):
-        (worse_dir / name).write_bytes((registry.get("v0001").path / name).read_bytes())
-    tensors = {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in adapter_tensors(registry.get("v0001").path).items()}
-    save_file(tensors, str(worse_dir / "adapter_model.safetensors"))
-    data = build_dataset(store, config.learner)
-    assert data.sft_eval, "the gate needs held-out items"
-    record: dict = {"hyper_parameters": {}, "metrics": {}}
-    jobs._register_and_gate(config, data, RunInfo("manual-worse", first.run_dir, "sft"), worse_dir, record)
+
+def test_gate_keeps_a_version_that_did_not_improve_unpromoted_and_rollback(make_config: Callable[..., Config]) -> None:
+    config = make_config(learning_rate=0.05, epochs=2)
+    store, registry, jobs = services(config)
+    seed_ratings(store)
+    jobs.gate = scripted_gate(config, registry)
+    jobs.start()
+    assert jobs.wait(timeout=120).promoted and registry.served_id() == "v0001"
+
+    jobs.gate = scripted_gate(config, registry, candidate_learned=False)  # answers like the served version
+    second = jobs.start()
+    snap = jobs.wait(timeout=120)
+    record = jobs.run_summary(second.run_id)
     assert record["version"] == "v0002" and record["promoted"] is False, record["gate"]
-    assert "NOT promoted" in record["message"] and "v0001" in record["message"]
-    assert record["gate"]["candidate_eval_loss"] > record["gate"]["champion_eval_loss"]
-    assert registry.served_id() == "v0001"
+    assert "NOT promoted" in record["message"] and "v0001 stays served" in record["message"]
+    assert record["gate"]["champion"] == "v0001" and record["gate"]["checks"][0]["status"] == "failed"
+    assert registry.served_id() == "v0001" and not snap.promoted
     assert registry.get("v0002").metadata["gate"]["passed"] is False
 
-    # an analyst promotes it anyway, then rolls back in one call
-    registry.promote("v0002", reason="analyst")
-    assert registry.served_id() == "v0002"
-    assert registry.rollback().id == "v0001" and registry.served_id() == "v0001"
+    # rollback is one call, and the next answer comes from the version served before
+    assert registry.rollback().id == "base" and registry.served_id() == "base"
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
-    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == "v0001"
+    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == "base"
 
 
 def test_resume_after_cancel_matches_uninterrupted_run(make_config: Callable[..., Config], tmp_path: Path) -> None:
@@ -226,7 +249,9 @@ def test_cli_train_prints_summary(make_config: Callable[..., Config], tmp_path: 
     out = capsys.readouterr().out
     summary = json.loads(out[out.index("{\n"):])
     assert summary["state"] == "completed" and summary["version"] == "v0001"
-    assert registry.served_id() == summary["version"] if summary["promoted"] else "base"
+    # the CLI runs the workbench's own gate: the tiny model learned nothing visible in one epoch
+    assert summary["promoted"] is False and summary["gate"]["checks"][0]["check"] == "rated"
+    assert registry.served_id() == "base"
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto"])
@@ -286,10 +311,10 @@ def test_full_fine_tuning_registers_a_full_model_and_serves_it(make_config: Call
     tuned = load_file(str(version.path / "model.safetensors"))
     assert base.keys() == tuned.keys()
     assert not torch.equal(base["model.embed_tokens.weight"], tuned["model.embed_tokens.weight"])
-    # the gate compared the full model (not the base) with the champion
+    # the gate answered with the full model (not the base) and compared it with the champion
     gate = jobs.run_summary(info.run_id)["gate"]
-    assert gate["candidate_eval_loss"] != gate["champion_eval_loss"]
-    if not snap.promoted:  # the gate may keep a 2-epoch random tiny model out; an analyst can serve it
-        registry.promote(snap.version, reason="analyst")
+    evals = {e["id"]: e for e in store.records("evals")}
+    assert evals[gate["evals"]["rated"]["after"]]["model_version"] == snap.version
+    assert evals[gate["evals"]["rated"]["after"]]["metrics"]["loss"] != evals[gate["evals"]["rated"]["before"]]["metrics"]["loss"]
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
-    assert backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2).model_version == snap.version
+    assert backend.load_version(snap.version).version == snap.version  # loadable the way it would be served

@@ -1,4 +1,6 @@
-"""The closed loop on the real bundled model: chat, rate, train two LoRA steps, serve the new version."""
+"""The closed loop on the real bundled model: chat, rate the model's own answers, train two LoRA
+steps; the version is registered and the gate, finding nothing gained, keeps the base served.
+(Teaching new facts and serving the new version is tests/test_learning_quality.py.)"""
 
 from __future__ import annotations
 
@@ -10,14 +12,14 @@ from safetensors.torch import load_file
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import LoraConfig, load_config
 from dmac_core.store import LearningStore
-from dmac_core.training.job import TrainingJobManager
+from dmac_core.system import LearningSystem
 from dmac_core.training.registry import ModelRegistry
 from tests.conftest import tiny_config_dict, write_config
 
 pytestmark = pytest.mark.integration
 
 
-def test_chat_rate_train_and_serve_new_version(tmp_path: Path, real_model_dir: Path) -> None:
+def test_chat_rate_own_answers_train_and_the_gate_finds_nothing_gained(tmp_path: Path, real_model_dir: Path) -> None:
     data = tiny_config_dict(
         tmp_path / "data", real_model_dir, learning_rate=0.001, batch_size=2, epochs=1, min_examples=3,
         validation_fraction=0.0, max_length=64, max_new_tokens=12, lora=LoraConfig().model_dump(),
@@ -36,19 +38,26 @@ def test_chat_rate_train_and_serve_new_version(tmp_path: Path, real_model_dir: P
                                                messages=messages, model_version=answer.model_version)
         store.append_feedback(interaction_id=interaction.id, rating=5, feedback="good")
 
-    jobs = TrainingJobManager(config, store, registry)
+    system = LearningSystem(config)
+    jobs = system.jobs
     info = jobs.start()
     snap = jobs.wait(timeout=300)
     assert snap.state == "completed", (snap.message, snap.error)
     steps = [e for e in jobs.run_events(info.run_id) if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2]
     assert all(e["train_loss"] is not None and e["train_loss"] > 0 for e in steps)  # the loss was logged
-    assert snap.version == "v0001" and snap.promoted and registry.served_id() == "v0001"
+    assert snap.version == "v0001"
 
     tensors = load_file(str(registry.get("v0001").path / "adapter_model.safetensors"))
     b = [t for name, t in tensors.items() if "lora_B" in name]
     assert len(b) == 30 * 7  # every linear layer of the 30 blocks
     assert any(not torch.equal(t, torch.zeros_like(t)) for t in b)  # LoRA B starts at zero: weights changed
 
+    # The rated answers were the base model's own: asked again, v0001 answers them no better,
+    # so there is nothing to gain by serving it — the gate says so and the base stays served.
+    rated = registry.get("v0001").metadata["gate"]["checks"][0]
+    assert rated["check"] == "rated" and rated["status"] == "failed" and rated["n"] == 3
+    assert rated["before"] == rated["after"] == 1.0  # the base already says exactly what was rated
+    assert not snap.promoted and registry.served_id() == "base" and "not improved" in snap.message
     after = backend.generate([{"role": "user", "content": "What is the capital of France?"}])
-    assert after.model_version == "v0001" and after.text
+    assert after.model_version == "base" and after.text

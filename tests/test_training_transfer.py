@@ -17,15 +17,17 @@ from dmac_core.training import cli as training_cli
 from dmac_core.training.transfer import StartError, start_choices, version_base
 
 from .conftest import build_tiny_model
+from .gate_doubles import scripted_gate
 from .test_training import adapter_tensors, seed_ratings, services
 
 
 def test_a_run_continues_a_registered_version_and_records_its_parent(make_config: Callable[..., Config]) -> None:
-    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.3, promotion_tolerance=1.0)
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.3)
     store, registry, jobs = services(config)
+    jobs.gate = scripted_gate(config, registry)  # transfer mechanics: the tiny model learns no visible answer
     seed_ratings(store)
     jobs.start()
-    assert jobs.wait(120).state == "completed"
+    assert jobs.wait(120).state == "completed" and registry.served_id() == "v0001"
     parent = adapter_tensors(registry.get("v0001").path)
     assert any(k.endswith("lora_B.weight") and parent[k].abs().max() > 0.01 for k in parent)
 
@@ -58,8 +60,9 @@ def test_a_run_starts_from_another_base_model_and_is_served_on_it(
 ) -> None:
     # A differently shaped model: an adapter trained on it cannot be loaded on the configured base.
     other = build_tiny_model(tmp_path / "other-base", hidden_size=24, intermediate_size=48)
-    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3, promotion_tolerance=1.0)
+    config = make_config(learning_rate=0.05, epochs=2, validation_fraction=0.3)
     store, registry, jobs = services(config)
+    real_gate, jobs.gate = jobs.gate, scripted_gate(config, registry)
     seed_ratings(store)
     info = jobs.start(start_from=str(other))
     snap = jobs.wait(120)
@@ -69,20 +72,23 @@ def test_a_run_starts_from_another_base_model_and_is_served_on_it(
     assert json.loads((version.path / "adapter_config.json").read_text())["base_model_name_or_path"] == str(other)
     assert version_base(version, config.base_model_path()) == other
     assert jobs.run_summary(info.run_id)["start"]["base_model"] == str(other)
-    # The version is served on its own base, though the config still names the first one.
-    registry.promote(version.id, reason="test")
+    # The version passed the gate and is served on its own base, though the config names the first one.
+    assert registry.served_id() == version.id
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
     assert backend.current().model.config.hidden_size == 24
     answer = backend.generate([{"role": "user", "content": "Hi"}], max_new_tokens=2)
     assert (answer.model_version, answer.provider_model) == (version.id, "other-base")  # records name its real base
     assert versions_table(registry).iloc[0]["started from"] == "model other-base"
 
-    # The next run's gate measures that champion on its own base too (no shape error).
+    # The next run's real gate answers with that champion on its own base too (no shape error).
+    jobs.gate = real_gate
     jobs.start()
     snap = jobs.wait(120)
     assert snap.state == "completed", (snap.message, snap.error)
     gate = registry.get(snap.version).metadata["gate"]
-    assert gate["champion"] == version.id and gate["champion_eval_loss"] > 0
+    champion_evidence = next(e for e in store.records("evals") if e["id"] == gate["evals"]["rated"]["before"])
+    assert gate["champion"] == version.id and champion_evidence["model_version"] == version.id
+    assert champion_evidence["provider_model"] == "other-base" and champion_evidence["metrics"]["loss"] > 0
 
 
 def test_an_unknown_start_is_refused_before_anything_starts(make_config: Callable[..., Config], tmp_path: Path, capsys) -> None:
@@ -102,9 +108,9 @@ def test_an_unknown_start_is_refused_before_anything_starts(make_config: Callabl
 
 
 def test_a_resumed_transfer_run_continues_the_parent_it_started_from(make_config: Callable[..., Config]) -> None:
-    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, evaluation_interval=3,
-                         promotion_tolerance=1.0)
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, evaluation_interval=3)
     store, registry, jobs = services(config)
+    jobs.gate = scripted_gate(config, registry)
     seed_ratings(store)
     jobs.start()
     assert jobs.wait(120).state == "completed"
@@ -129,19 +135,28 @@ def test_a_resumed_transfer_run_continues_the_parent_it_started_from(make_config
 def test_versions_promote_and_rollback_on_the_command_line(make_config: Callable[..., Config], capsys) -> None:
     from dmac_core.__main__ import main
 
-    config = make_config(promotion_tolerance=1.0)
+    config = make_config()
     store, registry, jobs = services(config)
+    jobs.gate = scripted_gate(config, registry)
     seed_ratings(store)
     jobs.start()
     assert jobs.wait(120).state == "completed" and registry.served_id() == "v0001"
     cli = ["--config", str(config.source)]
+    capsys.readouterr()  # the run's own output
+
+    # the gate's evidence, check by check
+    assert main(cli + ["versions", "v0001"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("v0001 against base: passed: served") and "Rated answers learned" in out
+    assert "Rated answers, asked again:" in out and "When is Plinth Day?" in out
 
     assert main(cli + ["rollback"]) == 0
     assert registry.served_id() == "base" and "base is now served" in capsys.readouterr().out
     assert main(cli + ["versions"]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split()[:2] == ["version", "served"] and "started from" in header
+    assert header.split()[:2] == ["version", "served"] and "started from" in header and "gate" in header
     assert [row.split()[0] for row in rows] == ["v0001", "base"]
+    assert "passed vs base · ✅ rated 0.00→1.00" in rows[0]
     assert "*" not in rows[0] and rows[1].split()[:2] == ["base", "*"]  # the served mark
     assert main(cli + ["promote", "v0001", "--reason", "checked by hand"]) == 0
     assert registry.served_id() == "v0001"

@@ -38,7 +38,8 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
             from .local import LocalBackend
 
             if name == "deepseek":  # the learner: serves the registry's promoted version
-                backends[name] = LocalBackend(name, model, config.base_model_path(), registry)
+                backends[name] = LocalBackend(name, model, config.base_model_path(), registry,
+                                              bundled_base=model.base_model is None)
             else:  # another local model: served as configured, never trained here
                 other = ModelRegistry(config.data_path / f"models-{name}")
                 backends[name] = LocalBackend(name, model, config.resolve_path(model.base_model), other)

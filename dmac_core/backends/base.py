@@ -25,6 +25,9 @@ class Generation:
     tokens_in: int | None = None
     tokens_out: int | None = None
     latency_ms: float | None = None
+    # Why the answer ended: "stop" (the model ended its turn), "length" (cut at the token
+    # limit), "repetition" (stopped by the local learner's loop guard); None when unknown.
+    finish_reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

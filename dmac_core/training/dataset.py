@@ -54,10 +54,14 @@ class TrainingData:
     dpo_eval: list[dict[str, Any]] = field(default_factory=list)
     kto: list[dict[str, Any]] = field(default_factory=list)
     kto_eval: list[dict[str, Any]] = field(default_factory=list)
+    # Validation examples that are not analysts' items: the gate's general-knowledge suite
+    # (prompt + reference answer), never trained; SFT validation loss is measured on them too.
+    general_eval: list[dict[str, Any]] = field(default_factory=list)
     lineage: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("sft_train", "sft_eval", "dpo", "dpo_eval", "kto", "kto_eval", "lineage")}
+        return {k: getattr(self, k) for k in
+                ("sft_train", "sft_eval", "dpo", "dpo_eval", "kto", "kto_eval", "general_eval", "lineage")}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainingData":

@@ -104,6 +104,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
 
     rank, world = _dist_env()
     _init_group(world)
+    configured = config  # the workbench's config, for the gate's services (serving the configured base)
     config = config.model_copy(deep=True)
     if epochs is not None:
         config.learner.epochs = epochs
@@ -196,7 +197,10 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
                 version = registry.register(result.adapter_dir, metadata)
                 record["version"] = version.id
                 if gate:
-                    verdict = jobs.evaluate_gate(config, data, version.path)
+                    from ..system import LearningSystem
+
+                    # the workbench's gate: evidence through the runtime that serves chat
+                    verdict = LearningSystem(configured).gate.run(version.id, registry.served_id(), data)
                     record["gate"] = verdict
                     registry.update_metadata(version.id, gate=verdict)
                     if verdict["passed"]:

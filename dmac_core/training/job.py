@@ -13,8 +13,10 @@ One job at a time: a thread lock inside the process and ``flock`` on
 it if the process dies, so a crash never leaves a stale lock).
 
 A completed run is registered as a new model version. It is promoted (served without a
-restart) only if it passes the gate: its completion loss on the stable held-out items is not
-worse than the current champion's beyond ``promotion_tolerance`` (relative).
+restart) only if it passes the promotion gate (:mod:`.gate`): measured through the runtime that
+serves chat, it answers the rated questions better than the served version, keeps the general
+knowledge the served version had, and does not over-fit. The gate's evidence is kept in
+``run.json`` and the version's metadata.
 
 Resume after a crash (SIGKILL included): the newest *complete* checkpoint is taken, torn or
 newer checkpoint directories are deleted, and ``events.jsonl`` is cut back to the
@@ -41,14 +43,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..backends.scope import taught_prompts, write_scope
+from ..base_model import prepare_base
+from ..insights.embeddings import get_embedder
 from ..config import Config
 from ..records import format_ts, utc_now
 from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
+from .gate import PromotionGate, general_validation
 from .registry import ModelRegistry
 from .replay import apply_replay
 from .teacher import RewriteCache, Teacher, apply_teacher
-from .transfer import apply_start, resolve_start, transfer_metadata, version_base
+from .transfer import apply_start, resolve_start, transfer_metadata
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
 ACTIVE_STATES = ("queued", "running")
@@ -125,6 +131,20 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+class _PhaseClock:
+    """Seconds spent in each phase of a run, written into ``record["timings"]`` as they end."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.timings = record.setdefault("timings", {})
+        self.started = self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.timings[phase] = round(now - self.last, 1)
+        self.timings["total_s"] = round(now - self.started, 1)
+        self.last = now
+
+
 def hyper_parameters(config: Config) -> dict[str, Any]:
     """The learner's training settings in effect (printed and saved with every run)."""
     learner = config.learner
@@ -133,6 +153,8 @@ def hyper_parameters(config: Config) -> dict[str, Any]:
             "checkpoint_interval", "finetune", "padding_free", "promotion_tolerance", "teacher", "start_from")
     params = {k: getattr(learner, k) for k in keys}
     params["lora"] = learner.lora.model_dump()
+    params["gate"] = learner.gate.model_dump()
+    params["scope"] = learner.scope.model_dump()
     params["base_model"] = str(config.base_model_path())
     return params
 
@@ -145,18 +167,25 @@ class TrainingJobManager:
         config: Config,
         store: LearningStore,
         registry: ModelRegistry,
-        after_version: Callable[[str, str], list[dict[str, Any]]] | None = None,
+        gate: PromotionGate | None = None,
+        after_version: Callable[[str, str], None] | None = None,
         teacher: Teacher | None = None,
     ) -> None:
-        """``after_version(new_version, previous_version)`` runs in the job thread once a new
-        version is registered (the workbench uses it to score both versions with ROUGE / BLEU
-        on the same items); its failure is recorded in run.json but does not fail the run.
+        """``gate`` decides whether a finished run's version is served (the workbench builds
+        it over its evaluator; see :mod:`.gate`); without one, versions are registered and
+        never promoted automatically.
+
+        ``after_version(new_version, previous_version)`` runs in the job thread once a new
+        version is registered and gated (the workbench loads the served version there, so the
+        first chat answer after a promotion does not wait); its failure is recorded in
+        run.json but does not fail the run.
 
         ``teacher(prompt, answer, feedback) -> str | None`` rewrites commented answers before
         a run (used only when ``models.deepseek.teacher`` is set; see :mod:`.teacher`)."""
         self.config = config
         self.store = store
         self.registry = registry
+        self.gate = gate
         self.after_version = after_version
         self.teacher = teacher
         self.rewrites = RewriteCache(config.data_path / "teacher" / "rewrites.jsonl")
@@ -242,9 +271,18 @@ class TrainingJobManager:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def train_blocking(self, **kwargs: Any) -> dict[str, Any]:
-        """Start a run, wait for it and return its summary (the run's ``run.json``)."""
-        info = self.start(**kwargs)
+    def train_blocking(self, explain_refusal: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """Start a run, wait for it and return its summary (the run's ``run.json``).
+
+        ``explain_refusal``: when no run can start (too few rated answers, learning off, a run
+        already going, a bad start point), return ``{"state": "not started", "message": …}``
+        instead of raising."""
+        try:
+            info = self.start(**kwargs)
+        except (NotEnoughData, LearningDisabled, JobAlreadyRunning, NothingToResume, ValueError) as exc:
+            if not explain_refusal:
+                raise
+            return {"run_id": None, "state": "not started", "version": None, "promoted": False, "message": str(exc)}
         self.wait()
         return self.run_summary(info.run_id)
 
@@ -283,6 +321,10 @@ class TrainingJobManager:
         data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load())  # NotEnoughData: nothing started
         chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
         check_enough(data, config.learner, chosen)
+        if self.gate is not None and chosen == "sft":  # SuiteFileError: nothing started
+            general = self.gate.general_items()
+            data.general_eval = general_validation(general) if general else []
+            data.lineage.setdefault("counts", {})["general_eval"] = len(data.general_eval)
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
@@ -368,6 +410,7 @@ class TrainingJobManager:
         from .trainer import run_training
 
         events_path = info.run_dir / "events.jsonl"
+        clock = _PhaseClock(record)  # where the run's time goes, kept in run.json ("timings")
         try:
             with open(events_path, "a", encoding="utf-8") as events_file:
 
@@ -380,6 +423,9 @@ class TrainingJobManager:
                 record.update(state="running", started=record.get("started") or format_ts(utc_now()))
                 _write_json_atomic(info.run_dir / "run.json", record)
                 self._update(state="running", message=f"Training ({info.method})…")
+                # A new data directory: the bundled base model is converted on its first use.
+                prepare_base(self.config.base_model_path(), bundled=self.config.learner.base_model is None,
+                             progress=lambda msg: self._update(message=msg))
                 if not info.resumed_from and self._teacher_enabled(config):
                     data = self._apply_teacher(config, info, data, record, on_event)
                     _write_json_atomic(info.run_dir / "run.json", record)
@@ -391,14 +437,18 @@ class TrainingJobManager:
                     _write_json_atomic(info.run_dir / "run.json", record)
                     self._update(message=f"Training ({info.method})…")
                 resume_from = Path(info.resumed_from) if info.resumed_from else None
+                clock.lap("prepare_s")  # base model, teacher rewrites, replayed answers
                 result = run_training(config, info.run_dir, data, on_event, self._cancel.is_set, info.method, resume_from)
+                clock.lap("train_s")  # loading the model, training and validation, saving the adapter
             record["metrics"] = result.metrics
             if result.status == "cancelled":
                 record.update(state="cancelled", message="Cancelled; resume to continue from the last checkpoint.")
             else:
                 self._update(message="Registering the new version…")
                 self._register_and_gate(config, data, info, result.adapter_dir, record)
-                self._score_new_version(record)
+                clock.lap("gate_s")  # registering, exporting for the runtime, the gate's answers and losses
+                self._after_version(record)
+                clock.lap("serve_s")  # loading the served version for chat
                 record["state"] = "completed"
                 shutil.rmtree(info.run_dir / "checkpoints", ignore_errors=True)
         except NotEnoughData as exc:
@@ -421,58 +471,38 @@ class TrainingJobManager:
             "hyper_parameters": record["hyper_parameters"], "lineage": data.lineage, "metrics": record["metrics"],
             **transfer_metadata(record.get("start")),
         }
+        if config.learner.finetune == "lora":  # the questions it was taught: served to them (see backends.scope)
+            prompts = taught_prompts({"sft": data.sft_train, "dpo": data.dpo, "kto": data.kto}[info.method])
+            self._update(message=f"Recording what the new version was taught ({len(prompts)} questions)…")
+            write_scope(adapter_dir, prompts, get_embedder(config.data_path))
+            metadata["scope"] = {"questions": len(prompts)}
         version = self.registry.register(adapter_dir, metadata)
         record["version"] = version.id
-        gate = self.evaluate_gate(config, data, version.path)
+        champion = self.registry.served_id()
+        if self.gate is None:
+            gate: dict[str, Any] = {"champion": champion, "candidate": version.id, "passed": False, "checks": [],
+                                    "reason": "no promotion gate is set up for this job manager"}
+        else:
+            gate = self.gate.run(version.id, champion, data, progress=lambda msg: self._update(message=msg))
         record["gate"] = gate
+        record["evaluations"] = gate.get("evals")
         self.registry.update_metadata(version.id, gate=gate)
         if gate["passed"]:
-            self.registry.promote(version.id, reason=f"run {info.run_id}: {gate['reason']}")
-            record.update(promoted=True, message=f"Version {version.id} is now served ({gate['reason']}).")
+            self.registry.promote(version.id, reason=f"run {info.run_id}: passed the gate")
+            record.update(promoted=True, message=f"Version {version.id} is now served. {gate['reason']}.")
         else:
             record.update(promoted=False, message=(
-                f"Version {version.id} was registered but NOT promoted: {gate['reason']}. "
-                f"{gate['champion']} stays served; an analyst can promote it by hand."
+                f"Version {version.id} was registered but NOT promoted — {gate['reason']}. "
+                f"{champion} stays served."
             ))
 
-    def _score_new_version(self, record: dict[str, Any]) -> None:
+    def _after_version(self, record: dict[str, Any]) -> None:
         if self.after_version is None or not record.get("version"):
             return
-        self._update(message=f"Scoring {record['version']} against {record['gate']['champion']} (ROUGE / BLEU)…")
         try:
-            results = self.after_version(record["version"], record["gate"]["champion"])
-            record["evaluations"] = [
-                {k: r[k] for k in ("model_version", "suite", "n", "eval_id")}
-                | {m: r["metrics"].get(m) for m in ("rougeL", "bleu", "token_accuracy")}
-                for r in results
-            ]
-        except Exception as exc:  # scoring is a report, not part of the model: keep the run
-            record["evaluation_error"] = f"{type(exc).__name__}: {exc}"
-
-    def evaluate_gate(self, config: Config, data: TrainingData, candidate_dir: Path | None) -> dict[str, Any]:
-        """Compare candidate and champion on the stable held-out items (completion loss)."""
-        from .trainer import evaluate_sft_loss
-
-        champion = self.registry.served()
-        tolerance = config.learner.promotion_tolerance
-        gate: dict[str, Any] = {"champion": champion.id, "tolerance": tolerance, "held_out": len(data.sft_eval)}
-        if not data.sft_eval:
-            return {**gate, "passed": True, "reason": "no held-out items to compare on; promoted without a gate"}
-        self._update(message=f"Comparing with the served version ({champion.id}) on {len(data.sft_eval)} held-out items…")
-        started = time.perf_counter()
-        candidate = evaluate_sft_loss(config, candidate_dir, data.sft_eval)["eval_loss"]
-        # champion.path: a LoRA adapter, a fully fine-tuned model directory, or None (the base model).
-        incumbent = evaluate_sft_loss(
-            config, champion.path, data.sft_eval, base_path=version_base(champion, self.config.base_model_path())
-        )["eval_loss"]
-        passed = candidate <= incumbent * (1.0 + tolerance) + 1e-9
-        verdict = "not worse than" if passed else "worse than"
-        return {
-            **gate, "passed": bool(passed), "candidate_eval_loss": candidate, "champion_eval_loss": incumbent,
-            "seconds": round(time.perf_counter() - started, 2),
-            "reason": f"held-out loss {candidate:.4f} is {verdict} {champion.id}'s {incumbent:.4f} "
-                      f"(tolerance {tolerance:.0%})",
-        }
+            self.after_version(record["version"], record["gate"]["champion"])
+        except Exception as exc:  # a report or a warm-up, not part of the model: keep the run
+            record["after_version_error"] = f"{type(exc).__name__}: {exc}"
 
     # -- snapshot updates ----------------------------------------------------------------
     def _on_event(self, event: dict[str, Any]) -> None:

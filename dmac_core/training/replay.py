@@ -7,11 +7,13 @@ analysts' data anchors it: with six such answers the 30-fact benchmark kept all 
 checks instead of two, and still learned the facts.
 
 Each SFT run (``models.deepseek.replay``, on by default) asks the run's base model, without
-any adapter, for greedy answers to ``replay.prompts`` — cached per base model and prompt, so
-only the first run pays for it — and adds them to the training split as 5-rated examples
-marked ``replay`` in the lineage. They never enter the held-out split (versions are still
-compared on the analysts' items only) and never count toward ``min_examples``; a prompt the
-analysts rated themselves is left to them.
+any adapter, for greedy answers to ``replay.prompts`` (with chat's repetition penalty and loop
+guard) — cached per base model, decoding and prompt, so only the first run pays for it — and
+adds them to the training split as 5-rated examples marked ``replay`` in the lineage. They
+never enter the held-out split, are not analysts' rated answers for the promotion gate, and
+never count toward ``min_examples``; a prompt the analysts rated themselves is left to them.
+The replay prompts and the gate's general-knowledge suite are disjoint, so the gate measures
+retention outside what is replayed.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
+from ..backends.decoding import Decoding
 from ..base_model import weights_fingerprint
 from ..config import Config
 from ..splits import normalize_prompt
@@ -43,8 +47,8 @@ class ReplayCache:
         self.path = path
 
     @staticmethod
-    def key(fingerprint: str, prompt: str, max_new_tokens: int) -> str:
-        return hashlib.sha256(f"{fingerprint}\0{max_new_tokens}\0{prompt}".encode()).hexdigest()
+    def key(fingerprint: str, prompt: str, max_new_tokens: int, decoding: str) -> str:
+        return hashlib.sha256(f"{fingerprint}\0{max_new_tokens}\0{decoding}\0{prompt}".encode()).hexdigest()
 
     def load(self) -> dict[str, str]:
         answers: dict[str, str] = {}
@@ -78,7 +82,10 @@ def replay_answers(config: Config, progress: Callable[[str], None] | None = None
     fingerprint = _model_fingerprint(base)
     cache = ReplayCache(config.data_path / "replay" / "answers.jsonl")
     known = cache.load()
-    keys = {p: ReplayCache.key(fingerprint, p, settings.max_new_tokens) for p in prompts}
+    # chat's decoding (greedy, with its repetition penalty and loop guard): a replayed answer
+    # must not teach the model to loop
+    decoding = Decoding.from_config(config.learner, temperature=0.0)
+    keys = {p: ReplayCache.key(fingerprint, p, settings.max_new_tokens, decoding.describe()) for p in prompts}
     missing = [p for p in prompts if keys[p] not in known]
     if missing:
         import torch
@@ -90,11 +97,27 @@ def replay_answers(config: Config, progress: Callable[[str], None] | None = None
         if progress:
             progress(f"Asking the base model for its own answers to {len(missing)} replay prompt(s)…")
         loaded = load_model(base, ModelVersion(id=BASE_VERSION, path=None), torch.float32)
-        answers = generate_batch(loaded, missing, settings.max_new_tokens)
+        answers = generate_batch(loaded, missing, settings.max_new_tokens, decoding=decoding)
         rows = [{"key": keys[p], "prompt": p, "answer": a, "base_model": str(base)} for p, a in zip(missing, answers)]
         cache.add([row for row in rows if row["answer"].strip()])
         known.update({row["key"]: row["answer"] for row in rows})
     return [(p, known[keys[p]]) for p in prompts if known.get(keys[p], "").strip()]
+
+
+def first_sentences(text: str, min_chars: int = 24) -> str:
+    """The answer's opening sentence (more, until ``min_chars``): where a general answer states
+    its fact. A replayed example is cheap to train and never ends mid-sentence."""
+    text = " ".join(text.split())
+    for match in re.finditer(r"[.!?](?=\s|$)", text):
+        if match.end() >= min_chars:
+            return text[: match.end()]
+    return text
+
+
+def whole_sentences(text: str) -> str:
+    text = " ".join(text.split())
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends else text
 
 
 def add_replay(data: TrainingData, answers: list[tuple[str, str]], base_model: str) -> int:
@@ -106,7 +129,7 @@ def add_replay(data: TrainingData, answers: list[tuple[str, str]], base_model: s
             continue  # the analysts rated this prompt: their answer is the target
         data.sft_train.append({
             "prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": answer}],
+            "completion": [{"role": "assistant", "content": (whole_sentences(answer) if os.environ.get("EXP_REPLAY") == "full" else first_sentences(answer))}],
             "weight": 1.0, "rating": 5.0, "record_ids": [], "feedback": "",
             "correction": False, "teacher_revised": False, "replay": True,
         })

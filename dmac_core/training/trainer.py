@@ -188,7 +188,8 @@ def build_trainer(
         from trl import SFTConfig, SFTTrainer
 
         train = Dataset.from_list(_sft_rows(weighted_sft_train(data.sft_train)))
-        evals = Dataset.from_list(_sft_rows(data.sft_eval)) if data.sft_eval else None
+        validation = data.sft_eval + data.general_eval
+        evals = Dataset.from_list(_sft_rows(validation)) if validation else None
         args = SFTConfig(**_common_args(cfg, run_dir, evals is not None), packing=False)
         trainer = SFTTrainer(
             model=model, args=args, train_dataset=train, eval_dataset=evals,
@@ -320,7 +321,8 @@ def run_training(
     """
     logging.getLogger("transformers").setLevel(logging.ERROR)
     run_dir = Path(run_dir)
-    has_eval = {"sft": bool(data.sft_eval), "dpo": bool(data.dpo_eval), "kto": len(data.kto_eval) > 1}[method]
+    has_eval = {"sft": bool(data.sft_eval or data.general_eval), "dpo": bool(data.dpo_eval),
+                "kto": len(data.kto_eval) > 1}[method]
     callback = _make_callback(progress, should_stop, has_eval)
     started = time.perf_counter()
     trainer = build_trainer(cfg, run_dir, data, method, [callback])
@@ -372,42 +374,3 @@ def _planned_steps(trainer: Any) -> int:
 
     per_epoch = math.ceil(len(trainer.train_dataset) / trainer.args.per_device_train_batch_size)
     return int(per_epoch * trainer.args.num_train_epochs)
-
-
-def evaluate_sft_loss(
-    cfg: Config, adapter_dir: Path | None, examples: list[dict[str, Any]], base_path: Path | None = None
-) -> dict[str, Any]:
-    """Completion-only loss and token accuracy of the base model (+ adapter) on ``examples``.
-
-    ``adapter_dir`` is a LoRA adapter directory, a full model directory (full fine-tuning),
-    or None for the base model. ``base_path`` is the model the adapter applies to (default:
-    ``cfg``'s base model; a version trained from another base passes its own).
-
-    Used by the promotion gate: candidate and champion are measured by this same function on
-    the same stable held-out items.
-    """
-    import tempfile
-
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    if not examples:
-        return {"eval_loss": None, "eval_token_accuracy": None, "n": 0}
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    model_dir = Path(adapter_dir) if adapter_dir is not None else None
-    if model_dir is not None and not (model_dir / "adapter_config.json").is_file():
-        model, tokenizer = _load_base(cfg, model_dir)  # a fully fine-tuned version
-    else:
-        model, tokenizer = _load_base(cfg, base_path)
-        if model_dir is not None:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(model_dir))
-    rows = Dataset.from_list(_sft_rows(examples))
-    with tempfile.TemporaryDirectory(prefix="dmac-eval-") as tmp:
-        common = _common_args(cfg, Path(tmp), has_eval=True)
-        common.update(save_strategy="no", save_total_limit=None, save_steps=None)
-        trainer = SFTTrainer(model=model, args=SFTConfig(**common), train_dataset=rows, eval_dataset=rows, processing_class=tokenizer)
-        _quiet(trainer)
-        metrics = trainer.evaluate()
-    return {"eval_loss": metrics.get("eval_loss"), "eval_token_accuracy": metrics.get("eval_mean_token_accuracy"), "n": len(examples)}

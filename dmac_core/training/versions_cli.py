@@ -11,14 +11,21 @@ import argparse
 import sys
 from typing import Any
 
+import pandas as pd
+
 from ..config import Config
-from ..review import versions_table
+from ..review import gate_answer_changes, gate_checks_table, gate_rated_answers, versions_table
 from .registry import ModelRegistry, RegistryError
 
 
 def register(subparsers: Any) -> None:
     """Add the ``versions``, ``promote`` and ``rollback`` sub-commands."""
-    parser = subparsers.add_parser("versions", help="list the local learner's versions and which one is served")
+    parser = subparsers.add_parser(
+        "versions", help="list the local learner's versions, which one is served and the gate's verdicts",
+        description="Without VERSION: every version, newest first, with the gate's verdict and numbers. "
+                    "With VERSION: the gate's evidence for it — each check before / after, the general "
+                    "questions whose answer was lost, and the rated answers asked again.")
+    parser.add_argument("version", nargs="?", help="show the gate's evidence for this version (e.g. v0003)")
     parser.set_defaults(handler=versions_command)
     parser = subparsers.add_parser("promote", help="serve a version (v0003, or base) from now on")
     parser.add_argument("version", help="a version id from `versions`, or base")
@@ -33,10 +40,39 @@ def _registry(config: Config) -> ModelRegistry:
 
 
 def versions_command(args: argparse.Namespace, config: Config) -> int:
-    """Print the versions table, newest first; the served one is marked."""
-    table = versions_table(_registry(config))
+    """Print the versions table, newest first (the served one marked), or one version's gate evidence."""
+    registry = _registry(config)
+    if getattr(args, "version", None):
+        return _print_evidence(registry, args.version)
+    table = versions_table(registry)
     table["served"] = table["served"].map({True: "*", False: ""})
-    print(table.fillna("-").to_string(index=False))
+    with pd.option_context("display.max_colwidth", 200, "display.width", 250):
+        print(table.fillna("-").to_string(index=False))
+    return 0
+
+
+def _print_evidence(registry: ModelRegistry, version_id: str) -> int:
+    try:
+        gate = registry.get(version_id).metadata.get("gate")
+    except RegistryError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if not gate:
+        print(f"{version_id} has no gate evidence (the base model, or a version registered without a gate).")
+        return 0
+    verdict = "passed: served" if gate.get("passed") else "not passed"
+    print(f"{version_id} against {gate.get('champion')}: {verdict}")
+    print(f"Answers from {gate.get('runtime') or '-'} ({gate.get('decoding') or '-'}); losses from transformers.\n")
+    with pd.option_context("display.max_colwidth", 120, "display.width", 250):
+        print(gate_checks_table(gate).fillna("-").to_string(index=False))
+        changes = gate_answer_changes(gate)
+        if not changes.empty:
+            print("\nGeneral questions whose answer changed:")
+            print(changes.to_string(index=False))
+        rated = gate_rated_answers(gate)
+        if not rated.empty:
+            print("\nRated answers, asked again:")
+            print(rated[["prompt", "before", "after", "match before", "match after"]].to_string(index=False))
     return 0
 
 
