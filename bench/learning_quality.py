@@ -9,7 +9,8 @@ through the serving runtime. Prints one JSON line per run plus a Markdown table 
     .venv/bin/python bench/learning_quality.py                           # 12 facts × 3 analysts, shipped config
     .venv/bin/python bench/learning_quality.py --facts 30 --analysts 1   # the 30-fact variant
     .venv/bin/python bench/learning_quality.py --set precision='"fp32"'  # as on a CPU without native bf16
-    .venv/bin/python bench/learning_quality.py --new-data-dir            # include preparing the base model
+    .venv/bin/python bench/learning_quality.py --new-data-dir            # a brand-new data directory, no setup
+    .venv/bin/python bench/learning_quality.py --set scope='{"enabled": false}'   # the adapter alone
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
     parser.add_argument("--facts", type=int, default=12, help="number of invented facts (up to 30)")
     parser.add_argument("--analysts", type=int, default=3, help="analysts rating each fact 5")
     parser.add_argument("--new-data-dir", action="store_true",
-                        help="use the bundled base model as a new data directory would (converted on first use)")
+                        help="a brand-new data directory: the bundled base model is converted on first use and "
+                             "nothing was measured by setup beforehand")
     parser.add_argument("--out", type=Path, default=None, help="append the JSON result to this file")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -50,7 +52,8 @@ def main() -> None:
         overrides[key] = _value(value)
     base = None if args.new_data_dir else PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
     with tempfile.TemporaryDirectory(prefix="dmac-learn-") as tmp:
-        result = run_experiment(Path(tmp), base, FACTS[: args.facts], analysts=args.analysts, **overrides)
+        result = run_experiment(Path(tmp), base, FACTS[: args.facts], analysts=args.analysts,
+                                prepared=not args.new_data_dir, **overrides)
     result["overrides"] = overrides
     result["facts"], result["analysts"] = args.facts, args.analysts
     result["loadavg"] = os.getloadavg()

@@ -233,6 +233,10 @@ class Evaluator:
             if earlier is not None:  # the same weights, runtime, decoding and question: the same answer
                 out = {k: earlier.get(k) for k in ("tokens_in", "tokens_out", "latency_ms", "finish_reason")}
                 out.update(text=earlier["output"], reused_from=earlier["eval_id"])
+                if earlier.get("reference") == item.get("reference") and earlier.get("reference_tokens"):
+                    # and the same weights under the same reference: the same loss
+                    out["known_loss"] = {k: earlier[k] for k in ("loss", "perplexity", "token_accuracy")}
+                    out["known_loss"]["tokens"] = earlier["reference_tokens"]
             else:
                 gen = backend.answer_with(loaded, messages, max_new_tokens=budget, temperature=0.0)
                 out = {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out,
@@ -246,7 +250,8 @@ class Evaluator:
     def _answer_key(self, backend: Any, target: Any, messages: list[Any], max_new: int) -> str:
         """What one greedy answer depends on, hashed: the answering weights' files, runtime and
         weight format, decoding, the conversation and the token budget."""
-        described = [backend.fingerprint(target.version), target.runtime, backend.decoding.describe(), messages, max_new]
+        described = [backend.fingerprint(target.version), target.runtime, backend.decoding.describe(),
+                     messages, max_new]
         return hashlib.sha256(json.dumps(described, default=str).encode()).hexdigest()
 
     def _known_answers(self) -> dict[str, dict[str, Any]]:
@@ -309,7 +314,7 @@ class Evaluator:
              "output": out["text"], "tokens_in": out.get("tokens_in"),
              "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error"),
              "finish_reason": out.get("finish_reason"),
-             **{k: out[k] for k in ("answer_key", "reused_from", "answered_by", "scope") if out.get(k)}}
+             **{k: out[k] for k in ("answer_key", "reused_from", "answered_by", "scope", "known_loss") if out.get(k)}}
             for k, (it, out) in enumerate(zip(items, outs))
         ]
         metrics = self._score(rows, loaded, system)
@@ -323,25 +328,31 @@ class Evaluator:
                 "per_item": rows, "eval_id": record.id, "runtime": record_extra.get("runtime"),
                 "decoding": record_extra.get("decoding")}
 
-    def _reference_loss(self, loaded: Any, scored: list[dict[str, Any]], refs: list[str], system: str) -> dict[str, Any]:
+    def _reference_loss(self, loaded: Any, scored: list[dict[str, Any]], refs: list[str],
+                        system: str) -> dict[str, Any]:
         """Loss and token accuracy of the references, each item under the weights that answered it
         (a scoped version's own, or its base for questions outside its scope); token-weighted."""
         models = {loaded.version: loaded}
         if getattr(loaded, "fallback", None) is not None:
             models[loaded.fallback.version] = loaded.fallback
         groups: dict[str, list[int]] = {}
-        for k, row in enumerate(scored):
-            groups.setdefault(row.get("answered_by") or loaded.version, []).append(k)
         per_item: list[dict[str, Any]] = [{} for _ in scored]
+        for k, row in enumerate(scored):
+            if row.get("known_loss"):  # reused with its answer (see _local_answers)
+                per_item[k] = row.pop("known_loss")
+            else:
+                groups.setdefault(row.get("answered_by") or loaded.version, []).append(k)
         for version, indices in groups.items():
             target = models[version]
             with target.lock:
                 part = reference_loss(target.model, target.tokenizer, [scored[k]["prompt"] for k in indices],
-                                      [refs[k] for k in indices], self.batch_size, self.config.learner.max_length, system)
+                                      [refs[k] for k in indices], self.batch_size, self.config.learner.max_length,
+                                      system)
             for k, item in zip(indices, part["per_item"]):
                 per_item[k] = item
         for row, item in zip(scored, per_item):
-            row.update(loss=item["loss"], perplexity=item["perplexity"], token_accuracy=item["token_accuracy"])
+            row.update(loss=item["loss"], perplexity=item["perplexity"], token_accuracy=item["token_accuracy"],
+                       reference_tokens=item["tokens"])
         tokens = sum(item["tokens"] for item in per_item)
         total = sum(item["loss"] * item["tokens"] for item in per_item if item["tokens"])
         hits = sum(item["token_accuracy"] * item["tokens"] for item in per_item if item["tokens"])
@@ -392,7 +403,8 @@ class Evaluator:
         if loaded is not None and scored:
             loss = self._reference_loss(loaded, scored, refs, system)
         for row in rows:
-            for key in (*M.ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy"):
+            for key in (*M.ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy",
+                        "reference_tokens"):
                 row.setdefault(key, None)
         tokens_out = [r["tokens_out"] for r in rows if r["tokens_out"] is not None]
         return {

@@ -47,6 +47,8 @@ with st.expander("Hyper-parameters in effect (config/config.yaml → models.deep
                 ("gate: general suite", learner.gate.general_suite or "off"),
                 ("gate: general answers that may be lost", learner.gate.max_forgotten),
                 ("gate: loss tolerance (promotion_tolerance)", learner.promotion_tolerance),
+                ("scope: a version answers questions at least this similar to what it was taught",
+                 learner.scope.threshold if learner.scope.enabled else "off (every question)"),
                 ("learning_enabled", learner.learning_enabled), ("start_from", learner.start_from),
             ],
             columns=["setting", "value"],

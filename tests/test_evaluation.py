@@ -154,7 +154,7 @@ def test_results_are_persisted_with_exact_fields(env) -> None:
     assert set(record["per_item"][0]) == {
         "index", "prompt", "reference", "reference_source", "has_reference", "output", "tokens_in", "tokens_out",
         "latency_ms", "error", "finish_reason", "answer_key", "answered_by", "rouge1", "rouge2", "rougeL", "bleu",
-        "key_term_recall", "loss", "perplexity", "token_accuracy",
+        "key_term_recall", "loss", "perplexity", "token_accuracy", "reference_tokens",
     }
     assert record["per_item"][0]["finish_reason"] in ("stop", "length", "repetition")
     assert [i["prompt"] for i in record["per_item"]] == ["Capital of France?", "No reference here"]
@@ -322,6 +322,8 @@ def test_served_answers_are_chats_answers_and_a_known_answer_is_not_asked_again(
     again = Evaluator(cfg, store, {"deepseek": backend}).evaluate_model(items, suite="two")
     assert [row["reused_from"] for row in again["per_item"]] == [first["eval_id"]] * 2
     assert [row["output"] for row in again["per_item"]] == chat
+    assert [row["loss"] for row in again["per_item"]] == [row["loss"] for row in first["per_item"]]
+    assert again["metrics"]["loss"] == pytest.approx(first["metrics"]["loss"])
     assert again["per_item"][0]["answer_key"] == first["per_item"][0]["answer_key"]
     # another token budget is another answer: asked, not reused
     longer = Evaluator(cfg, store, {"deepseek": backend}).evaluate_model(items[:1], suite="three", max_new_tokens=3)

@@ -157,15 +157,16 @@ def gguf_copy_path(cache_dir: Path, version_id: str, weights: str) -> Path:
 
 
 def served_gguf(base_path: Path, version: ModelVersion, weights: str, cache_dir: Path,
-                protect: Sequence[Path] = ()) -> Path:
+                protect: Sequence[Path] = (), load_hf_model: Callable[[], Any] | None = None) -> Path:
     """The GGUF copy of ``version`` under ``cache_dir``, exported first when missing or made
-    from other weights (~3 s for the bundled model, plus loading and merging); pruning older
-    copies spares ``protect``. Raises ``GGUFExportError`` for a model llama.cpp cannot run."""
+    from other weights (~3 s for the bundled model, plus loading and merging with
+    ``load_hf_model``, by default the version's fp32 transformers model); pruning older copies
+    spares ``protect``. Raises ``GGUFExportError`` for a model llama.cpp cannot run."""
     source = version_base(version, base_path)
     return ensure_gguf(
         gguf_copy_path(cache_dir, version.id, weights),
         version_fingerprint(base_path, version),
-        lambda: _load_hf(source, version, torch.float32)[0],
+        load_hf_model or (lambda: _load_hf(source, version, torch.float32)[0]),
         bundled_gguf_path(),
         quant=weights,
         name=f"dmac-learner {version.id}",
@@ -181,8 +182,14 @@ def load_llama_cpp(
     ``GGUFExportError`` for a model llama.cpp cannot run, ``ImportError`` without llama-cpp-python."""
     from transformers import AutoTokenizer, GenerationConfig
 
-    path = served_gguf(base_path, version, weights, cache_dir, protect)
     source = version_base(version, base_path)
+    exported: list[Any] = []  # the fp32 model an export loaded: kept for losses (callers may release it)
+
+    def load_for_export() -> Any:
+        exported.append(_load_hf(source, version, torch.float32)[0])
+        return exported[0]
+
+    path = served_gguf(base_path, version, weights, cache_dir, protect, load_for_export)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -196,6 +203,7 @@ def load_llama_cpp(
         tokenizer=tokenizer,
         fast=generator,
         # losses and token accuracy (evaluation) come from the transformers model in fp32
+        model=exported[0] if exported else None,
         load_model=lambda: _load_hf(source, version, torch.float32)[0],
         eos_ids=eos_ids_from(generation, tokenizer),
         runtime=f"llama.cpp ({weights} GGUF)",
@@ -229,9 +237,9 @@ class LocalBackend:
         self._load_lock = threading.Lock()
         self._fallback_reason = ""  # why llama.cpp does not serve although runtime is auto
         self._preparing = ""  # what the first use is preparing right now (status panel)
-        # Weights loaded as the fallback of scoped versions (the base), shared with serving them.
-        self._bases: dict[str, LoadedModel] = {}
-        self._bases_lock = threading.Lock()
+        # The base model, loaded once: served as itself and as every scoped version's fallback.
+        self._base: LoadedModel | None = None
+        self._base_lock = threading.Lock()
         self._others: dict[str, LoadedModel] = {}  # versions loaded for the gate and evaluations
 
     def wants_llama_cpp(self) -> bool:
@@ -303,12 +311,12 @@ class LocalBackend:
         with self._load_lock:
             if self._loaded is None or self._loaded_for != wanted:
                 self.ensure_base()
-                # a version the gate just measured is already loaded: serve that very object (its
-                # transformers copy, loaded for the gate's losses, is let go: serving never needs it)
-                adopted = self._others.pop(wanted, None)
-                if adopted is not None:
-                    adopted.release_model()
-                self._loaded = adopted or self._load(self._version(wanted))
+                # a version the gate just measured is already loaded: serve that very object; a
+                # transformers copy loaded for losses or an export is let go: serving never needs it
+                self._loaded = self._others.pop(wanted, None) or self._load(self._version(wanted))
+                for part in (self._loaded, self._loaded.fallback):
+                    if part is not None:
+                        part.release_model()
                 # keyed by the id asked for, so a broken served version is not reloaded per answer
                 self._loaded_for = wanted
             return self._loaded
@@ -367,10 +375,10 @@ class LocalBackend:
 
     def _base_weights(self) -> LoadedModel:
         """The base model, loaded once and shared: served as itself and as every scoped version's fallback."""
-        with self._bases_lock:
-            if BASE_VERSION not in self._bases:
-                self._bases[BASE_VERSION] = self._load_weights(self.registry.get(BASE_VERSION))
-            return self._bases[BASE_VERSION]
+        with self._base_lock:
+            if self._base is None:
+                self._base = self._load_weights(self.registry.get(BASE_VERSION))
+            return self._base
 
     def _load_weights(self, version: ModelVersion) -> LoadedModel:
         self._fallback_reason = ""

@@ -114,12 +114,6 @@ def first_sentences(text: str, min_chars: int = 24) -> str:
     return text
 
 
-def whole_sentences(text: str) -> str:
-    text = " ".join(text.split())
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]] if ends else text
-
-
 def add_replay(data: TrainingData, answers: list[tuple[str, str]], base_model: str) -> int:
     """Add replay answers to ``data.sft_train`` (weight of a 5 rating); return how many."""
     rated = {normalize_prompt(ex["prompt"][-1]["content"]) for ex in data.sft_train + data.sft_eval}
@@ -129,7 +123,7 @@ def add_replay(data: TrainingData, answers: list[tuple[str, str]], base_model: s
             continue  # the analysts rated this prompt: their answer is the target
         data.sft_train.append({
             "prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": (whole_sentences(answer) if os.environ.get("EXP_REPLAY") == "full" else first_sentences(answer))}],
+            "completion": [{"role": "assistant", "content": first_sentences(answer)}],
             "weight": 1.0, "rating": 5.0, "record_ids": [], "feedback": "",
             "correction": False, "teacher_revised": False, "replay": True,
         })
