@@ -20,6 +20,7 @@ from .backends.retry import call_with_retries
 from .config import Config
 from .insights.images import image_support, message_images
 from .records import Feedback, RecordError
+from .routing_errors import RoutingError
 from .store import LearningStore
 from .usage import UsageCounter, cap_exceeded
 
@@ -27,10 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .training.job import TrainingJobManager
 
 AUTO = "auto"
-
-
-class RoutingError(RuntimeError):
-    """No model could answer; the message lists what was tried and why each was skipped."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from dmac_core.training.transfer import StartError, start_choices, version_base
 
 from .conftest import build_tiny_model
 from .gate_doubles import scripted_gate
-from .test_training import adapter_tensors, seed_ratings, services
+from .test_training import FACTS, adapter_tensors, seed_ratings, services
 
 
 def test_a_run_continues_a_registered_version_and_records_its_parent(make_config: Callable[..., Config]) -> None:
@@ -162,3 +162,42 @@ def test_versions_promote_and_rollback_on_the_command_line(make_config: Callable
     assert registry.served_id() == "v0001"
     assert main(cli + ["promote", "v0042"]) == 2
     assert "No model version 'v0042'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_a_preference_run_from_a_lora_version_is_anchored_to_that_version(
+    make_config: Callable[..., Config], tmp_path: Path, method: str
+) -> None:
+    from dmac_core.training.dataset import build_dataset
+    from dmac_core.training.trainer import build_trainer
+    from dmac_core.training.transfer import apply_start, resolve_start
+
+    config = make_config(learning_rate=0.05, epochs=3, validation_fraction=0.0, batch_size=2)
+    store, registry, jobs = services(config)
+    jobs.gate = scripted_gate(config, registry)
+    seed_ratings(store)
+    jobs.start()
+    assert jobs.wait(120).state == "completed" and registry.served_id() == "v0001"
+    for prompt, _ in FACTS:  # a bad answer to each prompt: preference pairs
+        bad = store.append_interaction(model="deepseek", prompt=prompt, response="I do not know.")
+        store.append_feedback(interaction_id=bad.id, rating=1, feedback="wrong")
+    data = build_dataset(store, config.learner)
+    ids = torch.tensor([[1, 17, 42, 99, 7, 3]])
+
+    # From the base: TRL's reference is the policy with its fresh adapter switched off, i.e. the base.
+    from_base = build_trainer(config, tmp_path / "from-base", data, method, [])
+    assert from_base.ref_model is None
+
+    # From v0001: the reference is v0001 itself (the policy at its start), not the base under it.
+    apply_start(config, resolve_start("v0001", config, registry))
+    trainer = build_trainer(config, tmp_path / "from-v0001", data, method, [])
+    assert trainer.ref_model is not None
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
+    policy = trainer.model.eval()
+    with torch.no_grad():
+        reference = trainer.ref_model(input_ids=ids).logits
+        start = policy(input_ids=ids).logits
+        with policy.disable_adapter():
+            base = policy(input_ids=ids).logits
+    assert torch.allclose(reference, start, atol=1e-4)
+    assert (reference - base).abs().max() > 1e-3, "v0001 differs from the base, so the anchor must too"

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..records import format_ts, utc_now
+from ..routing_errors import RoutingError
 from ..store import LearningStore
 
 Teacher = Callable[[str, str, str], "str | None"]
@@ -123,8 +124,6 @@ def make_router_teacher(get_manager: Callable[[], Any], model: str) -> Teacher:
     """
 
     def teach(prompt: str, answer: str, feedback: str) -> str | None:
-        from ..router import RoutingError
-
         manager = get_manager()
         if manager is None or model not in manager.backends:
             return None

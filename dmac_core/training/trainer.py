@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from ..config import Config
 from .dataset import TrainingData, weighted_sft_train
+from .transfer import load_reference_model, load_start_model
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -118,19 +119,6 @@ def _lora_config(cfg: Config) -> Any:
     )
 
 
-def _load_base(cfg: Config, path: Path | None = None) -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = path or cfg.base_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # Weights stay fp32 (the optimizer needs them); bf16 is only used as autocast.
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    return model, tokenizer
-
-
 def _common_args(cfg: Config, run_dir: Path, has_eval: bool) -> dict[str, Any]:
     learner = cfg.learner
     bf16 = training_dtype_is_bf16(cfg)
@@ -180,8 +168,6 @@ def build_trainer(
     from datasets.utils.logging import disable_progress_bar
 
     disable_progress_bar()  # tokenisation bars would flood the CLI's and the server's output
-    from .transfer import load_start_model
-
     model, tokenizer, has_adapter = load_start_model(cfg, cfg.learner.finetune)
     peft_config = None if has_adapter else _lora_config(cfg)
     if method == "sft":
@@ -206,7 +192,7 @@ def build_trainer(
         evals = Dataset.from_list([{k: ex[k] for k in cols} for ex in data.dpo_eval]) if data.dpo_eval else None
         args = DPOConfig(**_common_args(cfg, run_dir, evals is not None))
         return DPOTrainer(
-            model=model, args=args, train_dataset=train, eval_dataset=evals,
+            model=model, ref_model=load_reference_model(cfg), args=args, train_dataset=train, eval_dataset=evals,
             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         )
     if method == "kto":
@@ -221,7 +207,7 @@ def build_trainer(
         common["per_device_eval_batch_size"] = max(2, common["per_device_eval_batch_size"])
         args = KTOConfig(**common)
         return KTOTrainer(
-            model=model, args=args, train_dataset=train, eval_dataset=evals,
+            model=model, ref_model=load_reference_model(cfg), args=args, train_dataset=train, eval_dataset=evals,
             processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
         )
     raise ValueError(f"Unknown training method {method!r}; expected sft, dpo or kto")

@@ -123,15 +123,26 @@ def apply_start(config: Config, start: StartPoint) -> None:
     config.learner.base_model = start.base_model
 
 
+def load_base(config: Config) -> tuple[Any, Any]:
+    """The run's base model in fp32 (the optimizer needs fp32 weights; bf16 is only autocast)
+    and its tokenizer, with a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = config.base_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tokenizer
+
+
 def load_start_model(config: Config, finetune: str) -> tuple[Any, Any, bool]:
     """Model and tokenizer a run trains, and whether the model already carries a trainable
     adapter (then the trainer must not add a fresh one).
 
     The config must have been pinned by :func:`apply_start`.
     """
-    from .trainer import _load_base
-
-    model, tokenizer = _load_base(config)
+    model, tokenizer = load_base(config)
     spec = config.learner.start_from
     if spec in (None, BASE_VERSION):
         return model, tokenizer, False
@@ -147,6 +158,34 @@ def load_start_model(config: Config, finetune: str) -> tuple[Any, Any, bool]:
     if finetune == "full":  # train every weight of base + adapter
         return PeftModel.from_pretrained(model, str(version.adapter_path)).merge_and_unload(), tokenizer, False
     return PeftModel.from_pretrained(model, str(version.adapter_path), is_trainable=True), tokenizer, True
+
+
+def load_reference_model(config: Config) -> Any | None:
+    """The frozen model a preference run (DPO / KTO) measures its policy against when it continues
+    a LoRA version: the base with that version's adapter merged, so the run's KL anchor and reward
+    margins describe the version it starts from. ``None`` when the run starts from a base model or
+    a fully fine-tuned version: TRL's own reference (the adapter switched off, or the weights at
+    the start path) is then that very model.
+
+    The config must have been pinned by :func:`apply_start`.
+    """
+    spec = config.learner.start_from
+    if spec in (None, BASE_VERSION):
+        return None
+    try:
+        version = ModelRegistry(config.data_path / "models").get(spec)
+    except RegistryError:
+        return None
+    if version.adapter_path is None:
+        return None
+    from peft import PeftModel
+
+    model, _ = load_base(config)
+    reference = PeftModel.from_pretrained(model, str(version.adapter_path)).merge_and_unload()
+    reference.eval()
+    for weight in reference.parameters():
+        weight.requires_grad_(False)
+    return reference
 
 
 def transfer_metadata(start: dict[str, Any] | None) -> dict[str, Any]:
