@@ -197,6 +197,10 @@ class GeminiModelConfig(_Strict):
     max_retries: int = Field(2, ge=0, le=10)
     max_output_tokens: int = Field(2048, ge=1)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
+    # Tokens a thinking model may spend thinking, on top of the answer's own budget (Gemini bills
+    # both as output; gemini-2.5-pro accepts 128..32768). null: send no thinking settings (the
+    # model's default; the answer budget then has to hold the thinking too).
+    thinking_budget: int | None = Field(1024, ge=0)
 
 
 class OpenAICompatModelConfig(_Strict):

@@ -19,7 +19,8 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from . import metrics as M
+from .metrics import (ROUGE_TYPES, bleu, bleu_bootstrap_diff, bootstrap_diff, check_aligned, key_term_recall,
+                      mean_of, rouge_scores)
 from .backends.base import Backend, BackendError
 from .config import Config
 from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
@@ -170,7 +171,7 @@ class Evaluator:
         """Suite items with references: given ones first, else the best logged answer, else none."""
         items = [dict(p) if isinstance(p, dict) else {"prompt": p} for p in test_prompts]
         if references is not None:
-            M._check_aligned(items, references)
+            check_aligned(items, references)
             for item, ref in zip(items, references):
                 item["reference"] = ref
         index: dict[str, dict[str, Any]] | None = None
@@ -382,8 +383,8 @@ class Evaluator:
 
     @staticmethod
     def _api_answer(backend: Backend, prompt: str, max_new_tokens: int | None, system: str) -> dict[str, Any]:
-        # Temperature 0: evaluation should measure the model, not the dice. A failed call counts
-        # as an empty answer (score 0) so a flaky model is not flattered by dropping its misses.
+        # Temperature 0: evaluation should measure the model, not the dice. A failed call is an
+        # item with an error: it is not scored, and the result counts it in "errors".
         started = time.perf_counter()
         try:
             gen = backend.generate(_messages(prompt, system), max_new_tokens=max_new_tokens, temperature=0.0)
@@ -393,30 +394,33 @@ class Evaluator:
         return {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out, "latency_ms": latency}
 
     def _score(self, rows: list[dict[str, Any]], loaded: Any, system: str) -> dict[str, Any]:
-        scored = [r for r in rows if r["has_reference"]]
+        with_reference = [r for r in rows if r["has_reference"]]
+        # A failed call (or an answer-less one) is an error, counted in "errors", not an answer
+        # scoring 0: that would mix "the API failed" into "the model answered badly".
+        scored = [r for r in with_reference if not r["error"]]
         preds, refs = [r["output"] for r in scored], [r["reference"] for r in scored]
-        rouge, bleu = M.rouge_scores(preds, refs), M.bleu(preds, refs)
+        rouge, bleus = rouge_scores(preds, refs), bleu(preds, refs)
         for k, row in enumerate(scored):
-            recall = M.key_term_recall(preds[k], refs[k])
-            row.update(rouge["per_item"][k], bleu=bleu["per_item"][k], key_term_recall=recall)
+            recall = key_term_recall(preds[k], refs[k])
+            row.update(rouge["per_item"][k], bleu=bleus["per_item"][k], key_term_recall=recall)
         loss: dict[str, Any] = {"loss": None, "perplexity": None, "token_accuracy": None, "tokens": 0}
-        if loaded is not None and scored:
-            loss = self._reference_loss(loaded, scored, refs, system)
+        if loaded is not None and with_reference:  # the loss needs no answer
+            loss = self._reference_loss(loaded, with_reference, [r["reference"] for r in with_reference], system)
         for row in rows:
-            for key in (*M.ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy",
+            for key in (*ROUGE_TYPES, "bleu", "key_term_recall", "loss", "perplexity", "token_accuracy",
                         "reference_tokens"):
                 row.setdefault(key, None)
         tokens_out = [r["tokens_out"] for r in rows if r["tokens_out"] is not None]
         return {
-            "n_items": len(rows), "n_with_reference": len(scored),
+            "n_items": len(rows), "n_with_reference": len(with_reference), "n_scored": len(scored),
             "rouge1": rouge["rouge1"], "rouge2": rouge["rouge2"], "rougeL": rouge["rougeL"],
-            "bleu": bleu["corpus"], "bleu_sentence_mean": M.mean_of(bleu["per_item"]),
-            "key_term_recall": M.mean_of([r["key_term_recall"] for r in scored]),
+            "bleu": bleus["corpus"], "bleu_sentence_mean": mean_of(bleus["per_item"]),
+            "key_term_recall": mean_of([r["key_term_recall"] for r in scored]),
             "loss": loss["loss"], "perplexity": loss["perplexity"], "token_accuracy": loss["token_accuracy"],
             "reference_tokens": loss["tokens"],
-            "latency_ms_mean": M.mean_of([r["latency_ms"] for r in rows]),
+            "latency_ms_mean": mean_of([r["latency_ms"] for r in rows]),
             "tokens_in": sum(r["tokens_in"] or 0 for r in rows), "tokens_out": sum(tokens_out),
-            "tokens_out_mean": M.mean_of(tokens_out), "errors": sum(1 for r in rows if r["error"]),
+            "tokens_out_mean": mean_of(tokens_out), "errors": sum(1 for r in rows if r["error"]),
             "stopped_looping": sum(1 for r in rows if r.get("finish_reason") == "repetition"),
             "cut_at_limit": sum(1 for r in rows if r.get("finish_reason") == "length"),
         }
@@ -448,17 +452,18 @@ class Evaluator:
         tests = []
         for label, res in zip(labels[1:], results[1:]):
             other = res["per_item"]
-            pairs = [(base[k], other[k]) for k in ref_rows]
+            pairs = [(base[k], other[k]) for k in ref_rows if not base[k]["error"] and not other[k]["error"]]
             rouge_a, rouge_b = [a["rougeL"] for a, _ in pairs], [b["rougeL"] for _, b in pairs]
             kt = [(a["key_term_recall"], b["key_term_recall"]) for a, b in pairs if a["key_term_recall"] is not None]
             for metric, outcome in (
-                ("rougeL", M.bootstrap_diff(rouge_a, rouge_b, n_boot, seed)),
-                ("bleu", M.bleu_bootstrap_diff([a["output"] for a, _ in pairs], [b["output"] for _, b in pairs],
+                ("rougeL", bootstrap_diff(rouge_a, rouge_b, n_boot, seed)),
+                ("bleu", bleu_bootstrap_diff([a["output"] for a, _ in pairs], [b["output"] for _, b in pairs],
                                                [a["reference"] for a, _ in pairs], n_boot, seed)),
-                ("key_term_recall", M.bootstrap_diff([a for a, _ in kt], [b for _, b in kt], n_boot, seed)),
+                ("key_term_recall", bootstrap_diff([a for a, _ in kt], [b for _, b in kt], n_boot, seed)),
             ):
                 tests.append({"model": label, "baseline": labels[0], "metric": metric, **outcome})
-        columns = ["model", "baseline", "metric", "diff", "ci_low", "ci_high", "significant", "p_value", "n_items"]
+        columns = ["model", "baseline", "metric", "verdict", "diff", "ci_low", "ci_high", "p_value", "n_items",
+                   "significant"]
         return Comparison(cid, results, summary, table, pd.DataFrame(tests, columns=columns))
 
 

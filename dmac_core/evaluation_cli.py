@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config
+from .metrics import MIN_PAIRED_ITEMS
 
 SUMMARY_COLUMNS = ["model", "model_version", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss",
                    "token_accuracy", "latency_ms_mean", "tokens_out_mean", "errors"]
@@ -94,7 +95,8 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
             print(f"Local answers from {local['runtime']} ({local['decoding']}); loss and token accuracy from transformers")
         print(comparison.summary[SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if len(models) > 1:
-            print(f"\nDifferences vs {comparison.summary['model'][0]} (paired bootstrap, 95 % CI):")
+            print(f"\nDifferences vs {comparison.summary['model'][0]} (paired bootstrap, 95 % CI; "
+                  f"at least {MIN_PAIRED_ITEMS} items to call a difference):")
             print(comparison.significance.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
         if args.items:
             print()

@@ -16,7 +16,7 @@ import torch
 
 from .backends.base import Message
 from .backends.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
-from .metrics import _check_aligned
+from .metrics import check_aligned
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -39,7 +39,7 @@ def reference_loss(
     its end-of-turn token). Aggregates are token-weighted; ``per_item`` is aligned with the
     inputs. The caller holds the model's lock.
     """
-    _check_aligned(prompts, references)
+    check_aligned(prompts, references)
     items: list[tuple[list[int], int]] = []
     for prompt, reference in zip(prompts, references):
         messages = _messages(prompt, system_prompt)

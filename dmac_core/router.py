@@ -237,6 +237,9 @@ class ModelManager:
             route_reason=f"{route_reason}; {generation.extra['route_note']}" if generation and
             generation.extra.get("route_note") else route_reason,
             **({"scope": generation.extra["scope"]} if generation and generation.extra.get("scope") else {}),
+            # a thinking model's share of tokens_out that went into thinking (billed, not shown)
+            **({"thoughts_tokens": generation.extra["thoughts_tokens"]}
+               if generation and generation.extra.get("thoughts_tokens") else {}),
             error=error,
         )
         return record.id

@@ -47,6 +47,8 @@ class Reply:
     tokens_in: int = 7
     tokens_out: int = 5
     chunks: int = 3
+    thoughts_tokens: int = 0  # Gemini: tokens spent thinking (billed as output, not in the text)
+    finish: str = "STOP"  # Gemini's finishReason on the last chunk
 
 
 @dataclass
@@ -132,12 +134,14 @@ class FakeServer:
         cand: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
         payload: dict[str, Any] = {"candidates": [cand], "modelVersion": "fake-gemini-001"}
         if final:
-            cand["finishReason"] = "STOP"
+            cand["finishReason"] = reply.finish
             payload["usageMetadata"] = {
                 "promptTokenCount": reply.tokens_in,
                 "candidatesTokenCount": reply.tokens_out,
-                "totalTokenCount": reply.tokens_in + reply.tokens_out,
+                "totalTokenCount": reply.tokens_in + reply.tokens_out + reply.thoughts_tokens,
             }
+            if reply.thoughts_tokens:
+                payload["usageMetadata"]["thoughtsTokenCount"] = reply.thoughts_tokens
         return payload
 
     def _openai_chunk(self, req: RecordedRequest, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:

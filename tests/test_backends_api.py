@@ -80,7 +80,9 @@ def test_gemini_generate_sends_conversation_and_reads_usage(fake_gemini: FakeSer
         ("user", "What is 2+2?"), ("model", "4"), ("user", "And 3+3?")
     ]
     assert req.body["systemInstruction"]["parts"][0]["text"] == "You are terse."
-    assert req.body["generationConfig"] == {"maxOutputTokens": 33, "temperature": 0.2}
+    # the answer's budget plus the thinking budget: Gemini counts both in maxOutputTokens
+    assert req.body["generationConfig"] == {"maxOutputTokens": 33 + 1024, "temperature": 0.2,
+                                            "thinkingConfig": {"thinking_budget": 1024}}  # as the SDK sends it
 
 
 def test_gemini_stream_yields_deltas_then_generation(fake_gemini: FakeServer) -> None:
@@ -93,7 +95,34 @@ def test_gemini_stream_yields_deltas_then_generation(fake_gemini: FakeServer) ->
     assert req.path == "/v1/models/gemini-test:streamGenerateContent?alt=sse"
     assert len(req.body["contents"]) == 3 and "systemInstruction" in req.body
     # Config defaults apply when the caller gives no options.
-    assert req.body["generationConfig"] == {"maxOutputTokens": 2048, "temperature": 0.7}
+    assert req.body["generationConfig"] == {"maxOutputTokens": 2048 + 1024, "temperature": 0.7,
+                                            "thinkingConfig": {"thinking_budget": 1024}}  # as the SDK sends it
+
+
+def test_gemini_thinking_tokens_are_billed_output_and_count_in_tokens_out(fake_gemini: FakeServer) -> None:
+    fake_gemini.enqueue(Reply(text="Six.", tokens_in=21, tokens_out=2, thoughts_tokens=300))
+    gen = gemini_backend(fake_gemini).generate(CONVERSATION, max_new_tokens=64)
+    assert gen.tokens_out == 302  # what Google bills and what caps must count
+    assert (gen.extra["thoughts_tokens"], gen.extra["answer_tokens"]) == (300, 2)
+    # without thinking settings the request is what it was before thinking models
+    config = GeminiModelConfig(kind="gemini", model="gemini-test", base_url=fake_gemini.url, thinking_budget=None)
+    fake_gemini.enqueue(Reply(text="Six.", tokens_in=21, tokens_out=2))
+    GeminiBackend("gemini", config, KEY).generate(CONVERSATION, max_new_tokens=64)
+    assert fake_gemini.requests[-1].body["generationConfig"] == {"maxOutputTokens": 64, "temperature": 0.7}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_gemini_thinking_away_the_whole_budget_is_an_error_not_an_empty_answer(
+    fake_gemini: FakeServer, streamed: bool
+) -> None:
+    fake_gemini.enqueue(Reply(text="", tokens_out=0, thoughts_tokens=1088, finish="MAX_TOKENS"))
+    backend = gemini_backend(fake_gemini)
+    with pytest.raises(BackendError, match=r"returned no answer after 1088 thinking tokens \(finish reason MAX_TOKENS\)") as err:
+        if streamed:
+            list(backend.stream(CONVERSATION, max_new_tokens=64))
+        else:
+            backend.generate(CONVERSATION, max_new_tokens=64)
+    assert err.value.kind == "empty" and not err.value.retryable
 
 
 def test_openai_generate_sends_conversation_and_reads_usage(fake_openai: FakeServer) -> None:

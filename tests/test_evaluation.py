@@ -208,6 +208,28 @@ def test_compare_with_an_api_model_finds_a_planted_difference(env, fake_openai) 
     assert sig.loc["rougeL", "diff"] > 0.5 and sig.loc["bleu", "ci_low"] > 0
 
 
+def test_a_failed_api_call_is_an_error_not_a_zero_score(env, fake_openai) -> None:
+    from dmac_core.backends.openai_compat import OpenAICompatBackend
+    from dmac_core.config import OpenAICompatModelConfig
+    from tests.fake_servers import Reply, error_body
+
+    cfg, store, backend = env
+    answer = "The delivery window for the north depot is Tuesday morning between eight and ten."
+    fake_openai.set_instant(answer)
+    fake_openai.enqueue(*[Reply(status=400, body=error_body(400, "bad request")) for _ in range(2)])
+    api = OpenAICompatBackend("oracle", OpenAICompatModelConfig(
+        kind="openai_compat", model="oracle-1", base_url=fake_openai.openai_base_url, timeout_s=5, max_retries=0), "k")
+    items = [{"prompt": f"Question {i} about the north depot?", "reference": answer} for i in range(12)]
+    comparison = Evaluator(cfg, store, {"deepseek": backend, "oracle": api}).compare_models(items, ["deepseek", "oracle"])
+    oracle = comparison.results[1]
+    assert oracle["metrics"]["errors"] == 2 and oracle["metrics"]["n_scored"] == 10
+    assert [row["rougeL"] for row in oracle["per_item"][:2]] == [None, None]
+    assert oracle["per_item"][0]["error"] and oracle["per_item"][0]["output"] == ""
+    assert oracle["metrics"]["rougeL"] == pytest.approx(1.0)  # the ten answers, not ten answers and two zeros
+    # the comparison pairs the items both models answered, and says how many
+    assert set(comparison.significance["n_items"]) == {10}
+
+
 def test_heldout_split_is_stable_and_shared(env) -> None:
     cfg, store, _ = env
     # Pinned values: training's dataset split uses this same function; a change here moves items

@@ -7,6 +7,7 @@ import pytest
 import sacrebleu
 
 from dmac_core.metrics import (
+    MIN_PAIRED_ITEMS,
     bleu,
     bleu_bootstrap_diff,
     bootstrap_diff,
@@ -102,6 +103,45 @@ def test_bootstrap_noise_alone_is_not_significant_but_a_planted_difference_is() 
     assert 0.2 < planted["ci_low"] and planted["p_value"] < 0.01
     # and in the other direction the sign flips
     assert bootstrap_diff(better, a, n=1000, seed=3)["ci_high"] < 0
+
+
+def test_a_handful_of_items_is_never_called_significant() -> None:
+    # three items that all moved the same way: the percentile interval excludes 0 with p = 0,
+    # which says nothing about a fourth item
+    for n_items in range(1, MIN_PAIRED_ITEMS):
+        rng = np.random.default_rng(n_items)
+        a = rng.uniform(0, 0.5, size=n_items)
+        result = bootstrap_diff(a, a + 0.4, n=500, seed=n_items)
+        assert result["significant"] is False and result["n_items"] == n_items
+        assert result["verdict"] == f"too few items to tell (n = {n_items}; at least {MIN_PAIRED_ITEMS} needed)"
+        refs = [f"item {k} arrives on day {k} at the north gate" for k in range(n_items)]
+        assert bleu_bootstrap_diff(["nothing"] * n_items, refs, refs, n=100)["significant"] is False
+    assert bootstrap_diff([], [])["verdict"].startswith("too few items to tell (n = 0")
+
+
+@pytest.mark.parametrize("draw", ["uniform", "rouge-like"])
+def test_false_positive_rate_on_noise_stays_near_the_nominal_five_percent(draw: str) -> None:
+    seeds, called = 300, 0
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        if draw == "uniform":
+            a, b = rng.uniform(0, 1, size=50), rng.uniform(0, 1, size=50)
+        else:  # many zeros and ones, as per-item ROUGE-L / key-term recall are
+            a, b = (np.clip(rng.normal(0.5, 0.4, size=(2, 50)), 0, 1))
+        called += bootstrap_diff(a, b, n=1000, seed=seed)["significant"]
+    assert 0.02 <= called / seeds <= 0.09
+
+
+def test_a_real_difference_on_fifty_items_is_found() -> None:
+    found = 0
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        a = rng.uniform(0, 1, size=50)
+        b = np.clip(a + rng.normal(0.15, 0.2, size=50), 0, 1)
+        result = bootstrap_diff(a, b, n=1000, seed=seed)
+        found += result["significant"]
+        assert result["verdict"] in ("significant (n = 50)", "not significant (n = 50)")
+    assert found >= 19
 
 
 def test_bootstrap_is_reproducible_and_refuses_unpaired_scores() -> None:

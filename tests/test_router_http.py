@@ -135,3 +135,30 @@ def test_canary_key_never_appears_in_logs_or_records(keys: None, tmp_path: Path,
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
     assert CANARY not in repr(system.model_manager.status())
+
+
+def test_thinking_tokens_count_against_the_token_cap_and_an_empty_answer_falls_back(
+    keys: None, tmp_path: Path, fake_gemini: FakeServer, fake_openai: FakeServer
+) -> None:
+    # 10 visible answer tokens, 900 spent thinking: the day's 900 tokens are used up
+    fake_gemini.enqueue(Reply(text="Gemini says hi.", tokens_in=20, tokens_out=10, thoughts_tokens=900))
+    fake_openai.set_instant("DeepSeek answers.")
+    config = http_config(tmp_path, fake_gemini, fake_openai, caps={"gemini": {"tokens_per_day": 900}})
+    system = LearningSystem(config)
+    first = system.model_manager.respond("hello")
+    assert first.model == "gemini" and first.tokens_out == 910
+    [record] = system.store.records("interactions")
+    assert (record["tokens_out"], record["thoughts_tokens"]) == (910, 900)
+    # 930 of 900 tokens used: the next request goes elsewhere (counting the answer alone, 30 were used)
+    second = system.model_manager.respond("hello again")
+    assert second.model == "deepseek_api" and "gemini" in second.route_reason
+    assert len(fake_gemini.requests) == 1
+
+    # a thinking model that spends the whole budget thinking returns no answer: an error, not ""
+    (tmp_path / "b").mkdir()
+    fake_gemini.enqueue(Reply(text="", tokens_out=0, thoughts_tokens=1088, finish="MAX_TOKENS"))
+    other = LearningSystem(http_config(tmp_path / "b", fake_gemini, fake_openai))
+    result = other.model_manager.respond("hello")
+    assert result.model == "deepseek_api" and result.route_reason.startswith("gemini failed (empty)")
+    failed = [r for r in other.store.records("interactions") if r["model"] == "gemini"]
+    assert len(failed) == 1 and "returned no answer after 1088 thinking tokens" in failed[0]["error"]

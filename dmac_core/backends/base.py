@@ -58,7 +58,7 @@ class BackendError(Exception):
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
-        self.kind = kind  # "timeout" | "rate_limit" | "server" | "auth" | "bad_request" | "connection" | "error"
+        self.kind = kind  # "timeout" | "rate_limit" | "server" | "auth" | "bad_request" | "connection" | "empty" | "error"
 
 
 StreamItem = Union[str, Generation]

@@ -188,10 +188,15 @@ class GeminiBackend:
         self, messages: list[Message], max_new_tokens: int | None, temperature: float | None
     ) -> tuple[list[types.Content], types.GenerateContentConfig]:
         contents, system = to_gemini_contents(messages, self.data_dir)
+        answer_budget = max_new_tokens or self.config.max_output_tokens
+        thinking = self.config.thinking_budget
         gen_config = types.GenerateContentConfig(
             system_instruction=system,
-            max_output_tokens=max_new_tokens or self.config.max_output_tokens,
+            # Gemini counts thinking in max_output_tokens: the thinking budget comes on top, so
+            # a 64-token comparison still leaves a thinking model 64 tokens to answer in.
+            max_output_tokens=answer_budget + (thinking or 0),
             temperature=self.config.temperature if temperature is None else temperature,
+            thinking_config=None if thinking is None else types.ThinkingConfig(thinking_budget=thinking),
         )
         return contents, gen_config
 
@@ -205,14 +210,25 @@ class GeminiBackend:
             # The exact snapshot the API ran; kept out of model_version, which the records
             # reserve for local learner versions (DESIGN.md, "Records").
             extra["response_model"] = response.model_version
-        if usage is not None and usage.thoughts_token_count:
-            extra["thoughts_tokens"] = usage.thoughts_token_count
+        thoughts = (usage.thoughts_token_count or 0) if usage is not None else 0
+        answer_tokens = usage.candidates_token_count if usage is not None else None
+        if thoughts:
+            extra["thoughts_tokens"] = thoughts
+            extra["answer_tokens"] = answer_tokens
+        if not text.strip():
+            # billed, but nothing to show or score: an error, never an empty "answer"
+            spent = f" after {thoughts} thinking tokens" if thoughts else ""
+            raise BackendError(
+                f"{self.name} ({self.config.model}) returned no answer{spent} "
+                f"(finish reason {extra.get('finish_reason', 'unknown')}); raise max_output_tokens "
+                "or thinking_budget in its config", kind="empty")
         return Generation(
             text=text,
             provider_model=self.config.model,
             model_version=None,
             tokens_in=usage.prompt_token_count if usage is not None else None,
-            tokens_out=usage.candidates_token_count if usage is not None else None,
+            # billed output: the answer and the thinking before it (what caps must count)
+            tokens_out=(answer_tokens or 0) + thoughts if usage is not None else None,
             latency_ms=(time.perf_counter() - start) * 1000,
             extra=extra,
         )
