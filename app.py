@@ -69,7 +69,12 @@ def main() -> None:
     ]
     with st.sidebar:
         st.caption(f"Signed in as **{st.session_state.get('dmac_user') or 'local'}**")
-        st.caption(f"Serving DeepSeek-RL version `{system.registry.served_id()}`")
+        served = system.registry.served_id()
+        st.caption(f"Serving DeepSeek-RL version `{served}`")
+        problem = system.local_backend.version_problem(served)
+        if problem:
+            st.error(f"Version {served} cannot be loaded ({problem}): DeepSeek-RL is off until it is rolled "
+                     "back or another version is served (Training page).", icon="⛔")
         if users and st.button("Sign out", key="sign_out"):
             st.session_state.pop("dmac_user", None)
             st.rerun()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -239,16 +239,20 @@ def usage_table(statuses: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def versions_table(registry: Any) -> pd.DataFrame:
-    """Registered versions of the local learner, newest first, with gate results and which is served."""
+def versions_table(registry: Any, problem: Callable[[str], str | None] | None = None) -> pd.DataFrame:
+    """Registered versions of the local learner, newest first, with gate results, which is served
+    and whether each can be loaded (``problem``: why a version cannot be, by default judged from
+    its files by the registry; the serving backend's ``version_problem`` adds failed loads)."""
     served = registry.served_id()
-    rows = [{"version": "base", "served": served == "base", "created": None, "method": None, "run_id": None,
-             "started from": "-", "gate": "bundled base model"}]
+    problem = problem or registry.problem
+    rows = [{"version": "base", "served": served == "base", "loads": "yes", "created": None, "method": None,
+             "run_id": None, "started from": "-", "gate": "bundled base model"}]
     for version in registry.versions():
         meta = version.metadata
         rows.append(
             {
-                "version": version.id, "served": version.id == served, "created": meta.get("created"),
+                "version": version.id, "served": version.id == served,
+                "loads": f"no: {issue}" if (issue := problem(version.id)) else "yes", "created": meta.get("created"),
                 "method": meta.get("method"), "run_id": meta.get("run_id"),
                 "started from": _start_label(meta.get("parent_version"), meta.get("start_from"), meta.get("base_model")),
                 "gate": gate_summary(meta.get("gate")),

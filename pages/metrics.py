@@ -7,6 +7,7 @@ import streamlit as st
 
 from dmac_core.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
 from dmac_core.evaluation import SuiteError, parse_suite
+from dmac_core.metrics import MIN_PAIRED_ITEMS
 from dmac_core.review import ratings_by_version, usage_table
 from pages.common import services, show_log_health
 
@@ -39,7 +40,7 @@ runs = system.jobs.runs()
 if not runs:
     st.info("No training runs yet — rate answers in Chat, then press Train now on the Training page.", icon="ℹ️")
 else:
-    run_ids = [run["run_id"] for run in runs][::-1]  # newest first
+    run_ids = [run["run_id"] for run in runs]  # newest first: the run an analyst just trained
     run_id = st.selectbox("Run", run_ids, key="metrics_run")
     events = system.jobs.run_events(run_id)
     left, right = st.columns(2)
@@ -73,13 +74,18 @@ else:
 # -- side-by-side comparison -----------------------------------------------------------------
 st.subheader("Compare models side by side")
 st.caption(
-    "The same items through several models and versions; differences in ROUGE-L / BLEU come with "
-    "95 % bootstrap confidence intervals, so you can see whether they are real or noise."
+    "The same items through several models and versions; differences in ROUGE-L / BLEU / key terms come "
+    "with 95 % paired-bootstrap confidence intervals and their number of items n, so you can see whether "
+    f"they are real or noise. Below {MIN_PAIRED_ITEMS} items a comparison says it has too few to tell."
 )
 statuses = system.model_manager.status()
 choices = [s.name for s in statuses if s.available and s.name != "deepseek"]
 choices = ["deepseek"] + [f"deepseek@{v.id}" for v in system.registry.versions()] + ["deepseek@base"] + choices
-picked = st.multiselect("Models and versions", choices, default=choices[:2], key="metrics_compare_models")
+unloadable = {f"deepseek@{v.id}": problem for v in system.registry.versions()
+              if (problem := system.local_backend.version_problem(v.id))}
+picked = st.multiselect("Models and versions", choices, default=[c for c in choices if c not in unloadable][:2],
+                        key="metrics_compare_models",
+                        format_func=lambda c: f"{c} — cannot be loaded: {unloadable[c]}" if c in unloadable else c)
 SUITE_LABELS = {"rated": "rated answers (trained on: did it learn them?)",
                 "general": "general-knowledge suite (never trained: did it keep what it knew?)",
                 "held-out": "held-out rated answers (validation_fraction)"}
@@ -110,6 +116,10 @@ if comparison is not None:
     st.dataframe(comparison.summary, hide_index=True, key="metrics_cmp_summary")
     csv_button(comparison.summary, "comparison-summary", "metrics_cmp_summary_csv")
     if not comparison.significance.empty:
+        fewest = int(comparison.significance["n_items"].min())
+        if fewest < MIN_PAIRED_ITEMS:
+            st.info(f"Too few items to tell (n = {fewest}): no difference is called significant below "
+                    f"{MIN_PAIRED_ITEMS} paired items with a reference. Add items or upload a larger test set.")
         st.dataframe(comparison.significance, hide_index=True, key="metrics_cmp_significance")
         csv_button(comparison.significance, "comparison-significance", "metrics_cmp_sig_csv")
     st.dataframe(comparison.table, hide_index=True, width="stretch", key="metrics_cmp_table")

@@ -169,6 +169,10 @@ def test_train_now_finishes_and_the_run_its_chart_and_the_gate_evidence_appear(a
     assert list(summary["model"]) == ["deepseek@base", "deepseek@v0001"]
     significance = at.session_state["metrics_comparison"].significance
     assert set(significance["metric"]) >= {"rougeL", "bleu"}
+    # four rated answers are too few to call any difference
+    assert not significance["significant"].any()
+    assert set(significance["verdict"]) == {"too few items to tell (n = 4; at least 10 needed)"}
+    assert any(i.value.startswith("Too few items to tell (n = 4)") for i in at.info)
 
 
 def test_metrics_page_empty_state(app_env: Config) -> None:
@@ -177,6 +181,22 @@ def test_metrics_page_empty_state(app_env: Config) -> None:
     at.switch_page("pages/metrics.py").run()
     assert not at.exception
     assert any("No training runs yet" in i.value for i in at.info)
+
+
+def test_metrics_run_picker_opens_on_the_newest_run(app_env: Config) -> None:
+    runs = app_env.data_path / "runs"
+    for run_id, loss in (("20261201-090000-aaaa", 2.0), ("20261202-090000-bbbb", 1.0)):
+        (runs / run_id).mkdir(parents=True)
+        (runs / run_id / "run.json").write_text(json.dumps({"run_id": run_id, "state": "completed"}))
+        (runs / run_id / "events.jsonl").write_text(
+            json.dumps({"event": "step", "ts": "2026-12-01T09:00:00Z", "step": 1, "loss": loss}) + "\n")
+    at = new_app()
+    at.run()
+    at.switch_page("pages/metrics.py").run()
+    assert not at.exception, at.exception
+    picker = at.selectbox(key="metrics_run")
+    assert picker.options == ["20261202-090000-bbbb", "20261201-090000-aaaa"]
+    assert picker.value == "20261202-090000-bbbb"
 
 
 def test_chat_says_when_an_answer_was_stopped_for_repeating_itself(app_env: Config, make_config) -> None:

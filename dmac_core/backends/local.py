@@ -241,6 +241,9 @@ class LocalBackend:
         self._base: LoadedModel | None = None
         self._base_lock = threading.Lock()
         self._others: dict[str, LoadedModel] = {}  # versions loaded for the gate and evaluations
+        # Versions that failed to load: id -> (their files' fingerprint then, why). A version is
+        # tried again once its files change (a repaired adapter), never once per answer.
+        self._load_errors: dict[str, tuple[Any, str]] = {}
 
     def wants_llama_cpp(self) -> bool:
         """Whether the configured runtime is llama.cpp (precision fp32 always means torch)."""
@@ -258,7 +261,32 @@ class LocalBackend:
         if self.config.runtime == "llama_cpp" and self.wants_llama_cpp() and not llama_cpp_importable():
             return Availability(False, "runtime llama_cpp, but llama-cpp-python is not installed; "
                                        "run `make setup` or set models.deepseek.runtime: auto")
+        served = self.registry.served_id()
+        problem = self.version_problem(served)
+        if problem:
+            # never answer in a broken version's name with other weights
+            return Availability(False, f"the served version {served} cannot be loaded ({problem}); roll back or "
+                                       "serve another version on the Training page")
         return Availability(True)
+
+    def version_problem(self, version_id: str) -> str | None:
+        """Why ``version_id`` cannot be served: missing or unreadable files, or the error its last
+        load raised while its files stay as they were; ``None`` when nothing is known against it."""
+        problem = self.registry.problem(version_id)
+        if problem:
+            return problem
+        failed = self._load_errors.get(version_id)
+        if failed is not None and failed[0] == self._files_of(version_id):
+            return failed[1]
+        return None
+
+    def _files_of(self, version_id: str) -> Any:
+        try:
+            version = self.registry.get(version_id)
+        except Exception:  # noqa: BLE001 - an unreadable version has no files to compare
+            return None
+        files = [p for p in sorted(version.path.iterdir()) if p.is_file()] if version.path is not None else []
+        return weights_fingerprint(files)
 
     def _can_prepare_base(self) -> bool:
         if not self.bundled_base:
@@ -313,7 +341,7 @@ class LocalBackend:
                 self.ensure_base()
                 # a version the gate just measured is already loaded: serve that very object; a
                 # transformers copy loaded for losses or an export is let go: serving never needs it
-                self._loaded = self._others.pop(wanted, None) or self._load(self._version(wanted))
+                self._loaded = self._others.pop(wanted, None) or self._load_or_report(wanted)
                 for part in (self._loaded, self._loaded.fallback):
                     if part is not None:
                         part.release_model()
@@ -332,8 +360,25 @@ class LocalBackend:
                 self.ensure_base()
                 if len(self._others) >= 2:  # each costs ~0.5 GB (and ~1 GB once its losses were asked for)
                     self._others.pop(next(iter(self._others)))
-                self._others[version_id] = self._load(self.registry.get(version_id))
+                self._others[version_id] = self._load_or_report(version_id)
             return self._others[version_id]
+
+    def _load_or_report(self, version_id: str) -> LoadedModel:
+        """Load a version, or raise :class:`BackendError` saying why it cannot be loaded (and
+        remember why, for the status panel and the pages, until its files change)."""
+        problem = self.version_problem(version_id)
+        if problem is None:
+            try:
+                loaded = self._load(self.registry.get(version_id))
+            except (GGUFExportError, BackendError):
+                raise  # already says what to do
+            except Exception as exc:  # noqa: BLE001 - any unloadable file: say so, never answer as another version
+                problem = f"{type(exc).__name__}: {str(exc)[:300]}"
+                self._load_errors[version_id] = (self._files_of(version_id), problem)
+            else:
+                self._load_errors.pop(version_id, None)
+                return loaded
+        raise BackendError(f"Version {version_id} of {self.name} cannot be loaded: {problem}", kind="error")
 
     def fingerprint(self, version_id: str) -> list[list[Any]]:
         """The files a version's answers depend on: its weights (see :func:`version_fingerprint`)

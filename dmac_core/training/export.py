@@ -50,8 +50,8 @@ def export_version(
 
     ``dtype`` is the dtype of the saved weights (fp32 by default: merging in fp32 and saving
     it loses nothing; ``bfloat16`` halves the size for GPU servers). ``gguf`` ("q8_0", "f16",
-    "q4_1") also writes ``model.<gguf>.gguf`` for llama.cpp / Ollama, the file the workbench
-    itself serves. An existing non-empty ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
+    "q4_1") also writes ``model.<gguf>.gguf`` for llama.cpp / Ollama (the workbench itself serves
+    the ``gguf_weights`` format, f16 by default). An existing non-empty ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
     :class:`ExportError` or the registry's ``RegistryError`` for an unknown version.
     """
     import torch
@@ -211,7 +211,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=_DTYPES, default="float32", help="dtype of the saved weights")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     parser.add_argument("--gguf", choices=QUANT_TYPES, default=None,
-                        help="also write model.<format>.gguf for llama.cpp / Ollama (q8_0: what the workbench serves)")
+                        help="also write model.<format>.gguf for llama.cpp / Ollama (f16 answers like the fp32 model: what the workbench serves by default)")
 
 
 def export_command(args: argparse.Namespace, config: Any) -> int:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..base_model import is_model_dir
 from ..records import format_ts, utc_now
 
 BASE_VERSION = "base"
@@ -132,9 +133,38 @@ class ModelRegistry:
                 raise
         return self.get(version_id)
 
+    def problem(self, version_id: str) -> str | None:
+        """Why ``version_id`` cannot be loaded, judged from its files without loading them
+        (``None`` when they are complete). Loading can still fail on a file that is present but
+        corrupt; the serving backend reports that itself."""
+        if version_id == BASE_VERSION:
+            return None
+        try:
+            version = self.get(version_id)
+        except RegistryError as exc:
+            return str(exc)
+        if version.metadata.get("error"):
+            return str(version.metadata["error"])
+        assert version.path is not None  # only the base has no directory
+        if version.adapter_path is not None:
+            try:
+                json.loads((version.path / "adapter_config.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return "adapter_config.json unreadable"
+            if not any(version.path.glob("adapter_model.*")):
+                return "adapter weights (adapter_model.safetensors) missing"
+            return None
+        if not is_model_dir(version.path):
+            return "neither a LoRA adapter nor complete model weights in its directory"
+        return None
+
     def promote(self, version_id: str, reason: str = "") -> ModelVersion:
-        """Serve ``version_id`` from now on (the previous one is kept for rollback)."""
+        """Serve ``version_id`` from now on (the previous one is kept for rollback). Raises
+        :class:`RegistryError` for an unknown version or one whose files cannot be loaded."""
         version = self.get(version_id)
+        problem = self.problem(version_id)
+        if problem:
+            raise RegistryError(f"Version {version_id} cannot be served: {problem}")
         with self._lock:
             history = self._history()
             history.append({"version": version_id, "ts": format_ts(utc_now()), "reason": reason})
