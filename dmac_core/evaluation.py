@@ -25,11 +25,17 @@ from .backends.base import Backend, BackendError
 from .config import Config
 from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
 from .records import new_id
+from .routing_errors import RoutingError
 from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
 from .store import LearningStore
+from .usage import day_budget_shortfall, minute_cap_reached
 
 
 RUNTIMES = ("served", "fp32")  # what answers a local model's prompts in an evaluation (see Evaluator)
+
+
+class BudgetError(RuntimeError):
+    """An evaluation would pass a model's usage cap: refused before any call."""
 
 
 class SuiteError(ValueError):
@@ -154,9 +160,12 @@ class Evaluator:
 
     def __init__(
         self, config: Config, store: LearningStore, backends: dict[str, Backend], batch_size: int = 8,
-        progress: Progress | None = None, runtime: str | None = None,
+        progress: Progress | None = None, runtime: str | None = None, router: Any = None,
     ) -> None:
         self.config, self.store, self.backends = config, store, backends
+        # API models are asked through the router (a ModelManager): caps count, each call is
+        # logged as an interaction with purpose "evaluation", and it shows in the usage panel.
+        self.router = router
         self.batch_size = batch_size
         self.progress = progress
         self.runtime = runtime or config.learner.evaluate_with
@@ -302,12 +311,14 @@ class Evaluator:
             # the base the version was really trained on (a transfer-learning version names its own)
             version, provider = loaded.version, loaded.base_name or getattr(backend, "base_path", Path(name)).name
         else:
+            self.check_budget([model], len(items), max_new_tokens)
             outs, version, provider = [], None, getattr(getattr(backend, "config", None), "model", name)
+            session = new_id()  # the evaluation's calls share one session id in the interaction log
             for item in items:
-                outs.append(self._api_answer(backend, item["prompt"], max_new_tokens, system))
+                outs.append(self._api_answer(name, item["prompt"], max_new_tokens, system, session))
                 if self.progress:
                     self.progress(1)
-            record_extra = {"runtime": "API", **record_extra}
+            record_extra = {"runtime": "API", "session_id": session, **record_extra}
         wall_s = time.perf_counter() - started
         rows = [
             {"index": k, "prompt": it["prompt"], "reference": it["reference"],
@@ -315,7 +326,8 @@ class Evaluator:
              "output": out["text"], "tokens_in": out.get("tokens_in"),
              "tokens_out": out.get("tokens_out"), "latency_ms": out.get("latency_ms"), "error": out.get("error"),
              "finish_reason": out.get("finish_reason"),
-             **{k: out[k] for k in ("answer_key", "reused_from", "answered_by", "scope", "known_loss") if out.get(k)}}
+             **{k: out[k] for k in ("answer_key", "reused_from", "answered_by", "scope", "known_loss", "interaction_id")
+                if out.get(k)}}
             for k, (it, out) in enumerate(zip(items, outs))
         ]
         metrics = self._score(rows, loaded, system)
@@ -381,17 +393,45 @@ class Evaluator:
                         "reused": True}
         return None
 
-    @staticmethod
-    def _api_answer(backend: Backend, prompt: str, max_new_tokens: int | None, system: str) -> dict[str, Any]:
+    def check_budget(self, models: Sequence[str], n_items: int, max_new_tokens: int | None) -> None:
+        """Refuse (``BudgetError``, with the numbers) before the first call when answering
+        ``n_items`` with each API model in ``models`` would pass one of its daily caps. The token
+        estimate is an upper bound for everyday questions: each item's answer budget (plus a
+        thinking model's thinking budget) and 200 tokens for the question."""
+        for model in models:
+            name = model.partition("@")[0]
+            backend = self.backends.get(name)
+            if backend is None or hasattr(backend, "current"):
+                continue  # unknown models fail later with their own message; the learner has no caps to spend
+            if self.router is None:
+                raise ValueError("API models are evaluated through the router: build the Evaluator with router=")
+            model_config = getattr(backend, "config", None)
+            budget = (max_new_tokens or getattr(model_config, "max_output_tokens", 0) or 0)
+            budget += getattr(model_config, "thinking_budget", None) or 0
+            shortfall = day_budget_shortfall(name, self.router.usage.usage(name), self.config.routing.caps.get(name),
+                                             n_items, n_items * (budget + 200))
+            if shortfall:
+                raise BudgetError(f"Not started, no call made: evaluating {n_items} items would pass a cap — "
+                                  f"{shortfall}. Raise the cap in routing.caps or use fewer items.")
+
+    def _api_answer(self, name: str, prompt: str, max_new_tokens: int | None, system: str,
+                    session: str) -> dict[str, Any]:
         # Temperature 0: evaluation should measure the model, not the dice. A failed call is an
         # item with an error: it is not scored, and the result counts it in "errors".
+        caps = self.config.routing.caps.get(name)
+        deadline = time.monotonic() + 65
+        while minute_cap_reached(name, self.router.usage.usage(name), caps) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a per-minute cap paces the evaluation instead of failing its items
         started = time.perf_counter()
         try:
-            gen = backend.generate(_messages(prompt, system), max_new_tokens=max_new_tokens, temperature=0.0)
-        except BackendError as exc:
+            result = self.router.respond(_messages(prompt, system), model=name, user="evaluation",
+                                         session_id=session, purpose="evaluation",
+                                         max_new_tokens=max_new_tokens, temperature=0.0)
+        except (RoutingError, BackendError) as exc:
             return {"text": "", "error": str(exc)[:300], "latency_ms": (time.perf_counter() - started) * 1000.0}
-        latency = gen.latency_ms if gen.latency_ms is not None else (time.perf_counter() - started) * 1000.0
-        return {"text": gen.text, "tokens_in": gen.tokens_in, "tokens_out": gen.tokens_out, "latency_ms": latency}
+        latency = result.latency_ms if result.latency_ms is not None else (time.perf_counter() - started) * 1000.0
+        return {"text": result.text, "tokens_in": result.tokens_in, "tokens_out": result.tokens_out,
+                "latency_ms": latency, "interaction_id": result.interaction_id}
 
     def _score(self, rows: list[dict[str, Any]], loaded: Any, system: str) -> dict[str, Any]:
         with_reference = [r for r in rows if r["has_reference"]]
@@ -435,6 +475,7 @@ class Evaluator:
         if not models:
             raise ValueError("compare_models needs at least one model")
         items = self.resolve_items(suite_items)
+        self.check_budget(models, len(items), max_new_tokens)  # every model fits, or no call is made
         cid = new_id()
         results = [self.evaluate_model(items, model=m, suite=suite, max_new_tokens=max_new_tokens, comparison_id=cid)
                    for m in models]

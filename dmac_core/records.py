@@ -86,6 +86,10 @@ class Interaction(_Record):
     error: str | None = None
     # "stop" | "length" (cut at the token limit) | "repetition" (stopped looping); None: unknown
     finish_reason: str | None = None
+    # why the call was made: "chat" (an analyst asked) | "evaluation" | "teacher" (a rewrite of
+    # a commented answer before training). Every kind counts against caps; only rated answers
+    # are ever training material. Records written before this field existed are chat.
+    purpose: str = "chat"
 
 
 class Feedback(_Record):

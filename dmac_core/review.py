@@ -10,9 +10,12 @@ import pandas as pd
 from .store import LearningStore
 
 REVIEW_COLUMNS = [
-    "ts", "month", "model", "model_version", "prompt", "response", "rating", "feedback", "correction",
+    "ts", "month", "model", "model_version", "purpose", "prompt", "response", "rating", "feedback", "correction",
     "rated_by", "interaction_id", "images",
 ]
+# Why a logged call was made (the interaction's ``purpose``): analysts asked, an evaluation, or
+# the training teacher. Records from before the field existed were chat.
+PURPOSES = ("chat", "evaluation", "teacher")
 
 
 def review_table(store: LearningStore) -> pd.DataFrame:
@@ -24,12 +27,13 @@ def review_table(store: LearningStore) -> pd.DataFrame:
         answers = interactions[interactions["error"].isna() & (interactions["response"].fillna("") != "")]
         if "images" not in answers.columns:
             answers = answers.assign(images=None)
+        answers = answers.assign(purpose=answers["purpose"].fillna("chat") if "purpose" in answers else "chat")
         answers = answers.rename(columns={"id": "interaction_id"})[
-            ["interaction_id", "ts", "model", "model_version", "prompt", "response", "images"]
+            ["interaction_id", "ts", "model", "model_version", "purpose", "prompt", "response", "images"]
         ]
     else:
         answers = pd.DataFrame(
-            columns=["interaction_id", "ts", "model", "model_version", "prompt", "response", "images"]
+            columns=["interaction_id", "ts", "model", "model_version", "purpose", "prompt", "response", "images"]
         )
     if not feedback.empty:
         rated = feedback.rename(columns={"user": "rated_by", "ts": "rated_at"})
@@ -42,6 +46,7 @@ def review_table(store: LearningStore) -> pd.DataFrame:
             alone["ts"] = alone["rated_at"]
             alone["model"] = "(given as prompt + response)"
             alone["model_version"] = None
+            alone["purpose"] = "chat"
             table = pd.concat([table, alone[table.columns.intersection(alone.columns)]], ignore_index=True)
     else:
         table = answers.assign(rating=pd.NA, feedback=None, correction=None, rated_by=None, rated_at=pd.NaT)
@@ -71,9 +76,13 @@ def filter_review(
     models: list[str] | None = None,
     months: list[str] | None = None,
     ratings: list[Any] | None = None,
+    purposes: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Filter the review table; ``ratings`` may contain 1..5 and "unrated"."""
+    """Filter the review table; ``ratings`` may contain 1..5 and "unrated"; ``purposes`` are
+    interaction purposes (see :data:`PURPOSES`)."""
     mask = pd.Series(True, index=table.index)
+    if purposes:
+        mask &= table["purpose"].fillna("chat").isin(purposes)
     if models:
         mask &= table["model"].isin(models)
     if months:
@@ -232,7 +241,10 @@ def usage_table(statuses: list[Any]) -> pd.DataFrame:
             {
                 "model": s.display_name, "name": s.name, "available": s.available,
                 "why not": "" if s.available else s.reason, "cooling down (s)": round(s.cooldown_s),
-                "requests today": s.requests_today, "requests/day cap": caps.get("requests_per_day"),
+                "requests today": s.requests_today,
+                "of which evaluation": s.requests_by_purpose.get("evaluation", 0),
+                "of which teacher": s.requests_by_purpose.get("teacher", 0),
+                "requests/day cap": caps.get("requests_per_day"),
                 "tokens today": s.tokens_today, "tokens/day cap": caps.get("tokens_per_day"),
             }
         )

@@ -12,7 +12,7 @@ import asyncio
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
 from .backends.base import Backend, BackendError, Generation, Message
@@ -58,6 +58,8 @@ class ModelStatus:
     requests_today: int
     tokens_today: int
     caps: dict[str, int | None]
+    # today's requests that were not chat, by purpose (evaluation, teacher); included above
+    requests_by_purpose: dict[str, int] = field(default_factory=dict)
     # What runs the model, for backends that say (the local learner: llama.cpp or torch, and why)
     runtime: str = ""
 
@@ -217,8 +219,10 @@ class ModelManager:
         session_id: str,
         error: str | None = None,
         latency_ms: float | None = None,
+        purpose: str = "chat",
     ) -> str:
         record = self.store.append_interaction(
+            purpose=purpose,
             user=user,
             session_id=session_id,
             model=name,
@@ -250,12 +254,14 @@ class ModelManager:
         model: str | None = None,
         user: str = "anonymous",
         session_id: str = "",
+        purpose: str = "chat",
         **options: Any,
     ) -> Iterator[str | ChatResult]:
         """Yield text deltas of the answer, then one :class:`ChatResult`.
 
         Fallback to the next model happens only before the first delta was shown; an error
         after that is raised (and logged) rather than silently mixing two models' answers.
+        ``purpose`` marks the logged interaction ("chat", "evaluation", "teacher").
         """
         messages = self._messages(prompt_or_messages)
         # Notes on the models passed over so far, in routing order: skips and failures.
@@ -279,7 +285,7 @@ class ModelManager:
                     if isinstance(item, Generation):
                         interaction_id = self._capture(
                             name=name, messages=messages, generation=item, route_reason=reason, user=user,
-                            session_id=session_id,
+                            session_id=session_id, purpose=purpose,
                         )
                         note = item.extra.get("route_note")
                         yield ChatResult(
@@ -297,6 +303,7 @@ class ModelManager:
                 self._capture(
                     name=name, messages=messages, generation=None, route_reason=reason, user=user,
                     session_id=session_id, error=str(exc)[:500], latency_ms=(time.perf_counter() - started) * 1000,
+                    purpose=purpose,
                 )
                 if emitted:
                     raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
@@ -329,6 +336,7 @@ class ModelManager:
                     cooldown_s=self.in_cooldown(name),
                     requests_today=usage.requests_today,
                     tokens_today=usage.tokens_today,
+                    requests_by_purpose=usage.requests_by_purpose,
                     caps=caps.model_dump() if caps else {},
                     runtime=backend.runtime_status() if backend is not None and hasattr(backend, "runtime_status") else "",
                 )

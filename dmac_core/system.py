@@ -54,7 +54,8 @@ class LearningSystem:
         ("served" | "fp32") overrides ``models.deepseek.evaluate_with``."""
         from .evaluation import Evaluator
 
-        return Evaluator(self.config, self.store, self.backends, progress=progress, runtime=runtime)
+        return Evaluator(self.config, self.store, self.backends, progress=progress, runtime=runtime,
+                         router=self.model_manager)
 
     def _gate_evaluate(self, items: list[dict[str, Any]], model: str, suite: str, reuse: bool) -> dict[str, Any]:
         return self.evaluator().evaluate_model(items, model=model, suite=suite, reuse=reuse)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
@@ -28,6 +28,8 @@ class Usage:
     tokens_today: int = 0
     requests_last_minute: int = 0
     tokens_last_minute: int = 0
+    # today's requests that were not chat, by purpose ("evaluation", "teacher"): all count in caps
+    requests_by_purpose: dict[str, int] = field(default_factory=dict)
 
 
 def _tokens(row: dict[str, Any]) -> int:
@@ -47,6 +49,7 @@ class UsageCounter:
         self._inode = -1
         self._requests: dict[str, int] = defaultdict(int)
         self._tokens: dict[str, int] = defaultdict(int)
+        self._purposes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._recent: dict[str, deque[tuple[datetime, int]]] = defaultdict(deque)
 
     def _reset(self) -> None:
@@ -54,6 +57,7 @@ class UsageCounter:
         self._inode = -1
         self._requests.clear()
         self._tokens.clear()
+        self._purposes.clear()
         self._recent.clear()
 
     def _new_rows(self, month: str) -> list[dict]:
@@ -94,6 +98,9 @@ class UsageCounter:
             model = str(row.get("model"))
             self._requests[model] += 1
             self._tokens[model] += _tokens(row)
+            purpose = str(row.get("purpose") or "chat")
+            if purpose != "chat":
+                self._purposes[model][purpose] += 1
             if ts >= minute_ago:
                 self._recent[model].append((ts, _tokens(row)))
         for window in self._recent.values():
@@ -110,6 +117,7 @@ class UsageCounter:
                 tokens_today=self._tokens.get(model, 0),
                 requests_last_minute=len(recent),
                 tokens_last_minute=sum(t for _, t in recent),
+                requests_by_purpose=dict(self._purposes.get(model, {})),
             )
 
 
@@ -127,3 +135,29 @@ def cap_exceeded(model: str, usage: Usage, caps: CapsConfig | None) -> str | Non
         if limit is not None and used >= limit:
             return f"{model}: {used}/{limit} {what}"
     return None
+
+
+def day_budget_shortfall(model: str, usage: Usage, caps: CapsConfig | None, requests: int,
+                         tokens: int) -> str | None:
+    """Why ``requests`` calls of up to ``tokens`` tokens in all would pass ``model``'s daily caps
+    (with the numbers), or None when they fit. Checked before a batch of calls starts (an
+    evaluation), so it is refused whole instead of failing half-way."""
+    if caps is None:
+        return None
+    if caps.requests_per_day is not None and usage.requests_today + requests > caps.requests_per_day:
+        left = max(0, caps.requests_per_day - usage.requests_today)
+        return (f"{model}: needs {requests:,} requests, {left:,} of its {caps.requests_per_day:,} a day are left "
+                f"({usage.requests_today:,} used today)")
+    if caps.tokens_per_day is not None and usage.tokens_today + tokens > caps.tokens_per_day:
+        left = max(0, caps.tokens_per_day - usage.tokens_today)
+        return (f"{model}: may use up to {tokens:,} tokens, {left:,} of its {caps.tokens_per_day:,} a day are left "
+                f"({usage.tokens_today:,} used today)")
+    return None
+
+
+def minute_cap_reached(model: str, usage: Usage, caps: CapsConfig | None) -> bool:
+    """Whether ``model`` is at one of its per-minute caps (a batch of calls waits, then goes on)."""
+    if caps is None:
+        return False
+    return any(limit is not None and used >= limit for limit, used in (
+        (caps.requests_per_minute, usage.requests_last_minute), (caps.tokens_per_minute, usage.tokens_last_minute)))

@@ -35,8 +35,10 @@ with st.sidebar:
             if s.runtime:
                 st.caption(f"runs on {s.runtime}")
             caps = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in s.caps.items() if v is not None)
+            other = ", ".join(f"{n} {purpose}" for purpose, n in sorted(s.requests_by_purpose.items()))
             st.caption(
-                f"today: {s.requests_today} requests, {s.tokens_today:,} tokens" + (f" · caps: {caps}" if caps else "")
+                f"today: {s.requests_today} requests{f' ({other})' if other else ''}, {s.tokens_today:,} tokens"
+                + (f" · caps: {caps}" if caps else "")
             )
     st.session_state.setdefault("chat_upload_round", 0)
     attachment = st.file_uploader(

@@ -8,6 +8,7 @@ import streamlit as st
 from dmac_core.insights.images import image_path
 from dmac_core.records import RecordError
 from dmac_core.review import (
+    PURPOSES,
     analyst_counts,
     apply_review_edits,
     attached_images,
@@ -35,11 +36,15 @@ if table.empty:
     st.stop()
 
 # -- inputs ----------------------------------------------------------------------------------
-left, middle, right = st.columns(3)
+left, middle, right, far = st.columns(4)
 models = left.multiselect("Model", sorted(table["model"].dropna().unique()), key="fb_models")
 months = middle.multiselect("Month", sorted(table["month"].dropna().unique(), reverse=True), key="fb_months")
 ratings = right.multiselect("Rating", [5, 4, 3, 2, 1, "unrated"], key="fb_ratings")
-shown = filter_review(table, models, months, ratings)
+purposes = far.multiselect("Asked for", list(PURPOSES), default=["chat"], key="fb_purposes",
+                           help="chat: analysts' questions; evaluation: answers to test sets and comparisons; "
+                                "teacher: rewrites of commented answers before training. Only rated answers "
+                                "are ever trained on.")
+shown = filter_review(table, models, months, ratings, purposes)
 
 # -- render ----------------------------------------------------------------------------------
 rated = shown["rating"].notna().sum()

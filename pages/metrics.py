@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dmac_core.backends.base import BackendError
 from dmac_core.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
 from dmac_core.evaluation import SuiteError, parse_suite
 from dmac_core.metrics import MIN_PAIRED_ITEMS
@@ -109,7 +110,8 @@ if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
         comparison = system.evaluator(progress=advance).compare_models(
             items, picked, suite=upload.name if upload else suite_name, max_new_tokens=64)
         st.session_state.metrics_comparison = comparison
-    except (SuiteError, ValueError, KeyError, UnicodeDecodeError) as exc:
+    except (SuiteError, ValueError, KeyError, UnicodeDecodeError, RuntimeError, BackendError) as exc:
+        # a bad test set, a cap the comparison would pass (nothing was asked), a model that cannot answer
         st.warning(str(exc))
 comparison = st.session_state.get("metrics_comparison")
 if comparison is not None:

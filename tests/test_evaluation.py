@@ -188,17 +188,30 @@ def test_compare_same_model_twice_is_not_significant(env) -> None:
     assert len(evals) == 2 and evals["comparison_id"].nunique() == 1
 
 
-def test_compare_with_an_api_model_finds_a_planted_difference(env, fake_openai) -> None:
+DEPOT = "The delivery window for the north depot is Tuesday morning between eight and ten."
+DEPOT_ITEMS = [{"prompt": f"Question {i} about the north depot?", "reference": DEPOT} for i in range(12)]
+
+
+def with_oracle(env, server, **caps: int) -> Evaluator:
+    """An Evaluator over the tiny learner and an "oracle" API model (an OpenAI-compatible fake
+    server), asked through the workbench's router like every API call."""
     from dmac_core.backends.openai_compat import OpenAICompatBackend
-    from dmac_core.config import OpenAICompatModelConfig
+    from dmac_core.config import CapsConfig, OpenAICompatModelConfig
+    from dmac_core.router import ModelManager
 
     cfg, store, backend = env
-    answer = "The delivery window for the north depot is Tuesday morning between eight and ten."
-    fake_openai.set_instant(answer)  # the "oracle" API model always answers the reference
-    api = OpenAICompatBackend("oracle", OpenAICompatModelConfig(
-        kind="openai_compat", model="oracle-1", base_url=fake_openai.openai_base_url, timeout_s=5, max_retries=0), "k")
-    items = [{"prompt": f"Question {i} about the north depot?", "reference": answer} for i in range(12)]
-    comparison = Evaluator(cfg, store, {"deepseek": backend, "oracle": api}).compare_models(items, ["deepseek", "oracle"])
+    model = OpenAICompatModelConfig(kind="openai_compat", model="oracle-1", base_url=server.openai_base_url,
+                                    timeout_s=5, max_retries=0, max_output_tokens=64)
+    cfg.models["oracle"] = model
+    if caps:
+        cfg.routing.caps["oracle"] = CapsConfig(**caps)
+    backends = {"deepseek": backend, "oracle": OpenAICompatBackend("oracle", model, "k")}
+    return Evaluator(cfg, store, backends, router=ModelManager(cfg, store, backends))
+
+
+def test_compare_with_an_api_model_finds_a_planted_difference(env, fake_openai) -> None:
+    fake_openai.set_instant(DEPOT)  # the "oracle" API model always answers the reference
+    comparison = with_oracle(env, fake_openai).compare_models(DEPOT_ITEMS, ["deepseek", "oracle"])
     assert len(fake_openai.requests) == 12  # the same items for every model
     assert fake_openai.requests[0].body["temperature"] == 0.0
     oracle = comparison.results[1]
@@ -209,18 +222,11 @@ def test_compare_with_an_api_model_finds_a_planted_difference(env, fake_openai) 
 
 
 def test_a_failed_api_call_is_an_error_not_a_zero_score(env, fake_openai) -> None:
-    from dmac_core.backends.openai_compat import OpenAICompatBackend
-    from dmac_core.config import OpenAICompatModelConfig
     from tests.fake_servers import Reply, error_body
 
-    cfg, store, backend = env
-    answer = "The delivery window for the north depot is Tuesday morning between eight and ten."
-    fake_openai.set_instant(answer)
+    fake_openai.set_instant(DEPOT)
     fake_openai.enqueue(*[Reply(status=400, body=error_body(400, "bad request")) for _ in range(2)])
-    api = OpenAICompatBackend("oracle", OpenAICompatModelConfig(
-        kind="openai_compat", model="oracle-1", base_url=fake_openai.openai_base_url, timeout_s=5, max_retries=0), "k")
-    items = [{"prompt": f"Question {i} about the north depot?", "reference": answer} for i in range(12)]
-    comparison = Evaluator(cfg, store, {"deepseek": backend, "oracle": api}).compare_models(items, ["deepseek", "oracle"])
+    comparison = with_oracle(env, fake_openai).compare_models(DEPOT_ITEMS, ["deepseek", "oracle"])
     oracle = comparison.results[1]
     assert oracle["metrics"]["errors"] == 2 and oracle["metrics"]["n_scored"] == 10
     assert [row["rougeL"] for row in oracle["per_item"][:2]] == [None, None]
@@ -228,6 +234,52 @@ def test_a_failed_api_call_is_an_error_not_a_zero_score(env, fake_openai) -> Non
     assert oracle["metrics"]["rougeL"] == pytest.approx(1.0)  # the ten answers, not ten answers and two zeros
     # the comparison pairs the items both models answered, and says how many
     assert set(comparison.significance["n_items"]) == {10}
+
+
+def test_api_evaluation_goes_through_the_router_logged_and_counted(env, fake_openai) -> None:
+    _, store, _ = env
+    fake_openai.set_instant(DEPOT)
+    evaluator = with_oracle(env, fake_openai, requests_per_day=100)
+    result = evaluator.evaluate_model(DEPOT_ITEMS, model="oracle", suite="depot", max_new_tokens=32)
+    logged = store.records("interactions")
+    assert len(logged) == 12 and {r["purpose"] for r in logged} == {"evaluation"}
+    assert {r["model"] for r in logged} == {"oracle"} and {r["user"] for r in logged} == {"evaluation"}
+    assert {r["session_id"] for r in logged} == {result_session(store, result)}
+    assert [row["interaction_id"] for row in result["per_item"]] == [r["id"] for r in logged]
+    assert evaluator.router.usage.usage("oracle").requests_today == 12  # the usage panel's count
+    assert fake_openai.requests[0].body["max_tokens"] == 32 and fake_openai.requests[0].body["temperature"] == 0.0
+    # answers nobody rated are no training material: the dataset holds the rated answers only
+    from dmac_core.training.dataset import build_dataset
+
+    for k in range(4):
+        rated = store.append_interaction(model="deepseek", prompt=f"Rated question {k}?", response=f"Rated answer {k}.")
+        store.append_feedback(interaction_id=rated.id, rating=5)
+    data = build_dataset(store, env[0].learner)
+    assert sorted(ex["completion"][0]["content"] for ex in data.sft_train + data.sft_eval) == [
+        f"Rated answer {k}." for k in range(4)]
+
+
+def result_session(store, result) -> str:
+    [record] = [e for e in store.records("evals") if e["id"] == result["eval_id"]]
+    return record["session_id"]
+
+
+def test_an_evaluation_that_would_pass_a_cap_is_refused_before_the_first_call(env, fake_openai) -> None:
+    from dmac_core.evaluation import BudgetError
+
+    _, store, _ = env
+    fake_openai.set_instant(DEPOT)
+    evaluator = with_oracle(env, fake_openai, requests_per_day=10)
+    with pytest.raises(BudgetError, match=r"evaluating 12 items would pass a cap — oracle: needs 12 requests, "
+                                          r"10 of its 10 a day are left \(0 used today\)"):
+        evaluator.compare_models(DEPOT_ITEMS, ["deepseek", "oracle"])
+    assert fake_openai.requests == [] and store.records("interactions") == []
+    assert store.records("evals") == []  # not even the learner's half was run
+    # tokens: 12 items x (64 answer tokens + 200 for the question) = 3,168 > 3,000
+    tokens = with_oracle(env, fake_openai, tokens_per_day=3000)
+    with pytest.raises(BudgetError, match=r"may use up to 3,168 tokens, 3,000 of its 3,000 a day are left"):
+        tokens.evaluate_model(DEPOT_ITEMS, model="oracle")
+    assert fake_openai.requests == []
 
 
 def test_heldout_split_is_stable_and_shared(env) -> None:

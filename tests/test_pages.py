@@ -79,6 +79,14 @@ def test_feedback_page_lists_and_filters(app_env: Config) -> None:
     at.multiselect(key="fb_ratings").set_value([1]).run()
     assert at.metric[0].value == "0"
     at.multiselect(key="fb_ratings").set_value([]).run()
+    # answers an evaluation asked for are logged too, but shown only when asked for
+    LearningStore(app_env.data_path).append_interaction(model="deepseek", prompt="Test item 1?", response="An answer.",
+                                                        purpose="evaluation", user="evaluation")
+    at.run()
+    assert at.metric[0].value == "3"
+    at.multiselect(key="fb_purposes").set_value(["evaluation"]).run()
+    assert at.metric[0].value == "1" and list(at.dataframe[0].value["purpose"]) == ["evaluation"]
+    at.multiselect(key="fb_purposes").set_value(["chat"]).run()
     at.selectbox(key="fb_bulk_value").set_value(2).run()
     at.button(key="fb_bulk").click().run()
     assert "Rated 3 answers 2/5" in at.success[0].value

@@ -74,6 +74,7 @@ def test_teacher_rewrite_becomes_chosen_answer_and_is_cached(
     # through the router: logged as an interaction by the teacher, so Gemini's caps count it
     teacher_rows = [r for r in system.store.records("interactions") if r["user"] == "teacher"]
     assert len(teacher_rows) == 1 and teacher_rows[0]["model"] == "gemini" and teacher_rows[0]["response"] == REWRITE
+    assert teacher_rows[0]["purpose"] == "teacher"
     assert system.model_manager.usage.usage("gemini").requests_today == before + 1
 
     # the rewrite is the chosen answer against the original, an SFT target, marked in the lineage
@@ -120,3 +121,23 @@ def test_teacher_over_its_cap_sends_nothing_and_the_comment_stays(
                                     teacher=jobs.teacher)
     no_teacher.config.learner.teacher = None
     assert not no_teacher._teacher_enabled(no_teacher.config)
+
+
+def test_cancelling_a_run_stops_its_teacher_calls(
+    tmp_path: Path, tiny_model_dir: Path, fake_gemini: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system, jobs = system_with_teacher(tmp_path, tiny_model_dir, fake_gemini, monkeypatch, validation_fraction=0.0)
+    rate_with_comments(system)
+    for k in range(3):  # three more commented answers waiting for the teacher
+        weak = system.store.append_interaction(model="deepseek", prompt=f"Where is Vell {k}?", response="Somewhere.")
+        system.store.append_feedback(interaction_id=weak.id, rating=2, feedback="Say where.")
+    cancel = {"now": False}
+
+    def teacher(prompt: str, answer: str, feedback: str) -> str:
+        cancel["now"] = True  # the analyst presses Cancel while the first rewrite is on its way
+        return jobs.teacher(prompt, answer, feedback)
+
+    fake_gemini.set_instant("A rewrite.")
+    outcome = apply_teacher(system.store, jobs.rewrites, teacher, "gemini", cancelled=lambda: cancel["now"])
+    assert outcome == {"teacher": "gemini", "pending": 4, "rewritten": 1, "stopped": "the run was cancelled"}
+    assert len([r for r in fake_gemini.requests if "enerateContent" in r.path]) == 1  # no paid call after the cancel

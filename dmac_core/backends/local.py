@@ -357,6 +357,7 @@ class LocalBackend:
             return self._loaded
         with self._load_lock:
             if version_id not in self._others:
+                self.registry.get(version_id)  # an unknown version: RegistryError, as everywhere
                 self.ensure_base()
                 if len(self._others) >= 2:  # each costs ~0.5 GB (and ~1 GB once its losses were asked for)
                     self._others.pop(next(iter(self._others)))

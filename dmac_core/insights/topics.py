@@ -45,7 +45,7 @@ _STOPWORDS = frozenset(
 
 # -- the answers, with their ratings ------------------------------------------------------------
 def answer_table(store: LearningStore) -> pd.DataFrame:
-    """One row per answer: logged interactions (errors excluded) and standalone feedback.
+    """One row per answer: logged chat interactions (errors excluded) and standalone feedback.
 
     Columns: ``prompt, key (normalised prompt), interaction_id, model, model_version,
     response, ts, rating (mean of the latest rating per user, NaN if unrated), n_ratings,
@@ -59,6 +59,8 @@ def answer_table(store: LearningStore) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     if not interactions.empty:
         ok = interactions[interactions["error"].isna() & (interactions["response"].fillna("").str.strip() != "")]
+        if "purpose" in ok.columns:  # what analysts asked: not evaluation runs or the training teacher's calls
+            ok = ok[ok["purpose"].fillna("chat") == "chat"]
         for r in ok[["id", "prompt", "model", "model_version", "response", "ts"]].to_dict("records"):
             rows.append({"prompt": r["prompt"], "interaction_id": r["id"], "model": r["model"],
                          "model_version": r["model_version"], "response": r["response"], "ts": r["ts"]})

@@ -350,7 +350,8 @@ class TrainingJobManager:
         """Ask the teacher for pending rewrites; rebuild the data when it wrote any."""
         assert self.teacher is not None and config.learner.teacher
         self._update(message=f"Asking {config.learner.teacher} to apply the analysts' comments…")
-        outcome = apply_teacher(self.store, self.rewrites, self.teacher, config.learner.teacher)
+        outcome = apply_teacher(self.store, self.rewrites, self.teacher, config.learner.teacher,
+                                cancelled=self._cancel.is_set)
         record["teacher"] = outcome
         if outcome["pending"]:
             on_event({"event": "teacher", **outcome})

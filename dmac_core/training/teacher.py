@@ -92,16 +92,21 @@ def pending_rewrites(store: LearningStore, cached: dict[str, str]) -> list[dict[
 
 
 def apply_teacher(
-    store: LearningStore, cache: RewriteCache, teacher: Teacher, teacher_name: str, max_calls: int | None = None
+    store: LearningStore, cache: RewriteCache, teacher: Teacher, teacher_name: str, max_calls: int | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any]:
     """Ask ``teacher`` for every pending rewrite (cached as they arrive); return counts.
 
-    Stops at the first ``None`` (cap reached or teacher unavailable) or error: the remaining
-    comments are asked for in a later run.
+    Stops at the first ``None`` (cap reached or teacher unavailable) or error, and before the
+    next call once ``cancelled()`` (the run was cancelled: no more paid calls for it); the
+    remaining comments are asked for in a later run.
     """
     pending = pending_rewrites(store, cache.load())
     done, stopped = 0, None
     for item in pending[:max_calls] if max_calls is not None else pending:
+        if cancelled():
+            stopped = "the run was cancelled"
+            break
         try:
             text = teacher(item["prompt"], item["response"], item["feedback"])
         except Exception as exc:  # a teacher failure must not fail the training run
@@ -129,7 +134,7 @@ def make_router_teacher(get_manager: Callable[[], Any], model: str) -> Teacher:
             return None
         try:
             result = manager.respond([{"role": "user", "content": rewrite_prompt(prompt, answer, feedback)}],
-                                     model=model, user="teacher", session_id="teacher")
+                                     model=model, user="teacher", session_id="teacher", purpose="teacher")
         except RoutingError:
             return None
         return result.text
