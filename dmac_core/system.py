@@ -10,10 +10,12 @@ and the seed's async API all see the same store, registry, router and training j
 from __future__ import annotations
 
 import asyncio
+from functools import cached_property
 from typing import Any
 
 from .backends import Backend, build_backends
 from .config import Config, load_config
+from .insights.confidence import ConfidenceScorer
 from .router import ModelManager
 from .store import LearningStore
 from .training.gate import SUITE_GENERAL, SUITE_HELD_OUT, SUITE_RATED, PromotionGate
@@ -48,6 +50,14 @@ class LearningSystem:
     def local_backend(self) -> Any:
         """The local learner's backend (``models.deepseek``)."""
         return self.backends["deepseek"]
+
+    @cached_property
+    def confidence(self) -> ConfidenceScorer:
+        """Insights' per-token confidence of learner answers: by the version that wrote each
+        answer, in its own fp32 copy, scored in the background between chat answers."""
+        return ConfidenceScorer(
+            self.local_backend, self.store, self.config.data_path / "insights" / "confidence.jsonl",
+            load_version=self.local_backend.scoring_model, system_prompt=self.config.routing.system_prompt)
 
     def evaluator(self, progress: Any = None, runtime: str | None = None) -> Any:
         """An :class:`~dmac_core.evaluation.Evaluator` over this system's models; ``runtime``

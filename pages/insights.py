@@ -9,7 +9,7 @@ import streamlit as st
 
 from dmac_core.insights.active import WorkError, build_queue, learner_entropy_fn, premium_model, queue_frame, work_item
 from dmac_core.insights.embeddings import get_embedder
-from dmac_core.insights.explain import answer_token_scores, confidence_frame, nearest_training_examples
+from dmac_core.insights.explain import confidence_frame, nearest_training_examples
 from dmac_core.insights.topics import topic_table
 from dmac_core.records import RecordError
 from dmac_core.router import RoutingError
@@ -60,14 +60,16 @@ with topics_tab:
 
 # -- the active-learning queue -------------------------------------------------------------------
 with queue_tab:
-    score_entropy = st.toggle("Score DeepSeek-RL's uncertainty (runs the local model)", value=True, key="ins_entropy")
+    score_entropy = st.toggle("Score DeepSeek-RL's uncertainty (each answer by the version that wrote it, "
+                              "in the background between chat answers)", value=True, key="ins_entropy")
     entropy_fn = None
     if score_entropy and system.local_backend.available().ok:
-        entropy_fn = learner_entropy_fn(system.local_backend.current(), store,
-                                        config.data_path / "insights" / "entropy.json")
+        entropy_fn = learner_entropy_fn(system.confidence, store)
     items = build_queue(store, embedder, learner=learner, entropy_fn=entropy_fn,
                         min_rating_for_sft=config.learner.min_rating_for_sft,
                         max_rating_for_negative=config.learner.max_rating_for_negative)
+    if entropy_fn is not None and (pending := system.confidence.pending()):
+        st.caption(f"Scoring the uncertainty of {pending} answer(s) in the background; reload to include them.")
     if not items:
         st.info("The queue is empty: every prompt has a good answer or a correction to learn from.", icon="✅")
     else:
@@ -127,20 +129,27 @@ with explain_tab:
         chosen = st.selectbox("Answer", range(len(rows)), format_func=lambda i: rows[i]["prompt"][:90],
                               key="ins_explain_pick")
         row = rows[chosen]
-        st.caption(f"Version {row['model_version']} · routing: {row['route_reason']}")
-        if system.local_backend.available().ok:
-            messages = list(row["messages"]) if row.get("messages") is not None else []
-            scores = answer_token_scores(system.local_backend.current(), messages or row["prompt"], row["response"])
+        version = row["model_version"] or "base"
+        st.caption(f"Version {version} · routing: {row['route_reason']}")
+        scores = system.confidence.scores(row)
+        if scores is None:
+            failure = system.confidence.failure(row)
+            if failure:
+                st.warning(f"No confidence: version {version}, which wrote this answer, cannot be loaded ({failure}).")
+            else:
+                st.caption(f"Computing per-token confidence with version {version} (the one that wrote this answer) "
+                           "in the background, between chat answers; reload in a moment.")
+        else:
             if scores:
                 grid, probs_grid = confidence_frame(scores)
-                st.caption("Per-token confidence: green = the model was sure of this token, red = it was not.")
+                st.caption(f"Per-token confidence of version {version}, the one that wrote this answer (its fp32 "
+                           "weights, teacher-forced): green = it was sure of this token, red = it was not.")
                 st.dataframe(grid.style.apply(lambda _: shade(probs_grid), axis=None), hide_index=True,
                              key="ins_explain_tokens")
                 probs = pd.DataFrame({"position": range(len(scores)), "token": [s.token for s in scores],
                                       "probability": [s.prob for s in scores]})
                 st.plotly_chart(px.bar(probs, x="position", y="probability", hover_data=["token"],
                                        range_y=[0, 1], title="Token probabilities"), key="ins_explain_chart")
-        version = row["model_version"] or "base"
         try:
             near = nearest_training_examples(store, system.registry, version, row["prompt"], embedder)
         except Exception as exc:  # noqa: BLE001 - an unreadable version must not break the page

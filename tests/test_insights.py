@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import dmac_core
 from dmac_core.backends.local import load_model
 from dmac_core.config import PROJECT_ROOT, Config, load_config
 from dmac_core.insights import active, explain, images, topics
@@ -334,9 +335,15 @@ def test_insights_page_empty_state_then_topics_queue_and_explanations(app_env: C
     at.button(key="ins_answer_save").click().run()
     assert not at.exception, at.exception
     assert store.records("feedback")[-1]["correction"] == "Q3 risk rose on FX exposure."
-    # Explanations: the newest learner answer, its shaded tokens and its routing reason.
+    # Explanations: the newest learner answer, its routing reason, and its shaded tokens once the
+    # version that wrote it (the base) has scored it in the background.
     assert any("auto/priority: deepseek" in c.value for c in at.caption)
-    assert at.dataframe[2].value.size > 0  # the shaded tokens
+    assert dmac_core.get_learning_system().confidence.wait(120)
+    at.run()
+    assert any(c.value.startswith("Per-token confidence of version base, the one that wrote this answer")
+               for c in at.caption)
+    tokens = at.dataframe[-1].value  # the shaded tokens of "Risk <b>x</b>.", as text
+    assert "Risk" in "".join(str(cell) for cell in tokens.to_numpy().ravel())
     assert not any("<b>" in m.value and m.allow_html for m in at.markdown)
 
 

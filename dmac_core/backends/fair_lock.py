@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from types import TracebackType
 
 
@@ -20,6 +21,7 @@ class FairLock:
         self._tickets = itertools.count()
         self._serving = 0
         self._issued = 0
+        self.released_at = 0.0  # time.monotonic() of the last release (0: never held)
 
     def acquire(self) -> bool:
         with self._cond:
@@ -31,6 +33,7 @@ class FairLock:
 
     def release(self) -> None:
         with self._cond:
+            self.released_at = time.monotonic()
             self._serving += 1
             self._cond.notify_all()
 

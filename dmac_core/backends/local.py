@@ -349,6 +349,25 @@ class LocalBackend:
                 self._loaded_for = wanted
             return self._loaded
 
+    def busy(self, quiet_s: float = 2.0) -> bool:
+        """Whether the learner is answering someone, someone waits for it, or it answered less
+        than ``quiet_s`` ago (a conversation going on): work that can wait, like Insights'
+        confidence scores, runs in the pauses between questions."""
+        loaded = self._loaded
+        parts = [p for p in ([loaded, loaded.fallback] if loaded is not None else []) if p is not None]
+        now = time.monotonic()
+        return any(p.lock.waiting() > 0 or now - p.lock.released_at < quiet_s for p in parts)
+
+    def scoring_model(self, version_id: str) -> LoadedModel:
+        """A version's own fp32 transformers model, apart from anything that serves chat (for
+        per-token confidence: teacher-forced log-probabilities of a logged answer). Raises
+        :class:`BackendError` saying why a version cannot be loaded."""
+        problem = self.version_problem(version_id)
+        if problem:
+            raise BackendError(f"Version {version_id} of {self.name} cannot be loaded: {problem}", kind="error")
+        self.ensure_base()
+        return load_model(self.base_path, self.registry.get(version_id), torch.float32)
+
     def load_version(self, version_id: str) -> LoadedModel:
         """Any registered version loaded exactly as it would be served (same runtime, weight
         format, decoding and scope), for the promotion gate and evaluation. The served one is

@@ -3,7 +3,7 @@
 A prompt enters the queue for any of three reasons, each with a strength in 0..1:
 
 - **uncertain** — the local learner's logged answer has a high mean token entropy (the
-  model was unsure while writing it; see :mod:`.explain`);
+  version that wrote it was unsure; see :mod:`.explain` and :mod:`.confidence`);
 - **disagree** — different models answered it differently: low similarity (mean of ROUGE-L
   F and embedding cosine) between two models' answers;
 - **low rating** — an answer to it was rated ``<= max_rating_for_negative``.
@@ -19,11 +19,8 @@ or an answer rated ``>= min_rating_for_sft``. Working an item writes exactly tha
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -42,7 +39,8 @@ UNCERTAIN_ABOVE = 2.5
 DISAGREE_BELOW = 0.5  # similarity (mean of ROUGE-L F and cosine) below which answers disagree
 MAX_ENTROPY_ITEMS = 100  # newest learner answers scored per queue build (each is a forward pass)
 
-EntropyFn = Callable[[dict[str, Any]], float]  # an answer row → mean token entropy
+# an answer row → mean token entropy (nats); None while it is still being computed
+EntropyFn = Callable[[dict[str, Any]], "float | None"]
 
 
 @dataclass
@@ -61,29 +59,13 @@ class QueueItem:
         return ", ".join(self.reasons)
 
 
-def learner_entropy_fn(loaded: Any, store: LearningStore, cache_path: Path | None = None) -> EntropyFn:
-    """An :data:`EntropyFn` on a loaded local model, cached per (interaction, version) on disk."""
-    from .explain import mean_token_entropy
+def learner_entropy_fn(scorer: Any, store: LearningStore) -> EntropyFn:
+    """An :data:`EntropyFn` over a :class:`~dmac_core.insights.confidence.ConfidenceScorer`:
+    each answer scored by the version that wrote it, in the background; ``None`` until known."""
 
-    cache: dict[str, float] = {}
-    if cache_path is not None and cache_path.is_file():
-        try:
-            cache = {k: float(v) for k, v in json.loads(cache_path.read_text(encoding="utf-8")).items()}
-        except (OSError, ValueError):
-            cache = {}
-
-    def entropy(row: dict[str, Any]) -> float:
-        key = f"{row.get('interaction_id')}@{loaded.version}"
-        if key not in cache:
-            interaction = store.get_interaction(row["interaction_id"]) if row.get("interaction_id") else None
-            messages = list((interaction or {}).get("messages") or []) or row["prompt"]
-            cache[key] = mean_token_entropy(loaded, messages, row["response"])
-            if cache_path is not None:
-                cache_path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(cache), encoding="utf-8")
-                os.replace(tmp, cache_path)
-        return cache[key]
+    def entropy(row: dict[str, Any]) -> float | None:
+        interaction = store.get_interaction(row["interaction_id"]) if row.get("interaction_id") else None
+        return scorer.mean_entropy(interaction) if interaction is not None else None
 
     return entropy
 
@@ -150,12 +132,12 @@ def build_queue(
                 it = item(key, group)
                 it.reasons["disagree"] = (disagree_below - worst) / disagree_below
                 it.details["similarity"] = round(worst, 3)
-    # Uncertainty: the newest learner answers, one forward pass each (cached by the caller).
+    # Uncertainty: the newest learner answers, one forward pass each (computed in the background).
     if entropy_fn is not None:
         mine = open_answers[open_answers["model"] == learner].sort_values("ts").tail(MAX_ENTROPY_ITEMS)
         for row in mine.to_dict("records"):
             value = entropy_fn(row)
-            if not math.isnan(value) and value > uncertain_above:
+            if value is not None and not math.isnan(value) and value > uncertain_above:
                 it = item(row["key"], groups[row["key"]])
                 strength = min(1.0, (value - uncertain_above) / uncertain_above)
                 if strength >= it.reasons.get("uncertain", -1):
