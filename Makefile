@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8501
-# llama.cpp serves the local model (issue 9). PyPI has only its source, so it is compiled here,
+# llama.cpp serves the local model. PyPI has only its source, so it is compiled here,
 # for this CPU, once per venv (about 8 minutes on 2 cores). LLAMA_CPP=off skips it: the torch
 # decode loop then serves (slower; the Chat page says so).
 LLAMA_CPP ?= on

@@ -1,10 +1,10 @@
-"""Batched evaluation vs one prompt at a time on the bundled model (issue 6).
+"""Batched evaluation vs one prompt at a time on the bundled model.
 
 Both modes run the same code (``dmac_core.evaluation_local.generate_batch_details``), the
 same 64 prompts, the same greedy decoding and ``max_new_tokens``, in the same process; only
 the batch size differs (1 vs ``--batch-size``). Runs alternate (sequential, batched, ...) so
 that a change in machine load hits both; the median of the runs is reported. Results are
-printed and written to ``bench/RESULTS.md`` under ``## Batched evaluation (issue 6)`` (only
+printed and written to ``bench/RESULTS.md`` under ``## Batched evaluation`` (only
 that section is replaced; other sections are left as they are).
 
     .venv/bin/python bench/eval_bench.py            # 3 runs, 32 new tokens
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-HEADING = "## Batched evaluation (issue 6)"
+HEADING = "## Batched evaluation"
 
 _TOPICS = ["the water cycle", "photosynthesis", "a binary search", "compound interest", "the French Revolution",
            "how vaccines work", "plate tectonics", "a hash table", "inflation", "the speed of light",

@@ -1,4 +1,4 @@
-"""Local generation speed (issue 9): fp32 HF ``generate()`` vs the shipped path vs llama.cpp.
+"""Local generation speed: fp32 HF ``generate()`` vs the shipped path vs llama.cpp.
 
 The shipped path is what ``LocalBackend`` serves with the shipped config: llama.cpp over a
 GGUF export of the served version (``gguf_weights``: q8_0), through ``LlamaCppGenerator``.
@@ -302,7 +302,7 @@ def append_results(r: dict[str, Any]) -> None:
     path = ROOT / "bench" / "RESULTS.md"
     rss = "; ".join(f"{k}: process {v['process']} MB, model {v['model']} MB" for k, v in r["rss_mb"].items())
     text = (
-        f"\n## Local generation speed (issue 9)\n\n"
+        f"\n## Local generation speed\n\n"
         f"- command: `{r['command']}`\n- date: {r['date']}\n- machine: {r['machine']}\n"
         f"- load average (1/5/15 min) at start {r['load_avg_start']}, at end {r['load_avg_end']} "
         f"(variants interleaved round by round, medians of {r['rounds']} rounds)\n"

@@ -1,4 +1,4 @@
-"""How close each local generation path stays to the fp32 model (issue 9's quality check).
+"""How close each local generation path stays to the fp32 model.
 
 For a fixed set of prompts, the fp32 HF model's greedy answer is the reference. Each path
 (the torch fast loop, llama.cpp on the bundled GGUF and llama.cpp on GGUF exports of the

@@ -1,4 +1,4 @@
-"""Load benchmark (issue 7): N browser sessions chat and rate for a while against an instant
+"""Load benchmark: N browser sessions chat and rate for a while against an instant
 fake OpenAI-compatible backend; reports p50/p95 time from the "Save rating" click to the
 page confirming the saved record, and checks no feedback was lost.
 

@@ -1,4 +1,4 @@
-"""Router decision overhead (issue 4) with a large interaction log.
+"""Router decision overhead with a large interaction log.
 
 Measures, against a backend that answers instantly:
 - ``decide``: choosing the model for a request (availability, cooldown, caps counted from

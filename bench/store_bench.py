@@ -1,4 +1,4 @@
-"""Benchmark of the learning logs (issue 3). Prints a markdown table.
+"""Benchmark of the learning logs. Prints a markdown table.
 
     .venv/bin/python bench/store_bench.py            # 1,000,000 interactions (~0.5 GB)
     .venv/bin/python bench/store_bench.py --quick    # 100,000 interactions

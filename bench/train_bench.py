@@ -1,4 +1,4 @@
-"""Training throughput on the bundled model (issue 5): useful (non-padding) tokens per second.
+"""Training throughput on the bundled model: useful (non-padding) tokens per second.
 
 Compares, on the same 200 synthetic rated Q&A pairs of varied length, in the same process:
 
@@ -22,7 +22,7 @@ weights), N = parameters in matmuls (tied embeddings count once, as the LM head)
     .venv/bin/python bench/train_bench.py --quick    # 1 warm-up + 3 timed steps
     .venv/bin/python bench/train_bench.py --no-write # print only
 
-Results are appended to ``bench/RESULTS.md`` under ``## Training throughput (issue 5)``.
+Results are appended to ``bench/RESULTS.md`` under ``## Training throughput``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-HEADING = "## Training throughput (issue 5)"
+HEADING = "## Training throughput"
 
 _SUBJECTS = ["the Q3 churn report", "our data retention policy", "the Nordic sales pipeline", "a VLOOKUP error",
              "the onboarding checklist", "supplier risk scores", "the pricing experiment", "GDPR subject requests",

@@ -34,8 +34,9 @@ class _Strict(BaseModel):
 
 
 class LoraConfig(_Strict):
-    """LoRA adapter settings. STACK-NOTES measured r=16/alpha=32 on all linear layers as the
-    setting that actually teaches the bundled 135M model new facts in a few dozen steps."""
+    """LoRA adapter settings. r=16/alpha=32 on all linear layers was measured as the setting
+    that actually teaches the bundled 135M model new facts in a few dozen steps (bench/RESULTS.md,
+    *How much the learner learns*)."""
 
     r: int = Field(16, ge=1, le=256)
     alpha: int = Field(32, ge=1)
@@ -169,7 +170,7 @@ class LocalModelConfig(_Strict):
     # What generation metrics (ROUGE, BLEU, key terms, latency) of the learner are measured on:
     # "served" = the runtime and weights that serve chat; "fp32" = the transformers model in fp32.
     evaluate_with: Literal["served", "fp32"] = "served"
-    # --- serving (issue 9; measured in bench/generation_bench.py, bench/generation_quality.py) ---
+    # --- serving (measured in bench/generation_bench.py, bench/generation_quality.py) ---
     # "auto": llama.cpp when llama-cpp-python is installed (make setup builds it) and the
     # model can be exported to GGUF, else the torch loop; "llama_cpp": llama.cpp or nothing
     # (the learner is off with the reason); "torch": the torch loop. precision "fp32" always

@@ -14,8 +14,8 @@ Definitions (the README's metrics section points here):
   sacrebleu recommends for single sentences) and is only for inspecting items.
 * **Key-term recall** — the fraction of the reference's content words (lowercased, stopwords
   removed, length ≥ 3 or digits) that appear in the answer. ROUGE-L flatters a model that
-  learned to answer in one short sentence echoing the question (STACK-NOTES measured ≈ +0.28
-  with no fact right); key-term recall shows whether the facts themselves came out.
+  learned to answer in one short sentence echoing the question (measured ≈ +0.28 with no
+  fact right); key-term recall shows whether the facts themselves came out.
 * **Paired bootstrap** — resample items with replacement (the same indices for both models),
   recompute the statistic for each model, take the 2.5/97.5 percentiles of the difference
   ``B − A``; the difference is *significant* when that interval excludes 0. For BLEU the

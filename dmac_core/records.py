@@ -1,4 +1,4 @@
-"""Record types written to the JSONL learning logs (see DESIGN.md, "Records").
+"""Record types written to the JSONL learning logs (fields listed in the README, *Data*).
 
 Every record carries ``schema`` (the format version), ``id`` (uuid4 hex) and ``ts``
 (ISO-8601 UTC). Validation happens here, before anything touches disk, so a refused record

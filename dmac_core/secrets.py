@@ -1,6 +1,6 @@
 """API key lookup: environment first, then ``.streamlit/secrets.toml``.
 
-Keys are never typed into text boxes (DESIGN.md) and never logged: this module returns the
+Keys are never typed into text boxes and never logged: this module returns the
 value to the caller and says nothing about it anywhere else.
 """
 

@@ -4,8 +4,8 @@ Layout: ``<data_dir>/{interactions,feedback,evals}/YYYY-MM.jsonl``.
 
 Writes are crash-safe and concurrent: a per-directory cross-process lock (``flock``) plus a
 thread lock serialise appends; every record starts on a fresh line even when a killed writer
-left a torn fragment (STACK-NOTES measured that otherwise the next acknowledged record is
-glued onto the fragment and lost); the file is ``fsync``-ed before an append returns (when
+left a torn fragment (otherwise, as measured, the next acknowledged record is glued onto
+the fragment and lost); the file is ``fsync``-ed before an append returns (when
 ``storage.fsync`` is on) and the directory is synced when a month file is created.
 
 Reads are tolerant and incremental: blank, partial, non-JSON, non-UTF-8 and schema-invalid
@@ -204,7 +204,7 @@ class LearningStore:
         return record
 
     def append_interaction(self, **fields: Any) -> Interaction:
-        """Validate and append an interaction record (fields as in DESIGN.md)."""
+        """Validate and append an interaction record (fields as in the README, *Data*)."""
         record = validate_record("interactions", fields)
         assert isinstance(record, Interaction)
         self.append("interactions", record)
@@ -425,7 +425,7 @@ class LearningStore:
         return cached[1].copy(deep=False)
 
     def interactions(self) -> pd.DataFrame:
-        """All interactions as a DataFrame (columns as in DESIGN.md; ``ts`` as UTC datetimes).
+        """All interactions as a DataFrame (columns as in the README, *Data*; ``ts`` as UTC datetimes).
 
         Text columns use pandas' Arrow-backed ``str`` dtype and ``messages`` an Arrow list
         dtype (cells read back as lists of dicts); a log Arrow cannot type consistently

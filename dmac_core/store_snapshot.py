@@ -1,4 +1,4 @@
-"""Parsed copies of large interaction logs, so a restart does not parse them again (issue 3).
+"""Parsed copies of large interaction logs, so a restart does not parse them again.
 
 Parsing JSON is the cost of loading the logs: a million interactions (≈ 0.5 GB) take about
 3 s of Arrow's JSON reader on two cores, and a server restart or a CLI command would pay it

@@ -1,4 +1,4 @@
-"""Dataset building from the learning logs: rules of DESIGN.md "Learning from feedback"."""
+"""Dataset building from the learning logs: the rules in dmac_core/training/dataset.py."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distributed training (issue 5, item 6): ``torchrun --nproc_per_node=2`` on CPU (gloo) takes the
+"""Distributed training: ``torchrun --nproc_per_node=2`` on CPU (gloo) takes the
 same optimizer steps as one process with the same global batch, on the tiny model."""
 
 from __future__ import annotations

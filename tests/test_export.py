@@ -1,4 +1,4 @@
-"""Export of a model version as merged safetensors (issue 5, item 7), on the tiny model."""
+"""Export of a model version as merged safetensors, on the tiny model."""
 
 from __future__ import annotations
 

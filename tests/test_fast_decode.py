@@ -1,4 +1,4 @@
-"""The fast decode loop (issue 9): same tokens as ``generate()`` in fp32, EOS and length
+"""The fast decode loop: same tokens as ``generate()`` in fp32, EOS and length
 limits honoured, sampling well-formed, and — on the real model — quantised answers that
 still say the same things as the fp32 answers."""
 
@@ -140,7 +140,7 @@ REAL_PROMPTS = [
     "Translate 'good morning' into Spanish.",
     "Why do we sleep?",
 ]
-ROUGE_L_MIN = 0.8  # measured: see bench/RESULTS.md (issue 9)
+ROUGE_L_MIN = 0.8  # measured: see bench/RESULTS.md
 
 
 @pytest.mark.parametrize("weights", ["fp32", "fp16"])

@@ -1,4 +1,4 @@
-"""Insights (issue 8): topics ranked by the learner's gap, the active-learning queue and its
+"""Insights: topics ranked by the learner's gap, the active-learning queue and its
 actions, topic-aware routing, per-token confidence, images to Gemini, and the page."""
 
 from __future__ import annotations
@@ -273,11 +273,10 @@ def test_image_parts_round_trip_through_fake_gemini(tmp_path: Path) -> None:
 
 def test_image_through_router_is_sent_and_linked(tmp_path: Path, tiny_model_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """End to end once gemini.py/router.py carry the patches of issue 8 (skipped before)."""
+    """End to end: an image goes through the router to Gemini and is linked from the record."""
     from dmac_core.backends.gemini import GeminiBackend
 
-    if not getattr(GeminiBackend, "accepts_images", False):
-        pytest.skip("gemini.py/router.py image patches (issue 8 report) not applied yet")
+    assert GeminiBackend.accepts_images
     from dmac_core.router import RoutingError
 
     with FakeServer("gemini", default_text="A single pixel.") as server:
@@ -350,11 +349,10 @@ def test_insights_page_empty_state_then_topics_queue_and_explanations(app_env: C
 def test_router_sends_a_topic_to_the_learner_once_rated_there(
     embedder: MiniLMEmbedder, tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ModelManager with ``routing.topic_aware`` (skipped until router.py/config.py carry the patch)."""
+    """ModelManager with ``routing.topic_aware``."""
     from dmac_core.config import RoutingConfig
 
-    if "topic_aware" not in RoutingConfig.model_fields:
-        pytest.skip("router.py/config.py topic-aware patch (issue 8 report) not applied yet")
+    assert "topic_aware" in RoutingConfig.model_fields
     from dmac_core.insights.routing import TopicRouter
 
     with FakeServer("gemini", default_text="Gemini says hi.") as server:

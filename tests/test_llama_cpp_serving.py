@@ -1,4 +1,4 @@
-"""Serving the local learner through llama.cpp (issue 9): the GGUF export is exact, the
+"""Serving the local learner through llama.cpp: the GGUF export is exact, the
 served answers are the HF model's, versions switch, the GGUF copy is cached and refreshed,
 and a model llama.cpp cannot run falls back to the torch loop (or is refused, when asked for).
 

@@ -1,4 +1,4 @@
-"""Replay (issue 5): every SFT run also trains the base model's own answers to general prompts."""
+"""Replay: every SFT run also trains the base model's own answers to general prompts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Transfer learning (issue 8): a run starts from a registered version or another base model,
+"""Transfer learning: a run starts from a registered version or another base model,
 and the registry records that lineage; each version is served on the base it was trained on."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A fast greedy/sampling decode loop for the local Llama learner (issue 9).
+"""A fast greedy/sampling decode loop for the local Llama learner.
 
 Why not ``model.generate()``: for a 135M model on two cores most of the time per token is
 not arithmetic but (a) bytes of weights read from memory and (b) Python/dispatch overhead

@@ -208,7 +208,7 @@ class GeminiBackend:
             extra["finish_reason"] = str(getattr(candidates[0].finish_reason, "value", candidates[0].finish_reason))
         if getattr(response, "model_version", None):
             # The exact snapshot the API ran; kept out of model_version, which the records
-            # reserve for local learner versions (DESIGN.md, "Records").
+            # reserve for local learner versions (see the README, *Data*).
             extra["response_model"] = response.model_version
         thoughts = (usage.thoughts_token_count or 0) if usage is not None else 0
         answer_tokens = usage.candidates_token_count if usage is not None else None

@@ -126,7 +126,7 @@ def load_model(
     """Load the base model, with the version's LoRA adapter merged in when it has one.
 
     ``fast_weights`` ("fp32" | "fp16" | "int8"): also pack the merged weights for the fast
-    decode loop (issue 9) that ``LocalBackend.stream`` uses; None for callers that only need
+    decode loop that ``LocalBackend.stream`` uses; None for callers that only need
     the HF model (evaluation, export).
     """
     # Each version on the weights it was trained on (a version trained from another base

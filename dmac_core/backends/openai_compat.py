@@ -148,7 +148,7 @@ class OpenAICompatBackend:
             extra["finish_reason"] = finish
         if getattr(response, "model", None):
             # What the server says it ran (e.g. a dated snapshot); model_version is reserved
-            # for local learner versions (DESIGN.md, "Records").
+            # for local learner versions (see the README, *Data*).
             extra["response_model"] = response.model
         return Generation(
             text=text,

@@ -1,6 +1,6 @@
 """Topic-aware ``best_rated`` routing: rank models by their ratings *on the prompt's topic*.
 
-Rule (issue 8): a topic moves to the local learner once the learner is rated there at least
+Rule: a topic moves to the local learner once the learner is rated there at least
 as well as the best other model, and not before.
 
 - A model counts as rated on a topic with at least ``min_samples`` rated answers there.

@@ -1,6 +1,6 @@
 """Training data for the local learner, built from the learning logs, with lineage.
 
-Rules (DESIGN.md, "Learning from feedback"):
+Rules:
 
 - Every rated answer is material, whichever model wrote it (Gemini's good answers teach the
   learner), and a rating given only as prompt + response counts exactly like a logged one.

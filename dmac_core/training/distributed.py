@@ -1,4 +1,4 @@
-"""The training entry point for several processes: ``torchrun`` or ``accelerate launch`` (issue 5, item 6).
+"""The training entry point for several processes: ``torchrun`` or ``accelerate launch``.
 
     torchrun --nproc_per_node=2 -m dmac_core.training.distributed --config config/config.yaml
     # the same with accelerate (CPU, 2 processes):

@@ -1,7 +1,7 @@
 """One training run of the local learner: TRL's SFT / DPO / KTO trainers with a LoRA adapter
 (or, with ``finetune: full``, on every weight).
 
-Choices made on purpose (TRL configs have other defaults, see STACK-NOTES):
+Choices made on purpose (TRL's configs have other defaults):
 - ``gradient_checkpointing=False``: the 135M model fits easily; recomputation only costs time.
 - bf16 autocast only when :func:`resolve_dtype` says the CPU has native bf16; otherwise torch
   emulates bf16 and fp32 is faster, so we train in plain fp32.

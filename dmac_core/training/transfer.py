@@ -1,4 +1,4 @@
-"""Where a training run starts: transfer learning between versions and base models (issue 8).
+"""Where a training run starts: transfer learning between versions and base models.
 
 ``models.deepseek.start_from`` (or ``train --from`` / the Training page) names the starting
 point of a run:
