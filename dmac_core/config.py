@@ -159,6 +159,9 @@ class LocalModelConfig(_Strict):
     # Model (a key of ``models``) that rewrites answers following analysts' textual feedback
     # before training; None disables it. Its calls go through the router (caps, logging).
     teacher: str | None = "gemini"
+    # Experiment trackers that also receive each run's losses and metrics ([] = none; see
+    # dmac_core/training/trackers.py): "tensorboard" (data/tensorboard/), "mlflow" (data/mlruns/).
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list)
     # --- generation ---
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)

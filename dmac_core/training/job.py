@@ -54,6 +54,7 @@ from .gate import PromotionGate, general_validation
 from .registry import ModelRegistry
 from .replay import apply_replay
 from .teacher import RewriteCache, Teacher, apply_teacher
+from .trackers import TrackerReport
 from .transfer import apply_start, resolve_start, transfer_metadata
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
@@ -412,6 +413,8 @@ class TrainingJobManager:
 
         events_path = info.run_dir / "events.jsonl"
         clock = _PhaseClock(record)  # where the run's time goes, kept in run.json ("timings")
+        trackers = TrackerReport(config.learner.report_to, config.data_path, info.run_id,
+                                 record["hyper_parameters"]) if config.learner.report_to else None
         try:
             with open(events_path, "a", encoding="utf-8") as events_file:
 
@@ -420,6 +423,8 @@ class TrainingJobManager:
                     events_file.write(json.dumps(event, default=str) + "\n")
                     events_file.flush()
                     self._on_event(event)
+                    if trackers is not None:  # TensorBoard / MLflow see what the pages see
+                        trackers.event(event)
 
                 record.update(state="running", started=record.get("started") or format_ts(utc_now()))
                 _write_json_atomic(info.run_dir / "run.json", record)
@@ -458,6 +463,8 @@ class TrainingJobManager:
             record.update(state="failed", message=f"Training failed: {exc}", error=traceback.format_exc())
         finally:
             record["finished"] = format_ts(utc_now())
+            if trackers is not None:
+                record["trackers"] = trackers.finish(record)
             _write_json_atomic(info.run_dir / "run.json", record)
             self._update(state=record["state"], message=record.get("message", ""), error=record.get("error"),
                          version=record.get("version"), promoted=bool(record.get("promoted")))
