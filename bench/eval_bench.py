@@ -77,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 32, or 16 with --quick")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "eval_bench.md",
+                        help="where the section is written (default bench/out/eval_bench.md)")
+    parser.add_argument("--write-results", action="store_true",
+                        help="replace this benchmark's section of bench/RESULTS.md instead")
+    parser.add_argument("--no-write", action="store_true", help="print only; write nothing")
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     max_new = args.max_new_tokens or (16 if args.quick else 32)
@@ -141,8 +144,10 @@ length) against the same function one prompt at a time, same process, runs alter
 """
     print(body)
     if not args.no_write:
-        write_section(args.results, body)
-        print(f"Written to {args.results}")
+        target = ROOT / "bench" / "RESULTS.md" if args.write_results else args.results
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_section(target, body)
+        print(f"Written to {target}")
     return 0
 
 

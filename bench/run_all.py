@@ -1,4 +1,6 @@
-"""Run every benchmark in turn (quick forms unless --full); see bench/RESULTS.md for results."""
+"""Run every benchmark in turn (quick forms unless --full). Each one's output goes to the terminal
+and to ``bench/out/<name>.txt``; ``bench/RESULTS.md`` is never changed here (the recorded results
+are written deliberately, with a script's ``--write-results`` / ``--append-results``)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,15 @@ def main() -> int:
             continue
         args = [sys.executable, str(script)] + ([] if full else (["--runs", "1", "--seconds", "30"] if name == "load_bench.py" else ["--quick"]))
         print(f"\n=== {name} {' '.join(args[2:])}", flush=True)
-        failed += subprocess.call(args) != 0
+        out_dir = here / "out"
+        out_dir.mkdir(exist_ok=True)
+        with open(out_dir / f"{Path(name).stem}.txt", "w", encoding="utf-8") as log:
+            process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert process.stdout is not None
+            for line in process.stdout:  # to the terminal and the file as it comes
+                print(line, end="", flush=True)
+                log.write(line)
+            failed += process.wait() != 0
     return 1 if failed else 0
 
 

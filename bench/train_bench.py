@@ -168,7 +168,9 @@ def count_params(model_dir: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 warm-up + 3 timed steps per configuration")
-    parser.add_argument("--no-write", action="store_true", help="do not append to bench/RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only; write nothing")
+    parser.add_argument("--write-results", action="store_true",
+                        help="append the section to bench/RESULTS.md (default: bench/out/train_bench.md)")
     parser.add_argument("--only", nargs="*", default=None, help="configurations to run")
     args = parser.parse_args()
 
@@ -244,8 +246,11 @@ def main() -> None:
         section = (f"\n{HEADING}\n\nMachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                    f"torch {torch.__version__}; {stamp}; command: `.venv/bin/python bench/train_bench.py"
                    f"{' --quick' if args.quick else ''}`.\n\n{body}\n")
-        with open(ROOT / "bench" / "RESULTS.md", "a", encoding="utf-8") as handle:
+        target = ROOT / "bench" / ("RESULTS.md" if args.write_results else "out/train_bench.md")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "a", encoding="utf-8") as handle:
             handle.write(section)
+        print(f"Written to {target}")
 
 
 if __name__ == "__main__":
