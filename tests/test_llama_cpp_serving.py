@@ -184,15 +184,21 @@ def test_backend_serves_each_version_through_llama_cpp(make_config: Callable[...
     assert answer.text == loaded.tokenizer.decode(merged, skip_special_tokens=True).strip()
 
 
-def test_a_broken_served_version_falls_back_to_the_base_once(make_config: Callable[..., Config], tmp_path: Path) -> None:
+def test_a_broken_served_version_is_off_and_never_answered_by_the_base(
+    make_config: Callable[..., Config], tmp_path: Path
+) -> None:
     config = _config(make_config)
     registry, version = _register_adapter(config, tmp_path)
     registry.promote(version, reason="test")
     (registry.models_dir / version / "version.json").unlink()  # e.g. a half-deleted version
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), registry)
-    first = backend.current()
-    assert first.version == "base" and _answer(backend, "hi").model_version == "base"
-    assert backend.current() is first  # loaded once, not again for every answer
+    availability = backend.available()
+    assert not availability.ok
+    assert availability.reason.startswith(f"the served version {version} cannot be loaded (No model version")
+    with pytest.raises(BackendError, match=f"{version} of deepseek cannot be loaded"):
+        backend.current()
+    with pytest.raises(BackendError, match="cannot be loaded"):
+        _answer(backend, "hi")
 
 
 def test_gguf_copy_is_reused_and_redone_when_the_weights_change(tiny_model_dir: Path, tmp_path: Path) -> None:
