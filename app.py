@@ -71,7 +71,7 @@ def main() -> None:
         st.caption(f"Signed in as **{st.session_state.get('dmac_user') or 'local'}**")
         served = system.registry.served_id()
         st.caption(f"Serving DeepSeek-RL version `{served}`")
-        problem = system.local_backend.version_problem(served)
+        problem = system.version_problem(served)
         if problem:
             st.error(f"Version {served} cannot be loaded ({problem}): DeepSeek-RL is off until it is rolled "
                      "back or another version is served (Training page).", icon="⛔")

@@ -51,6 +51,19 @@ class LearningSystem:
         """The local learner's backend (``models.deepseek``)."""
         return self.backends["deepseek"]
 
+    def learner_serving(self) -> str:
+        """What serves the learner's answers, in words (runtime and decoding), or why it is off."""
+        backend = self.local_backend
+        if not hasattr(backend, "runtime_status"):
+            return f"the learner is off ({backend.available().reason})"
+        return f"{backend.runtime_status()}, {backend.decoding.describe()}"
+
+    def version_problem(self, version_id: str) -> str | None:
+        """Why a learner version cannot be loaded (see ``LocalBackend.version_problem``), judged
+        from its files alone when the learner is switched off."""
+        judge = getattr(self.local_backend, "version_problem", None)
+        return judge(version_id) if judge is not None else self.registry.problem(version_id)
+
     @cached_property
     def confidence(self) -> ConfidenceScorer:
         """Insights' per-token confidence of learner answers: by the version that wrote each

@@ -23,11 +23,10 @@ system = services()
 # -- title ---------------------------------------------------------------------------------
 st.title("📈 Metrics")
 learner = system.config.learner
-served_by = system.local_backend.runtime_status()
 st.caption(
     "Training and validation loss per step, token accuracy, and ROUGE / BLEU of each model version on the "
     "same items. Definitions are in the README. "
-    + (f"Answers of local versions come from what serves chat — {served_by}, {system.local_backend.decoding.describe()}; "
+    + (f"Answers of local versions come from what serves chat — {system.learner_serving()}; "
        if learner.evaluate_with == "served" else
        "Answers of local versions come from the transformers model in fp32 (models.deepseek.evaluate_with: fp32), "
        "not from what serves chat; ")
@@ -83,7 +82,7 @@ statuses = system.model_manager.status()
 choices = [s.name for s in statuses if s.available and s.name != "deepseek"]
 choices = ["deepseek"] + [f"deepseek@{v.id}" for v in system.registry.versions()] + ["deepseek@base"] + choices
 unloadable = {f"deepseek@{v.id}": problem for v in system.registry.versions()
-              if (problem := system.local_backend.version_problem(v.id))}
+              if (problem := system.version_problem(v.id))}
 picked = st.multiselect("Models and versions", choices, default=[c for c in choices if c not in unloadable][:2],
                         key="metrics_compare_models",
                         format_func=lambda c: f"{c} — cannot be loaded: {unloadable[c]}" if c in unloadable else c)

@@ -115,7 +115,7 @@ else:
 
 # -- model versions: promote by hand, roll back in one click ---------------------------------
 st.subheader("Model versions")
-versions = versions_table(system.registry, system.local_backend.version_problem)
+versions = versions_table(system.registry, system.version_problem)
 st.dataframe(versions, hide_index=True, width="stretch", key="train_versions")
 gated = [v for v in system.registry.versions() if v.metadata.get("gate")]
 if gated:

@@ -216,3 +216,14 @@ def test_chat_says_when_an_answer_was_stopped_for_repeating_itself(app_env: Conf
     assert not at.exception, at.exception
     assert at.session_state["chat_history"][-1]["finish_reason"] == "repetition"
     assert any("began repeating itself" in w.value for w in at.warning)
+
+
+def test_every_page_renders_with_the_learner_switched_off(app_env: Config, make_config) -> None:
+    make_config(enabled=False)  # rewrites the config file the app reads
+    at = new_app()
+    at.run()
+    assert not at.exception, at.exception
+    for page in ("pages/feedback.py", "pages/training.py", "pages/metrics.py", "pages/insights.py", "pages/chat.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+    assert not at.sidebar.error  # the learner is off by choice, not broken
