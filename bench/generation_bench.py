@@ -1,9 +1,11 @@
 """Local generation speed: fp32 HF ``generate()`` vs the shipped path vs llama.cpp.
 
 The shipped path is what ``LocalBackend`` serves with the shipped config: llama.cpp over a
-GGUF export of the served version (``gguf_weights``: q8_0), through ``LlamaCppGenerator``.
-The reference is llama.cpp itself on the bundled GGUF (Q4_1) the base model was converted
-from, driven the plain llama-cpp-python way. Also measured: the torch decode loop (the
+GGUF export of the served version (``gguf_weights``: f16), through ``LlamaCppGenerator``.
+Compared like for like: llama.cpp itself driven the plain llama-cpp-python way
+(``Llama.generate``) on the very same GGUF file, and transformers ``generate()`` in the
+precision of that file's weights (fp16), all greedy without repetition penalty; fp32
+transformers and llama.cpp on the bundled Q4_1 file are extra rows. Also measured: the torch decode loop (the
 fallback when llama-cpp-python is missing) and other export formats.
 
 All variants run in ONE process, interleaved round by round (A B C A B C ...), so a busy
@@ -87,7 +89,7 @@ class Variant:
         self.ttft: list[float] = []
 
 
-def hf_variant(model: Any, tok: Any) -> Variant:
+def hf_variant(model: Any, tok: Any, label: str = "fp32 HF generate (baseline)") -> Variant:
     def run(ids: list[int], n: int) -> int:
         x = torch.tensor([ids])
         with torch.inference_mode():
@@ -97,7 +99,7 @@ def hf_variant(model: Any, tok: Any) -> Variant:
             )
         return out.shape[1] - len(ids)
 
-    return Variant("fp32 HF generate (baseline)", run)
+    return Variant(label, run)
 
 
 def fast_variant(model: Any, weights: str, shared: bool = False) -> tuple[Variant, float]:
@@ -114,27 +116,28 @@ def fast_variant(model: Any, weights: str, shared: bool = False) -> tuple[Varian
     return Variant(label, run), prep
 
 
-def llama_cpp_variant() -> Variant | None:
-    """The reference: llama.cpp on the bundled GGUF, used the plain llama-cpp-python way."""
+def llama_cpp_variant(path: Path | None = None, label: str = "") -> Variant | None:
+    """llama.cpp used the plain llama-cpp-python way (``Llama.generate``, greedy, no repeat
+    penalty — the sampling of every variant here) on ``path`` (default: the bundled Q4_1 GGUF)."""
     try:
         import llama_cpp
     except ImportError:
         return None
     from dmac_core.base_model import bundled_gguf_path
 
-    llm = llama_cpp.Llama(model_path=str(bundled_gguf_path()), n_ctx=1024, n_threads=2, n_threads_batch=2,
+    llm = llama_cpp.Llama(model_path=str(path or bundled_gguf_path()), n_ctx=1024, n_threads=2, n_threads_batch=2,
                           n_batch=512, verbose=False)
 
     def run(ids: list[int], n: int) -> int:
         llm.reset()  # no prefix reuse between rounds: every run prefills its prompt
         count = 0
-        for _ in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+        for _ in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=True):
             count += 1
             if count >= n:
                 break
         return count
 
-    return Variant(f"llama.cpp {llama_cpp.__version__}, bundled GGUF (Q4_1) (reference)", run)
+    return Variant(f"llama.cpp {llama_cpp.__version__} Llama.generate, {label or 'bundled GGUF (Q4_1)'}", run)
 
 
 def export_variant(model: Any, weights: str, workdir: Path, shipped: bool) -> tuple[Variant, float] | None:
@@ -154,8 +157,10 @@ def export_variant(model: Any, weights: str, workdir: Path, shipped: bool) -> tu
         gen.reset()  # as the reference: no prefix reuse between rounds (chat turns do reuse it)
         return sum(1 for _ in gen.stream_tokens(ids, n, 0.0, eos_ids=()))
 
-    label = f"llama.cpp, {weights} GGUF export" + (" (shipped)" if shipped else "")
-    return Variant(label, run), prep
+    label = f"ours: LlamaCppGenerator, {weights} GGUF export" + (" (shipped)" if shipped else "")
+    variant = Variant(label, run)
+    variant.path = path  # type: ignore[attr-defined] - the reference runs on these very bytes
+    return variant, prep
 
 
 def measure(variants: list[Variant], short: list[int], p40: list[int], rounds: int) -> None:
@@ -250,20 +255,36 @@ def main() -> None:
     for fmt in formats:
         v, prep[f"torch {fmt} fused"] = fast_variant(model, fmt)
         variants.append(v)
-    lcpp = llama_cpp_variant()
+    # Like for like: llama.cpp's own generate() on the very file we serve, and transformers in
+    # the precision of that file's weights (the f16 export: fp16).
+    shipped_variant = next((v for v in variants if getattr(v, "path", None) and "(shipped)" in v.name), None)
+    lcpp = llama_cpp_variant(shipped_variant.path, f"the same {SHIPPED_GGUF} file (reference)") \
+        if shipped_variant is not None else None
     if lcpp is not None:
         variants.append(lcpp)
+    bundled = llama_cpp_variant()
+    if bundled is not None:
+        variants.append(bundled)
+    same_precision = None
+    if SHIPPED_GGUF == "f16":
+        import copy
+
+        same_precision = hf_variant(copy.deepcopy(model).half(), tok, "fp16 HF generate (the f16 file's precision)")
+        variants.insert(1, same_precision)
     load_start = os.getloadavg()
     measure(variants, short, p40, rounds)
     load_end = os.getloadavg()
 
     base_tps = statistics.median(variants[0].tps)
     ref_tps = statistics.median(lcpp.tps) if lcpp else None
+    same_tps = statistics.median(same_precision.tps) if same_precision else None
     rows = []
     for v in variants:
         tps, ttft = statistics.median(v.tps), statistics.median(v.ttft)
         rows.append({
-            "variant": v.name, "tok_s": round(tps, 1), "x_fp32": round(tps / base_tps, 2),
+            "variant": v.name, "tok_s": round(tps, 1), "tok_s_spread": [round(min(v.tps), 1), round(max(v.tps), 1)],
+            "x_fp32": round(tps / base_tps, 2),
+            "x_same_precision": round(tps / same_tps, 2) if same_tps else None,
             "x_llama_cpp": round(tps / ref_tps, 2) if ref_tps else None, "ttft_ms": round(ttft, 1),
             "tok_s_runs": [round(x, 1) for x in v.tps], "ttft_runs": [round(x, 1) for x in v.ttft],
         })
@@ -290,11 +311,15 @@ def main() -> None:
 
 
 def table(r: dict[str, Any]) -> str:
-    lines = ["| variant | tokens/s (64 new) | × fp32 | × llama.cpp | first token, 40-token prompt |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| variant | tokens/s (64 new; min–max) | × HF fp32 | × HF same precision | × llama.cpp, same file "
+             "| first token, 40-token prompt |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in r["rows"]:
         lc = "–" if row["x_llama_cpp"] is None else f"{row['x_llama_cpp']:.2f}"
-        lines.append(f"| {row['variant']} | {row['tok_s']:.1f} | {row['x_fp32']:.2f} | {lc} | {row['ttft_ms']:.0f} ms |")
+        sp = "–" if row.get("x_same_precision") is None else f"{row['x_same_precision']:.2f}"
+        low, high = row.get("tok_s_spread") or (row["tok_s"], row["tok_s"])
+        lines.append(f"| {row['variant']} | {row['tok_s']:.1f} ({low:.1f}–{high:.1f}) | {row['x_fp32']:.2f} | {sp} | "
+                     f"{lc} | {row['ttft_ms']:.0f} ms |")
     return "\n".join(lines)
 
 

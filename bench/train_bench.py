@@ -5,13 +5,16 @@ Compares, on the same 200 synthetic rated Q&A pairs of varied length, in the sam
 - ``ours``         the shipped trainer (``dmac_core.training.trainer.build_trainer``) with the
                    shipped defaults (LoRA r=16 on all linear layers, batch 8, padding-free batches);
 - ``ours-padded``  the same with ``padding_free: false`` (why padding-free is shipped);
-- ``trl-defaults`` TRL's ``SFTTrainer`` as a user would call it: ``SFTConfig()`` defaults
+- ``trl-lora``     TRL's ``SFTTrainer`` with the same LoRA config, data, batch and max_length
+                   (TRL's defaults otherwise): the like-for-like baseline of the headline ratio;
+- ``trl-defaults`` (extra row) TRL's ``SFTTrainer`` as a user would call it: ``SFTConfig()`` defaults
                    (full fine-tuning, gradient checkpointing, max_length 1024, batch 8) except
                    ``output_dir``, ``report_to``, ``max_steps`` and ``bf16=False`` (no native
                    bf16 on this CPU).
 
-Each configuration trains ``warmup + steps`` optimizer steps; the first ``warmup`` are dropped and
-the median of the remaining per-step rates is reported (tokens counted from the batches the
+Each configuration trains ``warmup + steps`` optimizer steps, ``--repeats`` times (default 3)
+interleaved with the others; the first ``warmup`` steps are dropped, the median of the remaining
+per-step rates is a run's rate, and the median of the runs is reported with their spread (tokens counted from the batches the
 collator built: attention-mask sum when padded, row length when padding-free). The machine's
 fp32 (and bf16) matmul rate is measured in the same run (``torch.mm`` loop, 2 threads), and
 the model FLOP utilisation is estimated as tokens/s × FLOPs per token / matmul rate, with
@@ -22,7 +25,7 @@ weights), N = parameters in matmuls (tied embeddings count once, as the LM head)
     .venv/bin/python bench/train_bench.py --quick    # 1 warm-up + 3 timed steps
     .venv/bin/python bench/train_bench.py --no-write # print only
 
-Results are appended to ``bench/RESULTS.md`` under ``## Training throughput``.
+Results go to ``bench/out/train_bench.md`` (``--write-results`` appends them to ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -154,6 +157,29 @@ def build_trl_defaults(model_dir: Path, pairs: list[tuple[str, str]], out: Path)
                       processing_class=AutoTokenizer.from_pretrained(model_dir))
 
 
+def build_trl_lora(model_dir: Path, pairs: list[tuple[str, str]], out: Path) -> Any:
+    """TRL's ``SFTTrainer`` with the shipped LoRA config, data, batch and max_length; TRL's
+    defaults for everything else (a user adding LoRA to TRL's own example)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from dmac_core.config import LocalModelConfig
+
+    shipped = LocalModelConfig()
+    rows = [{"prompt": [{"role": "user", "content": q}], "completion": [{"role": "assistant", "content": a}]}
+            for q, a in pairs]
+    args = SFTConfig(output_dir=str(out), report_to=[], max_steps=1, bf16=False, save_strategy="no",
+                     disable_tqdm=True, per_device_train_batch_size=shipped.batch_size, max_length=shipped.max_length)
+    lora = LoraConfig(r=shipped.lora.r, lora_alpha=shipped.lora.alpha, lora_dropout=shipped.lora.dropout,
+                      target_modules=list(shipped.lora.target_modules), task_type="CAUSAL_LM")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=AutoTokenizer.from_pretrained(model_dir), peft_config=lora)
+
+
 def count_params(model_dir: Path) -> int:
     from safetensors import safe_open
 
@@ -172,6 +198,8 @@ def main() -> None:
     parser.add_argument("--write-results", action="store_true",
                         help="append the section to bench/RESULTS.md (default: bench/out/train_bench.md)")
     parser.add_argument("--only", nargs="*", default=None, help="configurations to run")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each configuration, interleaved (A B C A B C ...); medians and spread")
     args = parser.parse_args()
 
     import logging
@@ -193,19 +221,28 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     builders = {
         "ours": lambda out: build_ours(model_dir, pairs, out, padding_free=True),
+        "trl-lora": lambda out: build_trl_lora(model_dir, pairs, out),
         "ours-padded": lambda out: build_ours(model_dir, pairs, out, padding_free=False),
         "trl-defaults": lambda out: build_trl_defaults(model_dir, pairs, out),
     }
     fp32 = matmul_gflops(torch.float32)
-    for name, build in builders.items():
-        if args.only and name not in args.only:
-            continue
-        with tempfile.TemporaryDirectory(prefix="dmac-trainbench-") as tmp:
-            trainer = build(Path(tmp))
-            results[name] = _run(trainer, warmup, steps)
-            del trainer
-        print(f"{name:13s} {results[name]['tokens_per_s']:7.1f} useful tok/s  "
-              f"({results[name]['tokens_per_step']:.0f} tok/step, {results[name]['step_s']:.2f} s/step)", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for repeat in range(max(1, args.repeats)):  # interleaved, so a busy spell slows every configuration
+        for name, build in builders.items():
+            if args.only and name not in args.only:
+                continue
+            with tempfile.TemporaryDirectory(prefix="dmac-trainbench-") as tmp:
+                trainer = build(Path(tmp))
+                runs.setdefault(name, []).append(_run(trainer, warmup, steps))
+                del trainer
+            last = runs[name][-1]
+            print(f"run {repeat + 1}: {name:13s} {last['tokens_per_s']:7.1f} useful tok/s  "
+                  f"({last['tokens_per_step']:.0f} tok/step, {last['step_s']:.2f} s/step)", flush=True)
+    for name, done in runs.items():
+        rates = [r["tokens_per_s"] for r in done]
+        results[name] = {"tokens_per_s": statistics.median(rates), "spread": (min(rates), max(rates)),
+                         "rates": rates, "tokens_per_step": statistics.mean(r["tokens_per_step"] for r in done),
+                         "step_s": statistics.median(r["step_s"] for r in done)}
     fp32_after = matmul_gflops(torch.float32)
     bf16 = matmul_gflops(torch.bfloat16)
     fp32_rate = statistics.mean([fp32, fp32_after])
@@ -218,21 +255,26 @@ def main() -> None:
                                                tokenize=False), add_special_tokens=False)["input_ids"]) for q, a in pairs]
     mean_tokens = statistics.mean(lengths)
     n_params = count_params(model_dir)
-    flops_per_token = {"ours": 4 * n_params, "ours-padded": 4 * n_params, "trl-defaults": 6 * n_params}
+    flops_per_token = {"ours": 4 * n_params, "ours-padded": 4 * n_params, "trl-lora": 4 * n_params,
+                       "trl-defaults": 6 * n_params}
     lines = [
         f"Matmul (torch.mm 1024², 2 threads): fp32 {fp32_rate:.0f} GFLOP/s (before {fp32:.0f}, after {fp32_after:.0f}); "
         f"bf16 {bf16:.0f} GFLOP/s ({'native' if cpu_supports_bf16() else 'emulated: no avx512_bf16, so training runs in fp32'}).",
         f"Data: {len(pairs)} synthetic rated Q&A pairs, {mean_tokens:.0f} tokens each on average "
         f"(min {min(lengths)}, max {max(lengths)}); {warmup} warm-up + {steps} timed steps per configuration, median.",
         "",
-        "| configuration | useful tok/s | × TRL defaults | tokens/step | s/step | MFU vs fp32 matmul |",
+        f"Each configuration run {args.repeats}× interleaved; useful tok/s is the median of the runs (min–max).",
+        "",
+        "| configuration | useful tok/s (min–max) | × TRL, same LoRA config | tokens/step | s/step | MFU vs fp32 matmul |",
         "|---|---|---|---|---|---|",
     ]
-    base = results.get("trl-defaults", {}).get("tokens_per_s")
+    base = results.get("trl-lora", {}).get("tokens_per_s")
     for name, r in results.items():
         mfu = r["tokens_per_s"] * flops_per_token[name] / (fp32_rate * 1e9)
         ratio = f"{r['tokens_per_s'] / base:.2f}" if base else "n/a"
-        lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {ratio} | {r['tokens_per_step']:.0f} | {r['step_s']:.2f} | {mfu:.0%} |")
+        low, high = r["spread"]
+        lines.append(f"| {name} | {r['tokens_per_s']:.0f} ({low:.0f}–{high:.0f}) | {ratio} | {r['tokens_per_step']:.0f} "
+                     f"| {r['step_s']:.2f} | {mfu:.0%} |")
     if "ours" in results:
         epoch_s = 1000 * mean_tokens / results["ours"]["tokens_per_s"]
         lines += ["", f"One epoch over 1,000 rated interactions of this length mix with the shipped trainer: "
