@@ -37,6 +37,7 @@ import yaml  # noqa: E402
 
 from dmac_core.backends.decoding import generated_tokens_penalty, looping  # noqa: E402
 from dmac_core.backends.fast_decode import eos_token_ids  # noqa: E402
+from dmac_core.evaluation_local import left_padded_batches  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
 PROMPTS_FILE = ROOT / "bench" / "everyday_prompts.yaml"
@@ -52,16 +53,9 @@ def fp32_answers(model: Any, eos: list[int], prompts: list[list[int]], max_new: 
                  window: int, batch: int = 8) -> list[list[int]]:
     """Greedy fp32 answers (token ids, EOS excluded), batched with left padding."""
     out: list[list[int]] = [[] for _ in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     pad = eos[0]
-    for start in range(0, len(order), batch):
-        chunk = order[start:start + batch]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
+    for chunk, ids, mask in left_padded_batches(prompts, batch, pad):
+        width = ids.shape[1]
         processors = [generated_tokens_penalty(width, penalty, window)] if penalty != 1.0 else []
         from transformers import LogitsProcessorList
 

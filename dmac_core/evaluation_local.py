@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -111,6 +111,23 @@ def _ppl(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # capped: JSON has no Infinity
 
 
+def left_padded_batches(
+    encoded: Sequence[Sequence[int]], batch_size: int, pad: int
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Token-id prompts in batches of similar length, LEFT-padded with ``pad`` so that every row's
+    new tokens start in the same column: ``(indices into encoded, input_ids, attention_mask)``."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = max(len(encoded[i]) for i in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        for row, i in enumerate(chunk):
+            ids[row, width - len(encoded[i]) :] = torch.tensor(list(encoded[i]))
+            attention[row, width - len(encoded[i]) :] = 1
+        yield chunk, ids, attention
+
+
 def generate_batch_details(
     loaded: Any, prompts: Sequence[str | list[Message]], max_new_tokens: int, batch_size: int = 8,
     system_prompt: str = "", progress: Progress | None = None, decoding: Decoding | None = None,
@@ -136,15 +153,8 @@ def generate_batch_details(
     stop = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     device = next(model.parameters()).device
     results: list[dict[str, Any]] = [{} for _ in encoded]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros_like(ids)
-        for row, i in enumerate(chunk):
-            ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            attention[row, width - len(encoded[i]) :] = 1
+    for chunk, ids, attention in left_padded_batches(encoded, batch_size, pad):
+        width = ids.shape[1]
         from transformers import LogitsProcessorList
 
         started = time.perf_counter()

@@ -161,8 +161,7 @@ class ConfidenceScorer:
         with self._lock:
             self._read_cache()[key] = tokens
             self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            torn = self.cache_path.is_file() and self.cache_path.stat().st_size > 0 and \
-                not self.cache_path.read_bytes().endswith(b"\n")
+            torn = _ends_mid_line(self.cache_path)
             with open(self.cache_path, "a", encoding="utf-8") as handle:
                 # after a line torn by a killed process, start on a fresh line
                 handle.write(("\n" if torn else "") + json.dumps({"key": key, "tokens": tokens}) + "\n")
@@ -189,3 +188,15 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # not Linux, or not permitted
         pass
+
+
+def _ends_mid_line(path: Path) -> bool:
+    """Whether ``path`` ends without a newline (a line torn by a killed process); reads one byte."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.seek(0, os.SEEK_END) == 0:
+                return False
+            handle.seek(-1, os.SEEK_END)
+            return handle.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
