@@ -5,10 +5,14 @@ Measures, against a backend that answers instantly:
   the log) — what the router adds before a backend is called;
 - ``respond``: a whole request through the router including capturing the interaction
   (fsync off, so the disk is not what is measured);
-- baseline, same run: counting today's usage by rescanning the log per request
-  (``store.interactions()`` filtered), what a naive cap check would cost.
+- baseline, same runs: the same count of today's usage (requests, tokens, last minute) by a
+  usage counter that keeps no state between requests, so it rereads and parses the month's log
+  from disk each time — what a cap check without the incremental counter costs.
 
-    .venv/bin/python bench/router_bench.py [--records 1000000] [--requests 2000] [--quick]
+Each run builds a new router over the same log; the figures are medians over ``--runs`` runs
+(per run: p50 and p99 over its requests), with the min–max spread across runs.
+
+    .venv/bin/python bench/router_bench.py [--records 1000000] [--requests 2000] [--runs 3] [--quick]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dmac_core.backends.base import Availability, Generation  # noqa: E402
 from dmac_core.config import Config  # noqa: E402
 from dmac_core.router import ModelManager  # noqa: E402
 from dmac_core.store import LearningStore  # noqa: E402
+from dmac_core.usage import UsageCounter  # noqa: E402
 
 
 class InstantBackend:
@@ -74,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--runs", type=int, default=3, help="runs, each with a new router (default 3)")
     parser.add_argument("--quick", action="store_true", help="100,000 records, 500 requests")
     args = parser.parse_args()
     if args.quick:
@@ -92,33 +98,43 @@ def main() -> None:
             "storage": {"fsync": False},
         })
         store = LearningStore(data, fsync=False)
-        manager = ModelManager(config, store, {"gemini": InstantBackend("gemini"),
-                                               "deepseek_api": InstantBackend("deepseek_api")})
-        started = time.perf_counter()
-        manager.candidates("auto")
-        first = time.perf_counter() - started
-        decide, respond = [], []
-        for _ in range(args.requests):
-            t0 = time.perf_counter()
+        firsts, decide_p50, decide_p99, respond_p50, respond_p99, rescans = [], [], [], [], [], []
+        for run in range(args.runs):  # interleaved: each run measures the router, then the baseline
+            manager = ModelManager(config, store, {"gemini": InstantBackend("gemini"),
+                                                   "deepseek_api": InstantBackend("deepseek_api")})
+            started = time.perf_counter()
             manager.candidates("auto")
-            decide.append((time.perf_counter() - t0) * 1000)
-            t0 = time.perf_counter()
-            manager.respond("what is the forecast")
-            respond.append((time.perf_counter() - t0) * 1000)
-        baseline = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            frame = store.interactions()
-            today = frame["ts"].dt.strftime("%Y-%m-%d") == datetime.now(timezone.utc).strftime("%Y-%m-%d")
-            int((frame["model"][today] == "gemini").sum())
-            baseline.append((time.perf_counter() - t0) * 1000)
-    print("\n| measurement | p50 | p99 |\n|---|---|---|")
-    print(f"| decide (caps counted from the log) | {statistics.median(decide):.3f} ms | {percentile(decide, .99):.3f} ms |")
-    print(f"| respond incl. capture (fsync off) | {statistics.median(respond):.3f} ms | {percentile(respond, .99):.3f} ms |")
-    print(f"| baseline: rescan the log per request | {statistics.median(baseline):.1f} ms | - |")
-    print(f"\nfirst decision (reads the log once): {first:.2f} s; records {args.records:,}; requests {args.requests}; "
-          f"{os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}; {datetime.now(timezone.utc):%Y-%m-%d}")
+            firsts.append(time.perf_counter() - started)
+            decide, respond = [], []
+            for _ in range(args.requests):
+                t0 = time.perf_counter()
+                manager.candidates("auto")
+                decide.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                manager.respond("what is the forecast")
+                respond.append((time.perf_counter() - t0) * 1000)
+            decide_p50.append(statistics.median(decide))
+            decide_p99.append(percentile(decide, .99))
+            respond_p50.append(statistics.median(respond))
+            respond_p99.append(percentile(respond, .99))
+            for _ in range(2):  # the baseline: a stateless counter rereads the whole month per request
+                t0 = time.perf_counter()
+                counted = UsageCounter(store).usage("gemini")
+                rescans.append((time.perf_counter() - t0) * 1000)
+            assert counted.requests_today >= args.records // 2, counted
+            print(f"run {run + 1}: decide p50 {decide_p50[-1]:.3f} ms, rescan {rescans[-1]:,.0f} ms", flush=True)
 
+    def spread(values: list[float], digits: int) -> str:
+        return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}–{max(values):,.{digits}f})"
+
+    print(f"\n| measurement (median of {args.runs} runs, min–max) | p50 | p99 |\n|---|---|---|")
+    print(f"| decide (caps counted from the log) | {spread(decide_p50, 3)} ms | {spread(decide_p99, 3)} ms |")
+    print(f"| respond incl. capture (fsync off) | {spread(respond_p50, 3)} ms | {spread(respond_p99, 3)} ms |")
+    print(f"| baseline: the same count, rereading the log per request | {spread(rescans, 0)} ms | - |")
+    print(f"| decide's speed-up over the baseline | {statistics.median(rescans) / statistics.median(decide_p50):,.0f}x | - |")
+    print(f"\nfirst decision of a new router (reads the log once): {spread(firsts, 2)} s; records {args.records:,}; "
+          f"requests {args.requests} a run; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}; "
+          f"{datetime.now(timezone.utc):%Y-%m-%d}")
 
 if __name__ == "__main__":
     main()
