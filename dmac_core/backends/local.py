@@ -9,6 +9,7 @@ their version and nobody needs a restart.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 import time
@@ -26,6 +27,7 @@ from .base import Availability, BackendError, Generation, Message, StreamItem
 from .decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
 from .fair_lock import FairLock
 from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
+from .llama_cpp_build import BuildStatus, read_build_status
 from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, llama_cpp_importable
 from .scope import Routing, Scope, read_scope
 
@@ -216,10 +218,13 @@ class LocalBackend:
     """Backend protocol implementation for the local learner."""
 
     def __init__(
-        self, name: str, config: LocalModelConfig, base_path: Path, registry: ModelRegistry, bundled_base: bool = False
+        self, name: str, config: LocalModelConfig, base_path: Path, registry: ModelRegistry, bundled_base: bool = False,
+        llama_cpp_build: Callable[[], BuildStatus | None] = read_build_status,
     ) -> None:
         """``bundled_base``: the base model is the bundled SmolLM2, converted into ``base_path``
-        on first use when it is not there yet (a new data directory)."""
+        on first use when it is not there yet (a new data directory). ``llama_cpp_build``: the
+        state of a llama-cpp-python build running in the background, if any (``make run`` starts
+        one on a new machine; the torch loop serves until it is done)."""
         self.name = name
         self.config = config
         self.base_path = Path(base_path)
@@ -236,6 +241,10 @@ class LocalBackend:
         self._loaded_for = ""  # the served id self._loaded was loaded for
         self._load_lock = threading.Lock()
         self._fallback_reason = ""  # why llama.cpp does not serve although runtime is auto
+        self.llama_cpp_build = llama_cpp_build
+        # True while what is loaded runs on torch only because llama-cpp-python is not there yet
+        self._awaiting_llama_cpp = False
+        self._llama_cpp_checked = 0.0  # monotonic time of the last look for a finished build
         self._preparing = ""  # what the first use is preparing right now (status panel)
         # The base model, loaded once: served as itself and as every scoped version's fallback.
         self._base: LoadedModel | None = None
@@ -259,6 +268,9 @@ class LocalBackend:
             return Availability(False, f"base model not found at {self.base_path}; point models.deepseek.base_model "
                                        "at a model directory")
         if self.config.runtime == "llama_cpp" and self.wants_llama_cpp() and not llama_cpp_importable():
+            build = self.llama_cpp_build()
+            if build is not None and build.building:
+                return Availability(False, f"runtime llama_cpp: {build.describe()}")
             return Availability(False, "runtime llama_cpp, but llama-cpp-python is not installed; "
                                        "run `make setup` or set models.deepseek.runtime: auto")
         served = self.registry.served_id()
@@ -320,12 +332,36 @@ class LocalBackend:
         loaded = self._loaded
         if loaded is not None:
             note = f" — llama.cpp not used: {self._fallback_reason}" if self._fallback_reason else ""
+            if self._awaiting_llama_cpp:
+                note = f" — {self._llama_cpp_missing()}"
             return loaded.runtime + note
         if not self.wants_llama_cpp():
             return f"torch ({self.fast_weights} weights; runtime: torch or precision: fp32)"
         if not llama_cpp_importable():
-            return "torch — llama-cpp-python is not installed (make setup builds it)"
+            return f"torch — {self._llama_cpp_missing()}"
         return f"llama.cpp ({self.config.gguf_weights} GGUF), loaded with the first answer"
+
+    def _llama_cpp_missing(self) -> str:
+        """Why llama.cpp does not serve yet although it is wanted, in words."""
+        build = self.llama_cpp_build()
+        if build is not None and build.state != "done":
+            return build.describe()
+        return "llama-cpp-python is not installed (make setup builds it)"
+
+    def _llama_cpp_arrived(self) -> bool:
+        """Whether llama-cpp-python has become usable since the torch loop was loaded in its
+        place (a background build finished). Looked for at most every 2 seconds."""
+        if not self._awaiting_llama_cpp or time.monotonic() - self._llama_cpp_checked < 2.0:
+            return False
+        self._llama_cpp_checked = time.monotonic()
+        return self._llama_cpp_ready()
+
+    def _llama_cpp_ready(self) -> bool:
+        build = self.llama_cpp_build()
+        if build is not None and build.state != "done":
+            return False  # pip may still be writing the package's files
+        importlib.invalidate_caches()  # the import system's view of site-packages predates the install
+        return llama_cpp_importable()
 
     def served_version(self) -> str:
         return self.registry.served_id()
@@ -334,9 +370,16 @@ class LocalBackend:
         """The loaded model of the served version (loads it when the served version changed)."""
         wanted = self.registry.served_id()
         loaded = self._loaded
-        if loaded is not None and self._loaded_for == wanted:
+        if loaded is not None and self._loaded_for == wanted and not self._llama_cpp_arrived():
             return loaded
         with self._load_lock:
+            if self._awaiting_llama_cpp and self._llama_cpp_ready():
+                # the build finished: load again so that llama.cpp serves from this answer on (an
+                # answer already running keeps the torch weights it started with)
+                self._awaiting_llama_cpp = False
+                self._loaded, self._loaded_for, self._others = None, "", {}
+                with self._base_lock:
+                    self._base = None
             if self._loaded is None or self._loaded_for != wanted:
                 self.ensure_base()
                 # a version the gate just measured is already loaded: serve that very object; a
@@ -417,12 +460,21 @@ class LocalBackend:
         """Make the served version's GGUF copy now when llama.cpp will serve it, without loading
         anything to serve with (``setup`` calls this, so the first chat answer does not wait);
         returns what will run the learner, in words. Raises ``GGUFExportError``."""
-        if not (self.available().ok and self.wants_llama_cpp() and llama_cpp_importable()):
+        build = self.llama_cpp_build()
+        pending = build is not None and build.building  # the copy is ready when the build is
+        if not (self.available().ok and self.wants_llama_cpp() and (llama_cpp_importable() or pending)):
             return self.runtime_status()
         self.ensure_base()
         version = self._version(self.registry.served_id())
         served_gguf(self.base_path, version, self.config.gguf_weights, self.gguf_dir)
+        if not llama_cpp_importable():
+            return self.runtime_status()
         return f"llama.cpp ({self.config.gguf_weights} GGUF)"
+
+    def llama_cpp_pending(self) -> bool:
+        """Whether llama.cpp is wanted but still being built (the torch loop serves meanwhile)."""
+        build = self.llama_cpp_build()
+        return self.wants_llama_cpp() and not llama_cpp_importable() and build is not None and build.building
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         """``version`` loaded for serving: its weights and, when it has a scope (and scopes are
@@ -447,6 +499,8 @@ class LocalBackend:
 
     def _load_weights(self, version: ModelVersion) -> LoadedModel:
         self._fallback_reason = ""
+        if self.wants_llama_cpp() and not llama_cpp_importable():
+            self._awaiting_llama_cpp = True
         if self.wants_llama_cpp() and llama_cpp_importable():
             try:
                 # the served version's copy outlives copies made for the gate's candidates
