@@ -62,6 +62,9 @@ class ModelStatus:
     requests_by_purpose: dict[str, int] = field(default_factory=dict)
     # What runs the model, for backends that say (the local learner: llama.cpp or torch, and why)
     runtime: str = ""
+    # A setup step still under way that changes how the model runs (llama.cpp being compiled
+    # while the torch loop answers): shown where a newcomer sees it without opening anything
+    setup_note: str = ""
 
 
 class ModelManager:
@@ -339,6 +342,7 @@ class ModelManager:
                     requests_by_purpose=usage.requests_by_purpose,
                     caps=caps.model_dump() if caps else {},
                     runtime=backend.runtime_status() if backend is not None and hasattr(backend, "runtime_status") else "",
+                    setup_note=backend.setup_note() if backend is not None and hasattr(backend, "setup_note") else "",
                 )
             )
         return rows

@@ -26,6 +26,9 @@ with st.sidebar:
     choice = st.selectbox(
         "Model", [AUTO] + [s.name for s in statuses if s.available], format_func=labels.get, key="chat_model"
     )
+    for s in statuses:
+        if s.setup_note:
+            st.info(f"{s.display_name}: {s.setup_note}", icon="🛠️")
     with st.expander("Models, usage and caps", expanded=False):
         for s in statuses:
             state = "✅ ready" if s.available and not s.cooldown_s else ("⏸️ cooling down" if s.available else "⛔ off")

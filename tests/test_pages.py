@@ -227,3 +227,29 @@ def test_every_page_renders_with_the_learner_switched_off(app_env: Config, make_
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
     assert not at.sidebar.error  # the learner is off by choice, not broken
+
+
+def test_chat_says_the_torch_loop_answers_while_llama_cpp_is_built(
+    app_env: Config, make_config, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """``make run`` on a new machine: llama.cpp compiles in the background and the Chat page says
+    so where a newcomer looks, without opening the status panel."""
+    import os
+
+    import dmac_core.backends.llama_cpp_build as build
+    import dmac_core.backends.local as local
+
+    status = tmp_path / "llama-cpp-build.json"
+    status.write_text(json.dumps({"state": "building", "pid": os.getpid(), "fraction": 0.3, "seconds_left": 330,
+                                  "log": ".venv/logs/llama-cpp-build.log"}))
+    monkeypatch.setattr(build, "default_status_path", lambda: status)
+    monkeypatch.setattr(local, "llama_cpp_importable", lambda: False)
+    make_config(precision="auto", runtime="auto")  # rewrites the config file the app reads
+    at = new_app()
+    at.run()
+    assert not at.exception, at.exception
+    [note] = [i.value for i in at.sidebar.info]
+    assert "slower torch loop while llama.cpp is being built in the background (30%, about 6 min left" in note
+    at.chat_input(key="chat_input").set_value("What is a workbench?").run()
+    assert not at.exception, at.exception
+    assert at.session_state["chat_history"][-1]["model"] == "deepseek"

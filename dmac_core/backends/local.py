@@ -471,6 +471,14 @@ class LocalBackend:
             return self.runtime_status()
         return f"llama.cpp ({self.config.gguf_weights} GGUF)"
 
+    def setup_note(self) -> str:
+        """While llama.cpp is being built in the background: that, its progress, and that the
+        torch loop answers meanwhile (empty otherwise)."""
+        build = self.llama_cpp_build()
+        if self.llama_cpp_pending() and build is not None:
+            return f"answers come from the slower torch loop while {build.describe()}"
+        return ""
+
     def llama_cpp_pending(self) -> bool:
         """Whether llama.cpp is wanted but still being built (the torch loop serves meanwhile)."""
         build = self.llama_cpp_build()
