@@ -8,7 +8,8 @@ venv, data directory and model conversion), and times, from the command's start:
 as it prints it, the page answering its health check, and the first answer in Debian's Chromium
 (the Chat page, the question typed and sent as a person would, the answer's rating buttons
 shown). It then reads what served the answer from the status panel, stops the workbench and any
-llama.cpp build it started, and prints a markdown table. The clone is removed afterwards.
+llama.cpp build it started, and prints a markdown table. ``--again`` then times a second
+`make run` in the same clone (its venv and data kept). The clone is removed afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -64,7 +66,7 @@ def _first_answer(url: str) -> tuple[str, str]:
         page.get_by_role("button", name="Save rating").wait_for()
         answer = page.get_by_test_id("stChatMessage").last.inner_text()
         page.get_by_text("Models, usage and caps").click()  # the status panel: what runs each model
-        page.get_by_text("DeepSeek-RL").first.wait_for()
+        page.get_by_text("runs on").first.wait_for()
         body = page.inner_text("body")
         # what served it: the sidebar's note while llama.cpp is being built, else the status panel's line
         runtime = next((line for line in body.splitlines() if "torch loop while" in line or "runs on" in line), "")
@@ -89,10 +91,8 @@ def _stop(process: subprocess.Popen[bytes], clone: Path) -> None:
                 break
 
 
-def measure(cold: bool, keep: Path | None) -> dict[str, object]:
-    tmp = Path(tempfile.mkdtemp(prefix="first-answer-", dir=keep))
-    clone = tmp / "clone"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+def measure(cold: bool, clone: Path, tmp: Path) -> dict[str, object]:
+    """One `make run` in ``clone``, timed to the first answer on the page."""
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
@@ -134,16 +134,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cold", action="store_true", help="an empty pip cache, as on a new machine")
     parser.add_argument("--dir", type=Path, help="where the temporary clone goes (default: the system's temp dir)")
+    parser.add_argument("--again", action="store_true",
+                        help="then stop it and time a second `make run` in the same clone (venv and data kept)")
     args = parser.parse_args()
-    result = measure(args.cold, args.dir)
-    print(f"\n`make run` in a fresh clone, {'empty' if args.cold else 'warm'} pip cache; {os.cpu_count()} CPUs; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
-    print("| step | seconds after `make run` |\n|---|---|")
-    for seconds, text in result["steps"]:  # type: ignore[union-attr]
-        print(f"| {text} | {seconds} |")
-    print(f"| the page answers its health check | {result['page_s']:.0f} |")
-    print(f"| **the first answer is on the page** | **{result['answer_s']:.0f}** |")
-    print(f"\nanswer: {result['answer'][:200]!r}\nstatus panel: {result['runtime']!r}")
+    tmp = Path(tempfile.mkdtemp(prefix="first-answer-", dir=args.dir))
+    clone = tmp / "clone"
+    try:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+        results = [("fresh clone, " + ("empty" if args.cold else "warm") + " pip cache", measure(args.cold, clone, tmp))]
+        if args.again:
+            results.append(("again in the same clone", measure(args.cold, clone, tmp)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"\n`make run`; {os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    for title, result in results:
+        print(f"\n### {title}\n\n| step | seconds after `make run` |\n|---|---|")
+        for seconds, text in result["steps"]:  # type: ignore[union-attr]
+            print(f"| {text} | {seconds} |")
+        print(f"| the page answers its health check | {result['page_s']:.0f} |")
+        print(f"| **the first answer is on the page** | **{result['answer_s']:.0f}** |")
+        print(f"\nanswer: {str(result['answer'])[:200]!r}\nserved by: {result['runtime']!r}")
 
 
 if __name__ == "__main__":

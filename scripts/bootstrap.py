@@ -264,9 +264,9 @@ def build_llama(background: bool) -> int:
                                  start_new_session=True)
         # at once, so that what starts next (the workbench's setup) already sees a build under way
         _write_status("building", time.time(), 0.0, "starting", pid=child.pid)
-        print(f"  building {LLAMA_PIN} in the background (about {TYPICAL_SECONDS['llama'] // 60} minutes on 2 "
-              f"cores; log: {_shown(LLAMA_LOG)}); the local model answers through the torch loop "
-              "until it is ready, then switches by itself", flush=True)
+        print(f"  installing {LLAMA_PIN} in the background (seconds from pip's cache, else compiled for this "
+              f"CPU: about {TYPICAL_SECONDS['llama'] // 60} minutes on 2 cores; log: {_shown(LLAMA_LOG)}); the local "
+              "model answers through the torch loop until it is ready, then switches by itself", flush=True)
         return 0
     progress = ProgressLine()
     with open(LLAMA_LOCK, "a") as lock:
