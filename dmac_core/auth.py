@@ -21,6 +21,7 @@ import tomllib
 from pathlib import Path
 
 from .config import PROJECT_ROOT
+from .fsio import atomic_write_text
 
 DEFAULT_SECRETS_PATH = PROJECT_ROOT / ".streamlit" / "secrets.toml"
 ITERATIONS = 600_000
@@ -120,8 +121,5 @@ def add_user(name: str, password: str, secrets_path: Path | None = None) -> Path
         placed = True
     if not placed:
         out += ["", "[auth.users]", entry]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(out).strip() + "\n", encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(out).strip() + "\n", mode=0o600)
     return path

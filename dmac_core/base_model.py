@@ -10,13 +10,14 @@ is never used.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import shutil
 import threading
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from .fsio import exclusive_lock
 
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = "model.safetensors"
@@ -72,8 +73,7 @@ def ensure_base_model(target: Path, progress: Callable[[str], None] = print) -> 
     if is_model_dir(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _thread_lock, open(target.parent / f".{target.name}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file is closed
+    with _thread_lock, exclusive_lock(target.parent / f".{target.name}.lock"):
         if is_model_dir(target):  # converted by whoever held the lock before us
             return target
         return _convert_bundled(target, progress)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .fsio import commit
+
 # Formats of the 2-D projection weights. Embeddings stay Q8_0 and norms F32, as in the bundled
 # file (the embedding is also the tied output head). q4_0 is left out on purpose: re-quantizing
 # this model to it cut next-token agreement with fp32 to 72 % (bench/RESULTS.md).
@@ -247,9 +249,7 @@ def write_gguf(
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
+        commit(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

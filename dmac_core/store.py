@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pandas as pd
     import pyarrow as pa
 
+from .fsio import fsync_dir, write_all
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
-from .store_parsing import _arrow, _frame, _parse_arrow, _parse_line, _parse_python, _string_type
+from .store_parsing import _arrow, _frame, _parse_arrow, _parse_python, _string_type
 from .store_snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
@@ -99,21 +100,6 @@ class _FileCache:
 
 class _Stale(Exception):
     """A log file was replaced (doctor, delete-user) while its rows were being read."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
@@ -190,14 +176,14 @@ class LearningStore:
                 # line so this acknowledged record is never glued onto the fragment.
                 if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                     line = b"\n" + line
-                _write_all(fd, line)
+                write_all(fd, line)
             # fsync after releasing the lock: the bytes are already in place, and concurrent
             # writers' fsyncs then overlap (the journal commits them together) instead of
             # queueing one full disk flush per record behind the lock.
             if self.fsync:
                 os.fsync(fd)
                 if size == 0:  # a new month file is only durable once its directory entry is
-                    _fsync_dir(directory)
+                    fsync_dir(directory)
         finally:
             if fd >= 0:
                 os.close(fd)

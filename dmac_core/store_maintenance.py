@@ -19,7 +19,9 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from .records import RecordError, _Record, validate_record
-from .store import _REQUIRED, KINDS, LearningStore, _dumps, _fsync_dir, _parse_line, _write_all
+from .fsio import append_lines, atomic_write_bytes
+from .store import _REQUIRED, KINDS, LearningStore, _dumps
+from .store_parsing import _parse_line
 from .store_snapshot import discard_snapshot
 
 Progress = Callable[[int, int], None] | None
@@ -57,31 +59,13 @@ def _lines(data: bytes) -> list[bytes]:
 
 
 def _replace_atomically(path: Path, lines: Iterable[bytes]) -> None:
-    """Write ``lines`` to a temp file next to ``path``, fsync it, rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(fd, b"".join(line + b"\n" for line in lines))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Replace ``path`` by ``lines`` all at once (temp file, fsync, rename, directory sync)."""
+    atomic_write_bytes(path, b"".join(line + b"\n" for line in lines))
     discard_snapshot(path)  # it may hold lines that were just removed (delete-user, quarantine)
 
 
 def _append_durably(path: Path, lines: list[bytes]) -> None:
-    created = not path.exists()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        prefix = b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
-        _write_all(fd, prefix + b"".join(line + b"\n" for line in lines))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        _fsync_dir(path.parent)
+    append_lines(path, lines)
 
 
 def quarantine_path(path: Path) -> Path:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .fsio import commit
+
 FORMAT = 1
 
 
@@ -81,7 +83,7 @@ def save_snapshot(log: Path, table: Any, inode: int, offset: int, fingerprint: b
         table = table.replace_schema_metadata({"dmac_snapshot": json.dumps(meta)})
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        os.replace(tmp, path)
+        commit(Path(tmp), path, durable=False)  # a cache: rebuilt from the log if lost
         if os.stat(log).st_ino != inode:  # rewritten (delete-user, doctor) while we wrote
             path.unlink(missing_ok=True)
             return False

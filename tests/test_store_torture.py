@@ -17,7 +17,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from dmac_core.store import _REQUIRED, LearningStore, _parse_line
+from dmac_core.store import _REQUIRED, LearningStore
+from dmac_core.store_parsing import _parse_line
 from dmac_core.store_maintenance import doctor
 
 ROUNDS = int(os.environ.get("DMAC_TORTURE_ROUNDS", "5"))

@@ -26,6 +26,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from ..fsio import atomic_write_json
 from ..gguf_export import GGUFExportError, write_gguf
 
 def llama_cpp_importable() -> bool:
@@ -56,9 +57,7 @@ def ensure_gguf(
     except (OSError, ValueError, AttributeError):
         pass  # no stamp or a broken one: export again
     write_gguf(load_hf_model(), target, template_gguf, quant=quant, name=name)
-    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"source": source, "weights": quant}), encoding="utf-8")
-    os.replace(tmp, stamp)
+    atomic_write_json(stamp, {"source": source, "weights": quant}, indent=None)
     prune_cache(target.parent, keep=KEEP_GGUF_COPIES, protect=protect)
     return target
 

@@ -22,13 +22,15 @@ a version without them (registered before scopes, or fully fine-tuned) answers e
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ..fsio import atomic_write_bytes, atomic_write_json
 
 SCOPE_FILE = "scope.json"
 VECTORS_FILE = "scope.npy"
@@ -87,13 +89,10 @@ def write_scope(directory: Path, prompts: list[str], embedder: Any) -> None:
     """Write ``scope.json`` and ``scope.npy`` into a version's (staging) directory."""
     directory = Path(directory)
     vectors = np.asarray(embedder.embed(prompts), np.float32)
-    for name, write in ((VECTORS_FILE, lambda h: np.save(h, vectors)),
-                        (SCOPE_FILE, lambda h: h.write(json.dumps(
-                            {"embedder": EMBEDDER_NAME, "prompts": prompts}, indent=1).encode("utf-8")))):
-        tmp = directory / f".{name}.tmp"
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, directory / name)
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    atomic_write_bytes(directory / VECTORS_FILE, buffer.getvalue())
+    atomic_write_json(directory / SCOPE_FILE, {"embedder": EMBEDDER_NAME, "prompts": prompts}, indent=1)
 
 
 def read_scope(directory: Path | None) -> Scope | None:

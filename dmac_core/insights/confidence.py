@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..fsio import append_jsonl, read_jsonl
 from ..store import LearningStore
 from .explain import TokenScore, answer_token_scores
 
@@ -143,30 +144,16 @@ class ConfidenceScorer:
 
     def _read_cache(self) -> dict[str, list[list[Any]]]:
         if self._cache is None:
-            self._cache = {}
-            try:
-                lines = self.cache_path.read_text(encoding="utf-8").splitlines()
-            except OSError:
-                lines = []
-            for line in lines:
-                try:
-                    row = json.loads(line)
-                    self._cache[str(row["key"])] = row["tokens"]
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line from a killed process: scored again
+            # a torn last line from a killed process is skipped: that answer is scored again
+            self._cache = {str(row["key"]): row["tokens"] for row in read_jsonl(self.cache_path)
+                           if "key" in row and "tokens" in row}
         return self._cache
 
     def _store(self, key: str, scores: list[TokenScore]) -> None:
         tokens = [[s.token, s.prob, s.entropy] for s in scores]
         with self._lock:
             self._read_cache()[key] = tokens
-            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-            torn = _ends_mid_line(self.cache_path)
-            with open(self.cache_path, "a", encoding="utf-8") as handle:
-                # after a line torn by a killed process, start on a fresh line
-                handle.write(("\n" if torn else "") + json.dumps({"key": key, "tokens": tokens}) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
+            append_jsonl(self.cache_path, [{"key": key, "tokens": tokens}])
 
 
 def _version_of(interaction: dict[str, Any]) -> str:
@@ -188,15 +175,3 @@ def _lower_priority() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):  # not Linux, or not permitted
         pass
-
-
-def _ends_mid_line(path: Path) -> bool:
-    """Whether ``path`` ends without a newline (a line torn by a killed process); reads one byte."""
-    try:
-        with open(path, "rb") as handle:
-            if handle.seek(0, os.SEEK_END) == 0:
-                return False
-            handle.seek(-1, os.SEEK_END)
-            return handle.read(1) != b"\n"
-    except FileNotFoundError:
-        return False

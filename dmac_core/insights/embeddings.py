@@ -12,7 +12,6 @@ ignore an incomplete last record and the next writer truncates it before appendi
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import os
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
+
+from ..fsio import open_locked
 
 DIM = 384
 _DIGEST = 32
@@ -82,9 +83,8 @@ class MiniLMEmbedder:
             return
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         payload = b"".join(d + v.astype(np.float32).tobytes() for d, v in items)
-        fd = os.open(self.cache_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_locked(self.cache_path)  # the cache file itself: appends are whole records
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             if size % _RECORD:  # drop a torn record so every record stays aligned
                 size -= size % _RECORD

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config, load_config
+from ..fsio import atomic_write_json
 
 
 def _dist_env() -> tuple[int, int]:
@@ -66,12 +67,6 @@ def _broadcast(obj: Any, world: int) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def per_device_batch(global_batch: int, world: int) -> int:
@@ -148,7 +143,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
     record: dict[str, Any] = {}
     if rank == 0:
         run_dir.mkdir(parents=True)
-        _write_json(run_dir / "data.json", data.to_dict())
+        atomic_write_json(run_dir / "data.json", data.to_dict())
         params = hyper_parameters(config)
         params.update(batch_size=global_batch, per_device_batch_size=config.learner.batch_size, world_size=world,
                       launcher="torchrun/accelerate" if world > 1 else "single process")
@@ -159,7 +154,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
             "promoted": False, "gate": None, "message": f"Training on {world} process(es)", "error": None,
             "champion_at_start": registry.served_id(), "start": plan["start"],
         }
-        _write_json(run_dir / "run.json", record)
+        atomic_write_json(run_dir / "run.json", record)
         events = open(run_dir / "events.jsonl", "a", encoding="utf-8")
     else:
         # Other ranks save their (identical) adapter copy here instead of racing rank 0 on run_dir.
@@ -177,7 +172,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
         if rank == 0:
             record.update(state="failed", message=f"Training failed: {exc}", error=repr(exc),
                           finished=format_ts(utc_now()))
-            _write_json(run_dir / "run.json", record)
+            atomic_write_json(run_dir / "run.json", record)
             jobs._release_process_lock()
         raise
     finally:
@@ -209,7 +204,7 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
                 record["message"] = f"Version {version.id} registered" + (" and served" if record["promoted"] else "")
             record.update(state="completed", finished=format_ts(utc_now()))
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-            _write_json(run_dir / "run.json", record)
+            atomic_write_json(run_dir / "run.json", record)
             summary = record
         finally:
             jobs._release_process_lock()

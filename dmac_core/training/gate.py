@@ -39,7 +39,6 @@ from typing import Any, Callable, Protocol
 import yaml
 
 from ..config import Config
-from ..metrics import mean_of
 from .dataset import TrainingData
 
 PASSED, FAILED, NO_EVIDENCE, OFF, INFO = "passed", "failed", "no evidence", "off", "info"

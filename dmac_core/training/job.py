@@ -30,7 +30,6 @@ trains on the rewrites too.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -47,6 +46,7 @@ from ..backends.scope import taught_prompts, write_scope
 from ..base_model import prepare_base
 from ..insights.embeddings import get_embedder
 from ..config import Config
+from ..fsio import atomic_write_json, atomic_write_text, open_locked, read_jsonl
 from ..records import format_ts, utc_now
 from ..store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
@@ -105,31 +105,6 @@ class JobSnapshot:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    try:
-        with open(path, "rb") as handle:
-            for raw in handle:
-                try:
-                    row = json.loads(raw)
-                except ValueError:
-                    continue  # a torn last line after a crash
-                if isinstance(row, dict):
-                    rows.append(row)
-    except FileNotFoundError:
-        pass
-    return rows
 
 
 class _PhaseClock:
@@ -237,7 +212,7 @@ class TrainingJobManager:
             self._cancel.clear()
             self._snapshot = JobSnapshot(
                 run_id=info.run_id, state="queued", total_steps=record.get("total_steps") or 0,
-                events=_read_jsonl(info.run_dir / "events.jsonl") if resume else [],
+                events=read_jsonl(info.run_dir / "events.jsonl") if resume else [],
                 message=f"Queued ({info.method}, trigger: {trigger})",
             )
             self._thread = threading.Thread(
@@ -302,7 +277,7 @@ class TrainingJobManager:
 
     def run_events(self, run_id: str) -> list[dict[str, Any]]:
         """Every progress event of a run, in order (a torn last line is skipped)."""
-        return _read_jsonl(self.runs_dir / run_id / "events.jsonl")
+        return read_jsonl(self.runs_dir / run_id / "events.jsonl")
 
     # -- preparation -----------------------------------------------------------------------
     def _prepare(
@@ -329,7 +304,7 @@ class TrainingJobManager:
         run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = self.runs_dir / run_id
         run_dir.mkdir(parents=True)
-        _write_json_atomic(run_dir / "data.json", data.to_dict())
+        atomic_write_json(run_dir / "data.json", data.to_dict())
         (run_dir / "events.jsonl").touch()
         record = {
             "run_id": run_id, "state": "queued", "trigger": trigger, "user": user,
@@ -338,7 +313,7 @@ class TrainingJobManager:
             "metrics": {}, "version": None, "promoted": False, "gate": None, "message": "", "error": None,
             "champion_at_start": self.registry.served_id(), "start": start.to_dict(),
         }
-        _write_json_atomic(run_dir / "run.json", record)
+        atomic_write_json(run_dir / "run.json", record)
         print(f"[train] run {run_id}: {json.dumps(record['hyper_parameters'])}", flush=True)
         return RunInfo(run_id, run_dir, chosen), config, data, record
 
@@ -359,7 +334,7 @@ class TrainingJobManager:
         if not outcome["rewritten"]:
             return data
         rebuilt = build_dataset(self.store, config.learner, method=info.method, rewrites=self.rewrites.load())
-        _write_json_atomic(info.run_dir / "data.json", rebuilt.to_dict())
+        atomic_write_json(info.run_dir / "data.json", rebuilt.to_dict())
         record["lineage"] = rebuilt.lineage
         return rebuilt
 
@@ -387,15 +362,13 @@ class TrainingJobManager:
             events = self.run_events(record["run_id"])
             kept = [e for e in events if e.get("event") != "end"
                     and (e.get("event") not in ("step", "eval") or int(e.get("step") or 0) <= step)]
-            tmp = run_dir / ".events.jsonl.tmp"
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept), encoding="utf-8")
-            os.replace(tmp, run_dir / "events.jsonl")
+            atomic_write_text(run_dir / "events.jsonl", "".join(json.dumps(e) + "\n" for e in kept))
             record.update(state="queued", resumed_from=checkpoint.name, trigger=trigger, user=user or record.get("user"))
             record.setdefault("resumes", []).append(
                 {"ts": format_ts(utc_now()), "checkpoint": checkpoint.name, "discarded": discarded,
                  "events_dropped": len(events) - len(kept)}
             )
-            _write_json_atomic(run_dir / "run.json", record)
+            atomic_write_json(run_dir / "run.json", record)
             info = RunInfo(record["run_id"], run_dir, record["method"], resumed_from=str(checkpoint))
             return info, config, data, record
         raise NothingToResume("No cancelled or interrupted run with a complete checkpoint to resume.")
@@ -405,7 +378,7 @@ class TrainingJobManager:
         for record in self.runs():
             if record.get("state") in ACTIVE_STATES:
                 record.update(state="interrupted", message="The process running it stopped; resume to continue.")
-                _write_json_atomic(self.runs_dir / record["run_id"] / "run.json", record)
+                atomic_write_json(self.runs_dir / record["run_id"] / "run.json", record)
 
     # -- the run itself (background thread) ----------------------------------------------
     def _run(self, info: RunInfo, config: Config, data: TrainingData, record: dict[str, Any]) -> None:
@@ -427,20 +400,20 @@ class TrainingJobManager:
                         trackers.event(event)
 
                 record.update(state="running", started=record.get("started") or format_ts(utc_now()))
-                _write_json_atomic(info.run_dir / "run.json", record)
+                atomic_write_json(info.run_dir / "run.json", record)
                 self._update(state="running", message=f"Training ({info.method})…")
                 # A new data directory: the bundled base model is converted on its first use.
                 prepare_base(self.config.base_model_path(), bundled=self.config.learner.base_model is None,
                              progress=lambda msg: self._update(message=msg))
                 if not info.resumed_from and self._teacher_enabled(config):
                     data = self._apply_teacher(config, info, data, record, on_event)
-                    _write_json_atomic(info.run_dir / "run.json", record)
+                    atomic_write_json(info.run_dir / "run.json", record)
                     self._update(message=f"Training ({info.method})…")
                 if not info.resumed_from and apply_replay(config, data, info.method, lambda msg: self._update(message=msg)):
                     # data.json is what a resume trains on: it includes the replayed answers
-                    _write_json_atomic(info.run_dir / "data.json", data.to_dict())
+                    atomic_write_json(info.run_dir / "data.json", data.to_dict())
                     record["lineage"] = data.lineage
-                    _write_json_atomic(info.run_dir / "run.json", record)
+                    atomic_write_json(info.run_dir / "run.json", record)
                     self._update(message=f"Training ({info.method})…")
                 resume_from = Path(info.resumed_from) if info.resumed_from else None
                 clock.lap("prepare_s")  # base model, teacher rewrites, replayed answers
@@ -465,7 +438,7 @@ class TrainingJobManager:
             record["finished"] = format_ts(utc_now())
             if trackers is not None:
                 record["trackers"] = trackers.finish(record)
-            _write_json_atomic(info.run_dir / "run.json", record)
+            atomic_write_json(info.run_dir / "run.json", record)
             self._update(state=record["state"], message=record.get("message", ""), error=record.get("error"),
                          version=record.get("version"), promoted=bool(record.get("promoted")))
             self._release_process_lock()
@@ -539,11 +512,9 @@ class TrainingJobManager:
     # -- cross-process lock --------------------------------------------------------------
     def _acquire_process_lock(self) -> None:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.runs_dir / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = open_locked(self.runs_dir / ".train.lock", blocking=False)
         except BlockingIOError:
-            os.close(fd)
             raise JobAlreadyRunning(
                 "Another process is training the local learner right now (lock "
                 f"{self.runs_dir / '.train.lock'}). Wait for it to finish or cancel it there."

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base_model import is_model_dir
+from ..fsio import atomic_write_json
 from ..records import format_ts, utc_now
 
 BASE_VERSION = "base"
@@ -51,20 +52,6 @@ class ModelVersion:
         if self.path is not None and (self.path / "adapter_config.json").is_file():
             return self.path
         return None
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ModelRegistry:
@@ -126,7 +113,7 @@ class ModelRegistry:
                 numbers = [int(v.id[1:]) for v in self.versions()]
                 version_id = f"v{(max(numbers) + 1) if numbers else 1:04d}"
                 meta = {"id": version_id, "created": format_ts(utc_now()), **metadata}
-                _write_json_atomic(staging / "version.json", meta)
+                atomic_write_json(staging / "version.json", meta)
                 os.rename(staging, self.models_dir / version_id)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -169,7 +156,7 @@ class ModelRegistry:
             history = self._history()
             history.append({"version": version_id, "ts": format_ts(utc_now()), "reason": reason})
             self.models_dir.mkdir(parents=True, exist_ok=True)
-            _write_json_atomic(self._served_file, {"version": version_id, "history": history})
+            atomic_write_json(self._served_file, {"version": version_id, "history": history})
         return version
 
     def rollback(self) -> ModelVersion:
@@ -180,7 +167,7 @@ class ModelRegistry:
                 raise RegistryError("Nothing to roll back to: no version was ever promoted")
             history.pop()
             previous = history[-1]["version"] if history else BASE_VERSION
-            _write_json_atomic(self._served_file, {"version": previous, "history": history})
+            atomic_write_json(self._served_file, {"version": previous, "history": history})
         return self.get(previous)
 
     def _history(self) -> list[dict[str, Any]]:
@@ -195,5 +182,5 @@ class ModelRegistry:
         if version.path is None:
             raise RegistryError("The base model has no metadata file to update")
         with self._lock:
-            _write_json_atomic(version.path / "version.json", {**version.metadata, **updates})
+            atomic_write_json(version.path / "version.json", {**version.metadata, **updates})
         return self.get(version_id)

@@ -19,8 +19,6 @@ retention outside what is replayed.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -28,6 +26,7 @@ from typing import Callable
 from ..backends.decoding import Decoding
 from ..base_model import weights_fingerprint
 from ..config import Config
+from ..fsio import append_jsonl, read_jsonl
 from ..splits import normalize_prompt
 from .dataset import TrainingData
 
@@ -51,25 +50,11 @@ class ReplayCache:
         return hashlib.sha256(f"{fingerprint}\0{max_new_tokens}\0{decoding}\0{prompt}".encode()).hexdigest()
 
     def load(self) -> dict[str, str]:
-        answers: dict[str, str] = {}
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        row = json.loads(line)
-                        answers[row["key"]] = row["answer"]
-                    except (ValueError, KeyError, TypeError):
-                        continue  # a torn last line: that answer is generated again
-        except FileNotFoundError:
-            pass
-        return answers
+        # a torn last line is skipped: that answer is generated again
+        return {str(row["key"]): str(row["answer"]) for row in read_jsonl(self.path) if "key" in row and "answer" in row}
 
     def add(self, rows: list[dict[str, str]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("".join(json.dumps(row) + "\n" for row in rows))
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, rows)
 
 
 def replay_answers(config: Config, progress: Callable[[str], None] | None = None) -> list[tuple[str, str]]:

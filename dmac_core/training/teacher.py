@@ -21,11 +21,11 @@ target (SFT) and the chosen side of a DPO pair against the original (see
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ..fsio import append_jsonl, read_jsonl
 from ..records import format_ts, utc_now
 from ..routing_errors import RoutingError
 from ..store import LearningStore
@@ -52,28 +52,12 @@ class RewriteCache:
 
     def load(self) -> dict[str, str]:
         """Feedback id → rewritten answer (a torn last line after a crash is skipped)."""
-        out: dict[str, str] = {}
-        try:
-            with open(self.path, "rb") as handle:
-                for raw in handle:
-                    try:
-                        row = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(row, dict) and isinstance(row.get("rewrite"), str):
-                        out[str(row.get("feedback_id"))] = row["rewrite"]
-        except FileNotFoundError:
-            pass
-        return out
+        return {str(row.get("feedback_id")): row["rewrite"] for row in read_jsonl(self.path)
+                if isinstance(row.get("rewrite"), str)}
 
     def append(self, feedback_id: str, rewrite: str, teacher: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"feedback_id": feedback_id, "ts": format_ts(utc_now()), "teacher": teacher, "rewrite": rewrite}
-        # A leading newline guarantees the record starts on a fresh line even after a torn write.
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write("\n" + json.dumps(row, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        append_jsonl(self.path, [{"feedback_id": feedback_id, "ts": format_ts(utc_now()), "teacher": teacher,
+                                  "rewrite": rewrite}])
 
 
 def pending_rewrites(store: LearningStore, cached: dict[str, str]) -> list[dict[str, Any]]:
