@@ -1,6 +1,6 @@
 """Batched evaluation vs one prompt at a time on the bundled model.
 
-Both modes run the same code (``dmac_core.evaluation_local.generate_batch_details``), the
+Both modes run the same code (``dmac_core.evaluation.local.generate_batch_details``), the
 same 64 prompts, the same greedy decoding and ``max_new_tokens``, in the same process; only
 the batch size differs (1 vs ``--batch-size``). Runs alternate (sequential, batched, ...) so
 that a change in machine load hits both; the median of the runs is reported. Results are
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from dmac_core.backends.local import LocalBackend
     from dmac_core.config import load_config
-    from dmac_core.evaluation_local import generate_batch_details
-    from dmac_core.training.registry import BASE_VERSION, ModelRegistry
+    from dmac_core.evaluation.local import generate_batch_details
+    from dmac_core.learner.registry import BASE_VERSION, ModelRegistry
 
     config = load_config()
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))

@@ -44,7 +44,7 @@ if os.environ.get("LLAMA_CPP_PATH"):
 
 import torch  # noqa: E402
 
-from dmac_core.backends.fast_decode import SERVING_WEIGHTS, FastGenerator  # noqa: E402
+from dmac_core.learner.fast_decode import SERVING_WEIGHTS, FastGenerator  # noqa: E402
 from dmac_core.config import LocalModelConfig  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
@@ -123,7 +123,7 @@ def llama_cpp_variant(path: Path | None = None, label: str = "") -> Variant | No
         import llama_cpp
     except ImportError:
         return None
-    from dmac_core.base_model import bundled_gguf_path
+    from dmac_core.learner.base_model import bundled_gguf_path
 
     llm = llama_cpp.Llama(model_path=str(path or bundled_gguf_path()), n_ctx=1024, n_threads=2, n_threads_batch=2,
                           n_batch=512, verbose=False)
@@ -142,9 +142,9 @@ def llama_cpp_variant(path: Path | None = None, label: str = "") -> Variant | No
 
 def export_variant(model: Any, weights: str, workdir: Path, shipped: bool) -> tuple[Variant, float] | None:
     """LocalBackend's llama.cpp path: the model exported to GGUF, decoded by LlamaCppGenerator."""
-    from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
-    from dmac_core.base_model import bundled_gguf_path
-    from dmac_core.gguf_export import write_gguf
+    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
+    from dmac_core.learner.base_model import bundled_gguf_path
+    from dmac_core.learner.gguf_export import write_gguf
 
     if not llama_cpp_importable():
         return None
@@ -196,7 +196,7 @@ if kind == "hf":
         m.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False)
 else:  # what LocalBackend serves: load the base version, answer a 500-token conversation
     from dmac_core.backends.local import load_llama_cpp, load_model
-    from dmac_core.training.registry import ModelRegistry
+    from dmac_core.learner.registry import ModelRegistry
     base = ModelRegistry(Path({workdir!r}) / "models").get("base")
     if kind == "torch":
         g = load_model(Path({model!r}), base, torch.float32, {weights!r}).fast

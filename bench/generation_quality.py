@@ -32,7 +32,7 @@ if os.environ.get("LLAMA_CPP_PATH"):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from dmac_core.backends.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids  # noqa: E402
+from dmac_core.learner.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
 PROMPTS = [
@@ -107,8 +107,8 @@ def main() -> None:
     except ImportError:
         print("llama_cpp not importable: set LLAMA_CPP_PATH", file=sys.stderr)
     else:
-        from dmac_core.base_model import bundled_gguf_path
-        from dmac_core.gguf_export import write_gguf
+        from dmac_core.learner.base_model import bundled_gguf_path
+        from dmac_core.learner.gguf_export import write_gguf
 
         files = [("llama.cpp, bundled GGUF (Q4_1)", bundled_gguf_path())]
         tmp = Path(tempfile.mkdtemp(prefix="gguf-quality-"))
@@ -141,7 +141,7 @@ def _llama_runs(path: Path, prompts: list[list[int]], reference: list[list[int]]
     (which can return the logits of every position)."""
     import llama_cpp
 
-    from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator
+    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator
 
     served = LlamaCppGenerator(path, n_threads=2, n_ctx=1024)
     answers = [list(served.stream_tokens(ids, n, 0.0, eos)) for ids in prompts]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dmac_core.store import LearningStore  # noqa: E402
+from dmac_core.logs.store import LearningStore  # noqa: E402
 from tests.e2e.conftest import start_app, stop_app  # noqa: E402
 from tests.e2e.load_driver import run_load  # noqa: E402
 from tests.e2e.test_load import load_config_dict  # noqa: E402

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
-from dmac_core.store import SNAPSHOT_MIN_BYTES, LearningStore  # noqa: E402
+from dmac_core.logs.store import SNAPSHOT_MIN_BYTES, LearningStore  # noqa: E402
 
 WORDS = "the a model answer question data revenue quarter growth analyst report customer churn forecast region sales".split()
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .system import LearningSystem
-    from .router import ModelManager
+    from .serving.router import ModelManager
 
 _lock = threading.Lock()
 _system: "LearningSystem | None" = None

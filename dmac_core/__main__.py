@@ -9,13 +9,13 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from .cli_common import config_parser, dispatch
+from .cli.common import config_parser, dispatch
 from .config import PROJECT_ROOT, Config
 
 
 
 def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
-    from .base_model import ensure_base_model
+    from .learner.base_model import ensure_base_model
 
     if config.learner.base_model:
         print(f"Using the configured base model {config.base_model_path()} (no conversion needed).")
@@ -30,7 +30,7 @@ def _prepare_serving(config: Config) -> None:
     """Make the served version's GGUF copy now, so the first chat answer does not wait for it,
     and its answers to the gate's general-knowledge suite, so the first "Train now" does not."""
     from .backends.local import LocalBackend
-    from .training.registry import ModelRegistry
+    from .learner.registry import ModelRegistry
 
     backend = LocalBackend("deepseek", config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
     try:
@@ -119,11 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Callable[[Any], None]]:
-    from .evaluation_cli import register as register_evaluation
-    from .store_cli import register as register_store
-    from .training.cli import register as register_training
+    from .cli.evaluation import register as register_evaluation
+    from .cli.logs import register as register_store
+    from .cli.training import register as register_training
     from .training.export import register as register_export
-    from .training.versions_cli import register as register_versions
+    from .cli.versions import register as register_versions
 
     return [register_training, register_versions, register_evaluation, register_store, register_export]
 

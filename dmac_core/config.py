@@ -98,7 +98,7 @@ class GateConfig(_Strict):
 
 
 class ScopeConfig(_Strict):
-    """Which questions a trained version answers (dmac_core/backends/scope.py): those whose
+    """Which questions a trained version answers (dmac_core/learner/scope.py): those whose
     nearest rated training question has embedding similarity ≥ ``threshold``; the others go to
     the base model it was trained on, so what the version did not learn it cannot forget."""
 
@@ -166,7 +166,7 @@ class LocalModelConfig(_Strict):
     max_new_tokens: int = Field(256, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     # Repetition penalty on the answer's own recent tokens (1.0 = off) and the loop guard that
-    # stops an answer repeating itself verbatim (dmac_core/backends/decoding.py).
+    # stops an answer repeating itself verbatim (dmac_core/learner/decoding.py).
     repeat_penalty: float = Field(1.15, ge=1.0, le=2.0)
     penalty_window: int = Field(64, ge=1, le=4096)
     loop_guard: bool = True

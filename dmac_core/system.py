@@ -16,11 +16,11 @@ from typing import Any
 from .backends import Backend, build_backends
 from .config import Config, load_config
 from .insights.confidence import ConfidenceScorer
-from .router import ModelManager
-from .store import LearningStore
+from .serving.router import ModelManager
+from .logs.store import LearningStore
 from .training.gate import SUITE_GENERAL, SUITE_HELD_OUT, SUITE_RATED, PromotionGate
 from .training.job import TrainingJobManager
-from .training.registry import ModelRegistry
+from .learner.registry import ModelRegistry
 from .training.scheduler import TrainingScheduler
 from .training.teacher import make_router_teacher
 
@@ -73,9 +73,9 @@ class LearningSystem:
             load_version=self.local_backend.scoring_model, system_prompt=self.config.routing.system_prompt)
 
     def evaluator(self, progress: Any = None, runtime: str | None = None) -> Any:
-        """An :class:`~dmac_core.evaluation.Evaluator` over this system's models; ``runtime``
+        """An :class:`~dmac_core.evaluation.evaluator.Evaluator` over this system's models; ``runtime``
         ("served" | "fp32") overrides ``models.deepseek.evaluate_with``."""
-        from .evaluation import Evaluator
+        from .evaluation.evaluator import Evaluator
 
         return Evaluator(self.config, self.store, self.backends, progress=progress, runtime=runtime,
                          router=self.model_manager)
@@ -91,7 +91,7 @@ class LearningSystem:
         suite: str = "adhoc",
         max_new_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """Generate answers for ``test_prompts`` and score them (see :mod:`dmac_core.evaluation`)."""
+        """Generate answers for ``test_prompts`` and score them (see :mod:`dmac_core.evaluation.evaluator`)."""
         return self.evaluator().evaluate_model(
             test_prompts, model=model, references=references, suite=suite, max_new_tokens=max_new_tokens
         )
@@ -112,7 +112,7 @@ class LearningSystem:
         """The items versions are compared on, as the promotion gate uses them: the newest rated
         answers (trained on), the general-knowledge suite (never trained), and the analysts'
         held-out prompts when ``validation_fraction`` holds some out. Empty suites are left out."""
-        from .evaluation import heldout_suite, is_heldout, reference_index
+        from .evaluation.evaluator import heldout_suite, is_heldout, reference_index
 
         learner = self.config.learner
         index = reference_index(self.store, learner.min_rating_for_sft)

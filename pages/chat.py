@@ -6,9 +6,9 @@ import uuid
 
 import streamlit as st
 
-from dmac_core.insights.images import ImageError, image_path, store_image
-from dmac_core.records import RecordError
-from dmac_core.router import AUTO, ChatResult, RoutingError
+from dmac_core.serving.attachments import ImageError, image_path, store_image
+from dmac_core.logs.records import RecordError
+from dmac_core.serving.router import AUTO, ChatResult, RoutingError
 from pages.common import current_user, services, show_log_health
 
 system = services()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmac_core.insights.images import image_path
-from dmac_core.records import RecordError
-from dmac_core.review import (
+from dmac_core.serving.attachments import image_path
+from dmac_core.logs.records import RecordError
+from dmac_core.views.review import (
     PURPOSES,
     analyst_counts,
     apply_review_edits,

@@ -11,8 +11,8 @@ from dmac_core.insights.active import WorkError, build_queue, learner_entropy_fn
 from dmac_core.insights.embeddings import get_embedder
 from dmac_core.insights.explain import confidence_frame, nearest_training_examples
 from dmac_core.insights.topics import topic_table
-from dmac_core.records import RecordError
-from dmac_core.router import RoutingError
+from dmac_core.logs.records import RecordError
+from dmac_core.serving.router import RoutingError
 from pages.common import current_user, services, show_log_health
 
 system = services()

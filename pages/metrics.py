@@ -6,10 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from dmac_core.backends.base import BackendError
-from dmac_core.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
-from dmac_core.evaluation import SuiteError, parse_suite
-from dmac_core.metrics import MIN_PAIRED_ITEMS
-from dmac_core.review import ratings_by_version, usage_table
+from dmac_core.views.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
+from dmac_core.evaluation.evaluator import SuiteError, parse_suite
+from dmac_core.evaluation.metrics import MIN_PAIRED_ITEMS
+from dmac_core.views.review import ratings_by_version, usage_table
 from pages.common import services, show_log_health
 
 

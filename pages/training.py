@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dmac_core.charts import loss_figure
-from dmac_core.review import (
+from dmac_core.views.charts import loss_figure
+from dmac_core.views.review import (
     gate_answer_changes,
     gate_checks_table,
     gate_rated_answers,
     runs_table,
     versions_table,
 )
-from dmac_core.training.registry import RegistryError
+from dmac_core.learner.registry import RegistryError
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.job import JobAlreadyRunning
 from dmac_core.training.transfer import start_choices

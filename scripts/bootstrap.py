@@ -15,7 +15,7 @@ llama-cpp-python has no wheel on PyPI, so it is compiled for this CPU (minutes o
 ``make run`` starts that build in the background at the lowest CPU priority and opens the
 workbench at once: the local model answers through the torch decode loop meanwhile, and its
 status panel shows the build's progress from ``.venv/llama-cpp-build.json`` (written here, read
-by ``dmac_core.backends.llama_cpp_build``). ``make test`` waits for the build instead. pip keeps
+by ``dmac_core.learner.llama_cpp_build``). ``make test`` waits for the build instead. pip keeps
 the built wheel in its cache, so the next new venv on this machine installs it in seconds.
 """
 

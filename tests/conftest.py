@@ -33,7 +33,7 @@ def build_tiny_model(target: Path, hidden_size: int = 16, intermediate_size: int
     if (target / "model.safetensors").is_file():
         return target
     if not (REAL_BASE_MODEL / "tokenizer_config.json").is_file():
-        from dmac_core.base_model import ensure_base_model
+        from dmac_core.learner.base_model import ensure_base_model
 
         ensure_base_model(REAL_BASE_MODEL)
     tokenizer = AutoTokenizer.from_pretrained(REAL_BASE_MODEL)

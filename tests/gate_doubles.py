@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from dmac_core.config import Config
-from dmac_core.metrics import key_term_recall, rouge_scores
+from dmac_core.evaluation.metrics import key_term_recall, rouge_scores
 from dmac_core.training.gate import PromotionGate
-from dmac_core.training.registry import ModelRegistry
+from dmac_core.learner.registry import ModelRegistry
 
 
 def scripted_evaluate(registry: ModelRegistry, candidate_learned: bool = True, candidate_loss: float = 1.0):

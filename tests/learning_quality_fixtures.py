@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dmac_core.config import DEFAULT_CONFIG_PATH, Config, load_config
-from dmac_core.metrics import key_term_recall, key_terms, mean_of, rouge_scores
+from dmac_core.evaluation.metrics import key_term_recall, key_terms, mean_of, rouge_scores
 
 # (question as rated, reference answer, the same question in other words)
 FACTS: list[tuple[str, str, str]] = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dmac_core.backends.llama_cpp_build import read_build_status
+from dmac_core.learner.llama_cpp_build import read_build_status
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "bootstrap.py"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dmac_core.config import LocalModelConfig
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from dmac_core.training.dataset import (
     NotEnoughData,
     build_dataset,
@@ -121,8 +121,8 @@ def test_weights_by_repetition_and_auto_method(store: LearningStore) -> None:
 
 def test_training_holds_out_exactly_the_items_evaluation_compares_on(tmp_path) -> None:
     from dmac_core.config import LocalModelConfig
-    from dmac_core.evaluation import is_heldout
-    from dmac_core.store import LearningStore
+    from dmac_core.evaluation.evaluator import is_heldout
+    from dmac_core.logs.store import LearningStore
     from dmac_core.training.dataset import build_dataset
 
     store = LearningStore(tmp_path, fsync=False)

@@ -11,7 +11,7 @@ import torch
 
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import Config, load_config
-from dmac_core.evaluation import (
+from dmac_core.evaluation.evaluator import (
     Evaluator,
     SuiteError,
     generate_batch,
@@ -22,8 +22,8 @@ from dmac_core.evaluation import (
     load_suite,
     reference_loss,
 )
-from dmac_core.store import LearningStore
-from dmac_core.training.registry import ModelRegistry, RegistryError
+from dmac_core.logs.store import LearningStore
+from dmac_core.learner.registry import ModelRegistry, RegistryError
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import fake_openai  # noqa: F401 - fixture
 
@@ -197,7 +197,7 @@ def with_oracle(env, server, **caps: int) -> Evaluator:
     server), asked through the workbench's router like every API call."""
     from dmac_core.backends.openai_compat import OpenAICompatBackend
     from dmac_core.config import CapsConfig, OpenAICompatModelConfig
-    from dmac_core.router import ModelManager
+    from dmac_core.serving.router import ModelManager
 
     cfg, store, backend = env
     model = OpenAICompatModelConfig(kind="openai_compat", model="oracle-1", base_url=server.openai_base_url,
@@ -265,7 +265,7 @@ def result_session(store, result) -> str:
 
 
 def test_an_evaluation_that_would_pass_a_cap_is_refused_before_the_first_call(env, fake_openai) -> None:
-    from dmac_core.evaluation import BudgetError
+    from dmac_core.evaluation.evaluator import BudgetError
 
     _, store, _ = env
     fake_openai.set_instant(DEPOT)
@@ -356,7 +356,7 @@ def test_bundled_model_batched_answers_align_with_their_prompts(real_model_dir: 
 
 
 def test_cli_evaluates_a_suite_file_and_prints_the_comparison(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
-    from dmac_core.evaluation_cli import main
+    from dmac_core.cli.evaluation import main
 
     data = tiny_config_dict(tmp_path / "data", tiny_model_dir)
     data["models"]["remote"] = {"kind": "openai_compat", "base_url": "http://127.0.0.1:9/v1",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from dmac_core.backends.fair_lock import FairLock
+from dmac_core.learner.fair_lock import FairLock
 
 
 def test_waiters_are_served_in_arrival_order() -> None:

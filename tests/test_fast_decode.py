@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from dmac_core.backends.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
+from dmac_core.learner.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_token_ids, supports
 
 PROMPTS = [
     "What is the capital of France?",
@@ -171,7 +171,7 @@ def test_shared_weights_serve_the_hf_model_too_and_free_the_fp32_copies(tiny_mod
 
 @pytest.mark.integration
 def test_torch_serving_path_answers_like_fp32_on_the_real_model(real_model_dir: Path) -> None:
-    from dmac_core.metrics import rouge_scores
+    from dmac_core.evaluation.metrics import rouge_scores
 
     torch.set_num_threads(2)
     model, tok = _load(real_model_dir)

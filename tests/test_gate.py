@@ -12,8 +12,8 @@ from typing import Any, Callable
 import pytest
 
 from dmac_core.config import DEFAULT_CONFIG_PATH, DEFAULT_REPLAY_PROMPTS, Config, load_config
-from dmac_core.metrics import key_term_recall
-from dmac_core.splits import normalize_prompt
+from dmac_core.evaluation.metrics import key_term_recall
+from dmac_core.evaluation.splits import normalize_prompt
 from dmac_core.training.dataset import TrainingData
 from dmac_core.training.gate import (
     FAILED,

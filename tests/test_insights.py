@@ -16,11 +16,12 @@ from streamlit.testing.v1 import AppTest
 import dmac_core
 from dmac_core.backends.local import load_model
 from dmac_core.config import PROJECT_ROOT, Config, load_config
-from dmac_core.insights import active, explain, images, topics
+from dmac_core.insights import active, explain, topics
+from dmac_core.serving import attachments as images
 from dmac_core.insights.embeddings import MiniLMEmbedder, get_embedder
 from dmac_core.insights.routing import TopicRouter, rank_models
-from dmac_core.store import LearningStore
-from dmac_core.training.registry import ModelRegistry, ModelVersion
+from dmac_core.logs.store import LearningStore
+from dmac_core.learner.registry import ModelRegistry, ModelVersion
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import FakeServer
 
@@ -176,7 +177,7 @@ def test_teacher_answer_goes_through_the_router_and_becomes_a_reference(
         interaction = store.get_interaction(record.interaction_id)
         assert interaction["model"] == "gemini" and interaction["session_id"] == "active-learning"
         assert (record.rating, record.response) == (5, "Shakespeare wrote Hamlet around 1600.")
-        from dmac_core.router import RoutingError
+        from dmac_core.serving.router import RoutingError
 
         with pytest.raises(RoutingError, match="3/3 requests today"):  # the cap holds
             active.work_item(store, item, "teacher", manager=system.model_manager, teacher=teacher)
@@ -277,7 +278,7 @@ def test_image_through_router_is_sent_and_linked(tmp_path: Path, tiny_model_dir:
     from dmac_core.backends.gemini import GeminiBackend
 
     assert GeminiBackend.accepts_images
-    from dmac_core.router import RoutingError
+    from dmac_core.serving.router import RoutingError
 
     with FakeServer("gemini", default_text="A single pixel.") as server:
         system = gemini_system(tmp_path, tiny_model_dir, server, monkeypatch)

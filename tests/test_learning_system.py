@@ -16,7 +16,7 @@ import pytest
 
 from dmac_core.config import PROJECT_ROOT, Config, load_config
 from dmac_core.system import LearningSystem
-from dmac_core.records import RecordError
+from dmac_core.logs.records import RecordError
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import FakeServer, fake_gemini  # noqa: F401
 

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from dmac_core.backends.base import BackendError
-from dmac_core.backends.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable, prune_cache
+from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable, prune_cache
 from dmac_core.backends.local import LocalBackend
-from dmac_core.base_model import bundled_gguf_path
+from dmac_core.learner.base_model import bundled_gguf_path
 from dmac_core.config import Config
-from dmac_core.gguf_export import GGUFExportError, read_metadata, write_gguf
-from dmac_core.training.registry import ModelRegistry
+from dmac_core.learner.gguf_export import GGUFExportError, read_metadata, write_gguf
+from dmac_core.learner.registry import ModelRegistry
 from tests.test_export import _register_adapter
 
 pytestmark = pytest.mark.skipif(
@@ -278,7 +278,7 @@ def test_torch_serves_while_llama_cpp_builds_then_llama_cpp_from_the_next_answer
     import json
 
     import dmac_core.backends.local as local
-    from dmac_core.backends.llama_cpp_build import read_build_status
+    from dmac_core.learner.llama_cpp_build import read_build_status
 
     status_file = tmp_path / "llama-cpp-build.json"
     status_file.write_text(json.dumps({"state": "building", "pid": os.getpid(), "fraction": 0.42,
@@ -316,7 +316,7 @@ def test_torch_serves_while_llama_cpp_builds_then_llama_cpp_from_the_next_answer
 def test_a_stopped_or_failed_build_is_reported_as_such(tmp_path: Path) -> None:
     import json
 
-    from dmac_core.backends.llama_cpp_build import read_build_status
+    from dmac_core.learner.llama_cpp_build import read_build_status
 
     path = tmp_path / "status.json"
     assert read_build_status(path) is None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sacrebleu
 
-from dmac_core.metrics import (
+from dmac_core.evaluation.metrics import (
     MIN_PAIRED_ITEMS,
     bleu,
     bleu_bootstrap_diff,

@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 import dmac_core
 from dmac_core.config import PROJECT_ROOT, Config
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from tests.gate_doubles import scripted_gate
 
 APP = str(PROJECT_ROOT / "app.py")
@@ -236,7 +236,7 @@ def test_chat_says_the_torch_loop_answers_while_llama_cpp_is_built(
     so where a newcomer looks, without opening the status panel."""
     import os
 
-    import dmac_core.backends.llama_cpp_build as build
+    import dmac_core.learner.llama_cpp_build as build
     import dmac_core.backends.local as local
 
     status = tmp_path / "llama-cpp-build.json"

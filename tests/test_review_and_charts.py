@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dmac_core.charts import eval_metrics_frame, events_frame, loss_figure, version_metrics_figure
-from dmac_core.review import filter_review, rating_summary, review_table
-from dmac_core.store import LearningStore
+from dmac_core.views.charts import eval_metrics_frame, events_frame, loss_figure, version_metrics_figure
+from dmac_core.views.review import filter_review, rating_summary, review_table
+from dmac_core.logs.store import LearningStore
 
 
 def seeded_store(tmp_path: Path) -> LearningStore:
@@ -74,8 +74,8 @@ def test_version_metrics_figure_uses_latest_eval_per_version(tmp_path: Path) -> 
 def test_review_edits_write_superseding_records_and_corrections(tmp_path: Path) -> None:
     import pytest
 
-    from dmac_core.records import RecordError
-    from dmac_core.review import analyst_counts, apply_review_edits
+    from dmac_core.logs.records import RecordError
+    from dmac_core.views.review import analyst_counts, apply_review_edits
 
     store = seeded_store(tmp_path)
     before = review_table(store)
@@ -100,7 +100,7 @@ def test_review_edits_write_superseding_records_and_corrections(tmp_path: Path) 
 
 
 def test_review_shows_attached_images(tmp_path: Path) -> None:
-    from dmac_core.review import attached_images
+    from dmac_core.views.review import attached_images
 
     store = LearningStore(tmp_path, fsync=False)
     store.append_interaction(model="gemini", prompt="what is in the picture?", response="a cat", images=["a" * 64 + ".png"])

@@ -17,8 +17,8 @@ import pytest
 
 from dmac_core.backends.base import Availability, BackendError, Generation
 from dmac_core.config import Config, load_config
-from dmac_core.router import ModelManager, RoutingError
-from dmac_core.store import LearningStore
+from dmac_core.serving.router import ModelManager, RoutingError
+from dmac_core.logs.store import LearningStore
 from tests.conftest import write_config
 
 
@@ -201,7 +201,7 @@ def test_seed_async_api_generate_and_provide_feedback(tmp_path: Path) -> None:
 
 
 def test_usage_counter_tails_the_log_and_survives_torn_lines_and_rewrites(tmp_path: Path) -> None:
-    from dmac_core.usage import UsageCounter
+    from dmac_core.serving.usage import UsageCounter
 
     store = LearningStore(tmp_path, fsync=False)
     counter = UsageCounter(store)

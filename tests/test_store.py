@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dmac_core.records import RecordError
-from dmac_core.store import LearningStore
+from dmac_core.logs.records import RecordError
+from dmac_core.logs.store import LearningStore
 
 
 def _interaction(store: LearningStore, i: int = 0, **extra):
@@ -115,7 +115,7 @@ def test_reads_are_incremental(tmp_path: Path) -> None:
 def test_month_rollover_with_controlled_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datetime import datetime, timezone
 
-    import dmac_core.records as records
+    import dmac_core.logs.records as records
 
     store = LearningStore(tmp_path, fsync=False)
     clock = iter([datetime(2026, 5, 31, 23, 59, 59, 999000, tzinfo=timezone.utc),
@@ -128,7 +128,7 @@ def test_month_rollover_with_controlled_clock(tmp_path: Path, monkeypatch: pytes
 
 
 def test_import_lands_in_past_months(tmp_path: Path) -> None:
-    from dmac_core.store_maintenance import import_conversations
+    from dmac_core.logs.maintenance import import_conversations
 
     source = tmp_path / "past.csv"
     source.write_text("prompt,response,ts,rating,user\nq1,a1,2025-07-04T10:00:00Z,5,ana\nq2,a2,,,\nq3,a3,2025-08-01T00:00:00Z,9,bob\n")
@@ -192,7 +192,7 @@ def test_eight_threads_thousand_records_each(tmp_path: Path) -> None:
     assert store.health()[0].skipped == 0 and len(store.interactions()) == 8000
 
 
-# -- on-disk snapshots of large logs (store_snapshot.py) ------------------------------------------
+# -- on-disk snapshots of large logs (logs/snapshot.py) ------------------------------------------
 def _frames_equal(a, b) -> None:
     import pandas as pd
 

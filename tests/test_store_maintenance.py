@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from dmac_core.config import Config
-from dmac_core.store import LearningStore
-from dmac_core.store_cli import cmd_delete_user, cmd_doctor, main
-from dmac_core.store_maintenance import delete_user, doctor, export, quarantine_path
+from dmac_core.logs.store import LearningStore
+from dmac_core.cli.logs import cmd_delete_user, cmd_doctor, main
+from dmac_core.logs.maintenance import delete_user, doctor, export, quarantine_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,7 +119,7 @@ def test_cli_handlers_in_process(tmp_path: Path, capsys) -> None:
 def test_cli_subprocess_help_and_doctor(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
     for command in (["--help"], ["doctor", "--help"], ["import", "--help"], ["export", "--help"], ["delete-user", "--help"]):
-        done = subprocess.run([sys.executable, "-m", "dmac_core.store_cli", *command], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "dmac_core.cli.logs", *command], capture_output=True, text=True,
                               env=env, cwd=PROJECT_ROOT, timeout=60)
         assert done.returncode == 0 and "usage:" in done.stdout
     store = LearningStore(tmp_path / "data", fsync=False)
@@ -128,7 +128,7 @@ def test_cli_subprocess_help_and_doctor(tmp_path: Path) -> None:
         handle.write(b"junk\n")
     config_file = tmp_path / "config.yaml"
     config_file.write_text(f"data_dir: {tmp_path / 'data'}\n")
-    done = subprocess.run([sys.executable, "-m", "dmac_core.store_cli", "--config", str(config_file), "doctor"],
+    done = subprocess.run([sys.executable, "-m", "dmac_core.cli.logs", "--config", str(config_file), "doctor"],
                           capture_output=True, text=True, env=env, cwd=PROJECT_ROOT, timeout=60)
     assert done.returncode == 1 and "1 unreadable line(s)" in done.stdout
 

@@ -17,9 +17,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from dmac_core.store import _REQUIRED, LearningStore
-from dmac_core.store_parsing import _parse_line
-from dmac_core.store_maintenance import doctor
+from dmac_core.logs.store import _REQUIRED, LearningStore
+from dmac_core.logs.parsing import _parse_line
+from dmac_core.logs.maintenance import doctor
 
 ROUNDS = int(os.environ.get("DMAC_TORTURE_ROUNDS", "5"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +27,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WRITER = textwrap.dedent(
     """
     import os, random, sys, threading, time
-    from dmac_core.store import LearningStore
+    from dmac_core.logs.store import LearningStore
     data_dir, ack_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     store = LearningStore(data_dir, fsync=True)
     ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

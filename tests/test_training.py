@@ -15,10 +15,10 @@ from dmac_core.backends.local import LocalBackend
 from dmac_core.system import LearningSystem
 from tests.gate_doubles import scripted_gate
 from dmac_core.config import Config
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from dmac_core.training.dataset import NotEnoughData, build_dataset
 from dmac_core.training.job import JobAlreadyRunning, LearningDisabled, TrainingJobManager
-from dmac_core.training.registry import ModelRegistry
+from dmac_core.learner.registry import ModelRegistry
 from dmac_core.training.trainer import latest_checkpoint
 
 FACTS = [
@@ -239,7 +239,7 @@ def test_resume_after_cancel_matches_uninterrupted_run(make_config: Callable[...
 
 
 def test_cli_train_prints_summary(make_config: Callable[..., Config], tmp_path: Path, capsys) -> None:
-    from dmac_core.training import cli
+    from dmac_core.cli import training as cli
 
     config = make_config(epochs=1)
     store, registry, _ = services(config)

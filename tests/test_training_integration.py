@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import LoraConfig, load_config
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from dmac_core.system import LearningSystem
-from dmac_core.training.registry import ModelRegistry
+from dmac_core.learner.registry import ModelRegistry
 from tests.conftest import tiny_config_dict, write_config
 
 pytestmark = pytest.mark.integration

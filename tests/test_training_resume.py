@@ -42,7 +42,7 @@ if pause_at:
             Path(output_dir, "PAUSED").touch()
             time.sleep(300)
     transformers.Trainer._save_rng_state = paused
-from dmac_core.training.cli import main
+from dmac_core.cli.training import main
 sys.exit(main(sys.argv[1:]))
 """
 

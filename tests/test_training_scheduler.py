@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from dmac_core.config import Config
-from dmac_core.records import format_ts
+from dmac_core.logs.records import format_ts
 from dmac_core.training.job import TrainingJobManager
 from dmac_core.training.scheduler import TrainingScheduler
 
@@ -98,7 +98,7 @@ def test_background_thread_checks_periodically(make_config: Callable[..., Config
 
 
 def test_cli_if_due_for_cron(make_config: Callable[..., Config], tmp_path, capsys) -> None:
-    from dmac_core.training import cli
+    from dmac_core.cli import training as cli
 
     config = make_config(schedule={"enabled": True, "min_new_feedback": 3})
     store, _, _ = services(config)

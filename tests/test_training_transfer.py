@@ -12,8 +12,8 @@ import torch
 
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import Config
-from dmac_core.review import versions_table
-from dmac_core.training import cli as training_cli
+from dmac_core.views.review import versions_table
+from dmac_core.cli import training as training_cli
 from dmac_core.training.transfer import StartError, start_choices, version_base
 
 from .conftest import build_tiny_model
@@ -100,7 +100,7 @@ def test_an_unknown_start_is_refused_before_anything_starts(make_config: Callabl
     assert not jobs.is_running() and jobs.runs() == []
     assert [value for value, _ in start_choices(config, registry)] == ["base", "served"]
 
-    from dmac_core.cli_common import run_subcommands
+    from dmac_core.cli.common import run_subcommands
 
     code = run_subcommands("dmac", [training_cli.register], ["--config", str(config.source), "train", "--from", "nowhere"])
     assert code == 2

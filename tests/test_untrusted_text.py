@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dmac_core.config import PROJECT_ROOT, Config
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 
 ATTACKS = [
     "<script>alert('x')</script>",

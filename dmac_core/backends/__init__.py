@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import Config, GeminiModelConfig, LocalModelConfig, OpenAICompatModelConfig
-from ..training.registry import ModelRegistry
+from ..learner.registry import ModelRegistry
 from .base import Availability, Backend, BackendError, Generation
 
 

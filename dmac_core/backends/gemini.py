@@ -23,7 +23,7 @@ from dmac_core.backends.base import Availability, BackendError, Generation, Mess
 from dmac_core.backends.redact import redact
 from dmac_core.backends.retry import error_from_status, parse_retry_after
 from dmac_core.config import GeminiModelConfig
-from dmac_core.insights.images import ImageError, gemini_image_parts
+from dmac_core.serving.attachments import ImageError, gemini_image_parts
 from dmac_core.secrets import missing_key_reason
 
 try:  # the pinned SDK uses the httpx2 fork; plain httpx is accepted too in case a version switches
@@ -41,7 +41,7 @@ def to_gemini_contents(
 
     ``assistant`` becomes ``model``; all ``system`` messages are joined (in order) into the
     one system instruction Gemini accepts. A message's ``images`` (references stored under
-    ``data_dir``, see :mod:`dmac_core.insights.images`) become inline-data parts after its text.
+    ``data_dir``, see :mod:`dmac_core.serving.attachments`) become inline-data parts after its text.
     Raises :class:`BackendError` (bad_request) for an unknown role, an unreadable image, or when
     no user/assistant turn is left.
     """

@@ -18,18 +18,18 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..base_model import BaseModelError, bundled_gguf_path, is_model_dir, prepare_base, weights_fingerprint
+from ..learner.base_model import BaseModelError, bundled_gguf_path, is_model_dir, prepare_base, weights_fingerprint
 from ..config import LocalModelConfig
 from ..insights.embeddings import get_embedder
-from ..training.registry import BASE_VERSION, ModelRegistry, ModelVersion
+from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion
 from ..training.transfer import version_base
 from .base import Availability, BackendError, Generation, Message, StreamItem
-from .decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
-from .fair_lock import FairLock
-from .fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
-from .llama_cpp_build import BuildStatus, read_build_status
-from .llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, llama_cpp_importable
-from .scope import Routing, Scope, read_scope
+from ..learner.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
+from ..learner.fair_lock import FairLock
+from ..learner.fast_decode import SERVING_WEIGHTS, FastGenerator, eos_ids_from, eos_token_ids, supports
+from ..learner.llama_cpp_build import BuildStatus, read_build_status
+from ..learner.llama_cpp_runtime import GGUFExportError, LlamaCppGenerator, ensure_gguf, llama_cpp_importable
+from ..learner.scope import Routing, Scope, read_scope
 
 
 def cpu_supports_bf16() -> bool:

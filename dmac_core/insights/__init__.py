@@ -6,7 +6,6 @@
 - :mod:`.routing` — per-topic ratings for the ``best_rated`` router (``routing.topic_aware``);
 - :mod:`.active` — the active-learning queue (uncertain, disagreeing, low-rated) and its actions;
 - :mod:`.explain` — per-token confidence of local answers, nearest training examples of a version;
-- :mod:`.images` — images stored by content hash and turned into Gemini inline-data parts.
 
 Nothing here imports streamlit; pages/insights.py only draws what these functions return.
 """

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from ..config import Config, GeminiModelConfig, LocalModelConfig
-from ..records import Feedback
-from ..store import LearningStore
+from ..logs.records import Feedback
+from ..logs.store import LearningStore
 from .embeddings import Embedder
 from .topics import answer_table
 

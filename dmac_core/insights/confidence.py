@@ -23,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..fsio import append_jsonl, read_jsonl
-from ..store import LearningStore
+from ..logs.store import LearningStore
 from .explain import TokenScore, answer_token_scores
 
 # How long the scorer waits between checks while the learner is in use.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..store import LearningStore
+from ..logs.store import LearningStore
 from .embeddings import Embedder
 
 MAX_ANSWER_TOKENS = 512  # longer answers are scored on their first 512 tokens

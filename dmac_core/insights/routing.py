@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Callable
 
-from ..store import LearningStore
+from ..logs.store import LearningStore
 from .embeddings import Embedder
 from .topics import TopicModel, fit_topics, topic_ratings
 

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..evaluation import normalize_prompt
-from ..store import LearningStore
+from ..evaluation.evaluator import normalize_prompt
+from ..logs.store import LearningStore
 from .embeddings import Embedder
 
 MAX_TOPICS = 12

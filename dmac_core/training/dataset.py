@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import LocalModelConfig
-from ..splits import is_heldout, normalize_prompt
-from ..store import LearningStore
+from ..evaluation.splits import is_heldout, normalize_prompt
+from ..logs.store import LearningStore
 
 Message = dict[str, str]
 
@@ -68,7 +68,7 @@ class TrainingData:
         return cls(**{k: data.get(k, [] if k != "lineage" else {}) for k in cls.__dataclass_fields__})
 
 
-# One held-out rule for training and evaluation (see dmac_core.splits).
+# One held-out rule for training and evaluation (see dmac_core.evaluation.splits).
 normalise_prompt = normalize_prompt
 is_held_out = is_heldout
 

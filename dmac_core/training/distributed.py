@@ -88,11 +88,11 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
     :class:`~dmac_core.training.dataset.NotEnoughData` (on every rank) when there is too
     little data, and ``JobAlreadyRunning`` when another run holds the training lock.
     """
-    from ..records import format_ts, utc_now
-    from ..store import LearningStore
+    from ..logs.records import format_ts, utc_now
+    from ..logs.store import LearningStore
     from .dataset import NotEnoughData, TrainingData, build_dataset, choose_method, check_enough
     from .job import TrainingJobManager, hyper_parameters
-    from .registry import ModelRegistry
+    from ..learner.registry import ModelRegistry
     from .trainer import run_training
     from .replay import apply_replay
     from .transfer import StartPoint, apply_start, resolve_start, transfer_metadata

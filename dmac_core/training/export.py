@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..base_model import bundled_gguf_path
-from ..gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
-from ..records import format_ts, utc_now
-from .registry import ModelRegistry, ModelVersion
+from ..learner.base_model import bundled_gguf_path
+from ..learner.gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
+from ..logs.records import format_ts, utc_now
+from ..learner.registry import ModelRegistry, ModelVersion
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -216,7 +216,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace, config: Any) -> int:
     """Run the export; print where it went; return the process exit code."""
-    from .registry import RegistryError
+    from ..learner.registry import RegistryError
 
     registry = ModelRegistry(config.data_path / "models")
     version = registry.served_id() if args.version == "served" else args.version

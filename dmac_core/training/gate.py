@@ -25,7 +25,7 @@ does not pass: the gate says what is missing and the version is not promoted. Se
 ``gate.general_suite: null`` switches checks 2 and 3 off on purpose, and the gate says so.
 
 Answers and losses come from an injected ``evaluate`` callable (the workbench's
-:class:`~dmac_core.evaluation.Evaluator`), so each piece of evidence is also an eval record
+:class:`~dmac_core.evaluation.evaluator.Evaluator`), so each piece of evidence is also an eval record
 the Metrics page shows, and the champion's evidence is reused while nothing about it changed.
 """
 

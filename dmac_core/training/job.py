@@ -42,16 +42,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..backends.scope import taught_prompts, write_scope
-from ..base_model import prepare_base
+from ..learner.scope import taught_prompts, write_scope
+from ..learner.base_model import prepare_base
 from ..insights.embeddings import get_embedder
 from ..config import Config
 from ..fsio import atomic_write_json, atomic_write_text, open_locked, read_jsonl
-from ..records import format_ts, utc_now
-from ..store import LearningStore
+from ..logs.records import format_ts, utc_now
+from ..logs.store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .gate import PromotionGate, general_validation
-from .registry import ModelRegistry
+from ..learner.registry import ModelRegistry
 from .replay import apply_replay
 from .teacher import RewriteCache, Teacher, apply_teacher
 from .trackers import TrackerReport

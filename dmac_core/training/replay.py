@@ -23,11 +23,11 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ..backends.decoding import Decoding
-from ..base_model import weights_fingerprint
+from ..learner.decoding import Decoding
+from ..learner.base_model import weights_fingerprint
 from ..config import Config
 from ..fsio import append_jsonl, read_jsonl
-from ..splits import normalize_prompt
+from ..evaluation.splits import normalize_prompt
 from .dataset import TrainingData
 
 
@@ -76,8 +76,8 @@ def replay_answers(config: Config, progress: Callable[[str], None] | None = None
         import torch
 
         from ..backends.local import load_model
-        from ..evaluation_local import generate_batch
-        from .registry import BASE_VERSION, ModelVersion
+        from ..evaluation.local import generate_batch
+        from ..learner.registry import BASE_VERSION, ModelVersion
 
         if progress:
             progress(f"Asking the base model for its own answers to {len(missing)} replay prompt(s)…")

@@ -23,8 +23,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..config import Config
-from ..records import parse_ts, utc_now
-from ..store import LearningStore
+from ..logs.records import parse_ts, utc_now
+from ..logs.store import LearningStore
 from .dataset import NotEnoughData
 from .job import JobAlreadyRunning, LearningDisabled, TrainingJobManager
 

@@ -8,7 +8,7 @@ target (SFT) and the chosen side of a DPO pair against the original (see
 
 - The teacher is a plain callable ``teacher(prompt, answer, feedback) -> str | None`` so the
   job does not depend on the router; :func:`make_router_teacher` builds the one the workbench
-  uses, which goes through :class:`~dmac_core.router.ModelManager` so the teacher's usage
+  uses, which goes through :class:`~dmac_core.serving.router.ModelManager` so the teacher's usage
   caps count and every call is logged as an interaction (user ``"teacher"``).
 - Rewrites are cached in ``<data_dir>/teacher/rewrites.jsonl`` keyed by feedback id, so an
   answer is never sent twice. Feedback is append-only: an edited comment is a new record
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..fsio import append_jsonl, read_jsonl
-from ..records import format_ts, utc_now
-from ..routing_errors import RoutingError
-from ..store import LearningStore
+from ..logs.records import format_ts, utc_now
+from ..serving.errors import RoutingError
+from ..logs.store import LearningStore
 
 Teacher = Callable[[str, str, str], "str | None"]
 
@@ -107,7 +107,7 @@ def apply_teacher(
 def make_router_teacher(get_manager: Callable[[], Any], model: str) -> Teacher:
     """A teacher that asks ``model`` through the router (caps counted, interaction logged).
 
-    ``get_manager`` returns the :class:`~dmac_core.router.ModelManager` (a callable because the
+    ``get_manager`` returns the :class:`~dmac_core.serving.router.ModelManager` (a callable because the
     manager is built after the job manager). Returns None when the model cannot answer now
     (unavailable, cooling down, over its cap) instead of raising.
     """

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..base_model import is_model_dir
+from ..learner.base_model import is_model_dir
 from ..config import Config
-from .registry import BASE_VERSION, ModelRegistry, ModelVersion, RegistryError
+from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion, RegistryError
 
 SERVED = "served"
 

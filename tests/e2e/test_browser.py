@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, screenshot
 
 pytestmark = pytest.mark.e2e

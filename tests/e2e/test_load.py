@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dmac_core.store import LearningStore
+from dmac_core.logs.store import LearningStore
 from tests.e2e.conftest import start_app, stop_app
 from tests.e2e.load_driver import run_load
 from tests.fake_servers import FakeServer

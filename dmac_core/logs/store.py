@@ -12,8 +12,8 @@ Reads are tolerant and incremental: blank, partial, non-JSON, non-UTF-8 and sche
 lines are skipped and counted per file (see :meth:`LearningStore.health`), and only the
 bytes appended since the last read are parsed again. Interactions (the big log) are parsed
 with Arrow's multi-threaded JSON reader into one table per appended chunk (the parsers are
-in :mod:`dmac_core.store_parsing`), and large logs keep an on-disk Arrow snapshot for the
-next process (:mod:`dmac_core.store_snapshot`). Python dicts (:meth:`records`) are built
+in :mod:`dmac_core.logs.parsing`), and large logs keep an on-disk Arrow snapshot for the
+next process (:mod:`dmac_core.logs.snapshot`). Python dicts (:meth:`records`) are built
 from the file lazily, only when asked for.
 """
 
@@ -34,10 +34,10 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pandas as pd
     import pyarrow as pa
 
-from .fsio import fsync_dir, write_all
+from ..fsio import fsync_dir, write_all
 from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
-from .store_parsing import _arrow, _frame, _parse_arrow, _parse_python, _string_type
-from .store_snapshot import load_snapshot, save_snapshot
+from .parsing import _arrow, _frame, _parse_arrow, _parse_python, _string_type
+from .snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
 
@@ -91,7 +91,7 @@ class _FileCache:
     segments: list[_Segment] = field(default_factory=list)
     skipped: int = 0
     partial_tail: bool = False
-    snapshot_offset: int = 0  # bytes covered by the on-disk snapshot (see store_snapshot.py)
+    snapshot_offset: int = 0  # bytes covered by the on-disk snapshot (see snapshot.py)
 
     @property
     def count(self) -> int:

@@ -1,7 +1,7 @@
 """``python -m dmac_core train``: train the local learner from the command line.
 
 Shows a progress bar fed by the run's events and prints the run's summary. Also runnable as
-``python -m dmac_core.training.cli`` on its own.
+``python -m dmac_core.cli.training`` on its own.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import sys
 from typing import Any
 
 from ..config import Config
-from .dataset import NotEnoughData
-from .job import JobAlreadyRunning, LearningDisabled, NothingToResume
-from .scheduler import TrainingScheduler
-from .transfer import StartError
+from ..training.dataset import NotEnoughData
+from ..training.job import JobAlreadyRunning, LearningDisabled, NothingToResume
+from ..training.scheduler import TrainingScheduler
+from ..training.transfer import StartError
 
 
 def register(subparsers: Any) -> None:
@@ -87,10 +87,10 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m dmac_core.training.cli [--config FILE] <command> ...``."""
-    from ..cli_common import run_subcommands
+    """Stand-alone entry: ``python -m dmac_core.cli.training [--config FILE] <command> ...``."""
+    from .common import run_subcommands
 
-    return run_subcommands("python -m dmac_core.training.cli", [register], argv)
+    return run_subcommands("python -m dmac_core.cli.training", [register], argv)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .fsio import exclusive_lock
+from ..fsio import exclusive_lock
 
 GGUF_FILE_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _COMPLETE_MARKER = "model.safetensors"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from .config import ConfigError, load_config
+from ..config import ConfigError, load_config
 
 Registrar = Callable[[Any], None]
 

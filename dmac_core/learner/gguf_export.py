@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .fsio import commit
+from ..fsio import commit
 
 # Formats of the 2-D projection weights. Embeddings stay Q8_0 and norms F32, as in the bundled
 # file (the embedding is also the tied output head). q4_0 is left out on purpose: re-quantizing

@@ -3,7 +3,7 @@ answers and greedy generation with left padding.
 
 Both take what :meth:`LocalBackend.current` returns (or its ``model``/``tokenizer``), sort
 items by length so a batch wastes little compute on padding, and return results aligned with
-the inputs. Re-exported by :mod:`dmac_core.evaluation`.
+the inputs. Re-exported by :mod:`dmac_core.evaluation.evaluator`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from .backends.base import Message
-from .backends.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
+from ..backends.base import Message
+from ..learner.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
 from .metrics import check_aligned
 
 Progress = Callable[[int], None]  # called with the number of items just finished

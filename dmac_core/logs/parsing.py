@@ -1,6 +1,6 @@
 """Parsing the learning logs: one line with orjson, or a whole chunk of lines with Arrow.
 
-Used by :mod:`dmac_core.store`. A line is a record when it is a JSON object whose required
+Used by :mod:`dmac_core.logs.store`. A line is a record when it is a JSON object whose required
 keys have the right types (enough to tell a record from a fragment that happens to be JSON,
 without paying for full validation of millions of lines on every read). Arrow parses
 interaction chunks much faster than Python, but refuses a whole chunk for one bad line, so a

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .metrics import MIN_PAIRED_ITEMS
+from ..config import Config
+from ..evaluation.metrics import MIN_PAIRED_ITEMS
 
 SUMMARY_COLUMNS = ["model", "model_version", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss",
                    "token_accuracy", "latency_ms_mean", "tokens_out_mean", "errors"]
@@ -54,8 +54,8 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
     import pandas as pd
     from tqdm import tqdm
 
-    from .evaluation import SuiteError, load_suite
-    from .system import LearningSystem
+    from ..evaluation.evaluator import SuiteError, load_suite
+    from ..system import LearningSystem
 
     system = LearningSystem(config)
     try:
@@ -109,10 +109,10 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m dmac_core.evaluation_cli [--config FILE] <command> ...``."""
-    from .cli_common import run_subcommands
+    """Stand-alone entry: ``python -m dmac_core.cli.evaluation [--config FILE] <command> ...``."""
+    from .common import run_subcommands
 
-    return run_subcommands("python -m dmac_core.evaluation_cli", [register], argv)
+    return run_subcommands("python -m dmac_core.cli.evaluation", [register], argv)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,17 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
-from .backends.base import Backend, BackendError, Generation, Message
-from .backends.retry import call_with_retries
-from .config import Config
-from .insights.images import image_support, message_images
-from .records import Feedback, RecordError
-from .routing_errors import RoutingError
-from .store import LearningStore
+from ..backends.base import Backend, BackendError, Generation, Message
+from ..backends.retry import call_with_retries
+from ..config import Config
+from .attachments import image_support, message_images
+from ..logs.records import Feedback, RecordError
+from .errors import RoutingError
+from ..logs.store import LearningStore
 from .usage import UsageCounter, cap_exceeded
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .training.job import TrainingJobManager
+    from ..training.job import TrainingJobManager
 
 AUTO = "auto"
 
@@ -134,8 +134,8 @@ class ModelManager:
 
     def _topic_router(self) -> Any:
         if self.topic_router is None:
-            from .insights.embeddings import get_embedder
-            from .insights.routing import TopicRouter
+            from ..insights.embeddings import get_embedder
+            from ..insights.routing import TopicRouter
 
             self.topic_router = TopicRouter(
                 self.store, lambda: get_embedder(self.config.data_path),

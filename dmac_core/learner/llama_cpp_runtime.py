@@ -7,7 +7,7 @@ from fp32 (bench/RESULTS.md). The served version is
 exported to GGUF once (:func:`ensure_gguf`, cached under the registry's ``gguf/`` folder,
 ~3 s for the bundled model), then generated from by :class:`LlamaCppGenerator`, which has
 the same ``stream_tokens`` interface as the torch
-:class:`~dmac_core.backends.fast_decode.FastGenerator`: prompts are tokenized by the HF
+:class:`~dmac_core.learner.fast_decode.FastGenerator`: prompts are tokenized by the HF
 tokenizer and token ids go in and out, so chat templates, stop tokens and the text the rest
 of the system sees are unchanged.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..fsio import atomic_write_json
-from ..gguf_export import GGUFExportError, write_gguf
+from .gguf_export import GGUFExportError, write_gguf
 
 def llama_cpp_importable() -> bool:
     """True when the llama_cpp package is installed (``make setup`` builds it)."""
@@ -44,11 +44,11 @@ def ensure_gguf(
     protect: Sequence[Path] = (),
 ) -> Path:
     """Return ``target``, exporting the model to it first unless a copy made from ``source``
-    (a :func:`~dmac_core.base_model.weights_fingerprint`) is already there.
+    (a :func:`~dmac_core.learner.base_model.weights_fingerprint`) is already there.
 
     ``load_hf_model`` is only called on a cache miss (loading and merging costs seconds).
     Older copies are pruned, except those in ``protect`` (the served version's).
-    Raises :class:`~dmac_core.gguf_export.GGUFExportError` when the model cannot be exported.
+    Raises :class:`~dmac_core.learner.gguf_export.GGUFExportError` when the model cannot be exported.
     """
     stamp = target.with_name(target.name + ".json")
     try:

@@ -1,6 +1,6 @@
 """Evaluation: reference loss, batched generation, suites, ``evaluate_model`` and comparisons.
 
-Metric definitions live in :mod:`dmac_core.metrics`; this module runs models on suites and
+Metric definitions live in :mod:`dmac_core.evaluation.metrics`; this module runs models on suites and
 persists the results to ``<data_dir>/evals/YYYY-MM.jsonl``. Evaluation calls backends
 directly (not through the router): its answers are measurements, not conversations, so they
 never land in the interaction logs that training reads.
@@ -21,14 +21,14 @@ import yaml
 
 from .metrics import (ROUGE_TYPES, bleu, bleu_bootstrap_diff, bootstrap_diff, check_aligned, key_term_recall,
                       mean_of, rouge_scores)
-from .backends.base import Backend, BackendError
-from .config import Config
-from .evaluation_local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
-from .records import new_id
-from .routing_errors import RoutingError
+from ..backends.base import Backend, BackendError
+from ..config import Config
+from .local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
+from ..logs.records import new_id
+from ..serving.errors import RoutingError
 from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
-from .store import LearningStore
-from .usage import day_budget_shortfall, minute_cap_reached
+from ..logs.store import LearningStore
+from ..serving.usage import day_budget_shortfall, minute_cap_reached
 
 
 RUNTIMES = ("served", "fp32")  # what answers a local model's prompts in an evaluation (see Evaluator)
@@ -217,7 +217,7 @@ class Evaluator:
         if (name, version) not in self._versions:  # fp32: the version's transformers model alone
             import torch
 
-            from .backends.local import load_model
+            from ..backends.local import load_model
 
             if len(self._versions) >= 2:  # each copy of the model costs ~0.5 GB: keep few
                 self._versions.pop(next(iter(self._versions)))

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .store import LearningStore
+from ..logs.store import LearningStore
 
 REVIEW_COLUMNS = [
     "ts", "month", "model", "model_version", "purpose", "prompt", "response", "rating", "feedback", "correction",
@@ -160,9 +160,9 @@ def apply_review_edits(store: LearningStore, before: pd.DataFrame, after: pd.Dat
     record supersedes the analyst's older one. Returns the number of records written.
 
     Rows without a rating cannot be saved with a note only: a rating is required, and the
-    first invalid row stops with a :class:`~dmac_core.records.RecordError` naming it; rows
+    first invalid row stops with a :class:`~dmac_core.logs.records.RecordError` naming it; rows
     before it are already saved."""
-    from .records import RecordError
+    from ..logs.records import RecordError
 
     written = 0
     for index in after.index:

@@ -1,7 +1,7 @@
 """Commands for the learning logs: ``doctor``, ``import``, ``export``, ``delete-user``.
 
 Wired into ``python -m dmac_core`` by :func:`register`; also runnable on its own as
-``python -m dmac_core.store_cli <command>`` (with ``--config FILE``).
+``python -m dmac_core.cli.logs <command>`` (with ``--config FILE``).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import Config
-from .store import LearningStore
-from .store_maintenance import delete_user, doctor, export, import_conversations
+from ..config import Config
+from ..logs.store import LearningStore
+from ..logs.maintenance import delete_user, doctor, export, import_conversations
 
 
 def _store(config: Config) -> LearningStore:
@@ -152,10 +152,10 @@ def register(subparsers: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m dmac_core.store_cli [--config FILE] <command> ...``."""
-    from .cli_common import run_subcommands
+    """Stand-alone entry: ``python -m dmac_core.cli.logs [--config FILE] <command> ...``."""
+    from .common import run_subcommands
 
-    return run_subcommands("python -m dmac_core.store_cli", [register], argv, description=__doc__)
+    return run_subcommands("python -m dmac_core.cli.logs", [register], argv, description=__doc__)
 
 
 if __name__ == "__main__":

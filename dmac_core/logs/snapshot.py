@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .fsio import commit
+from ..fsio import commit
 
 FORMAT = 1
 

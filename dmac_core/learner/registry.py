@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..base_model import is_model_dir
+from .base_model import is_model_dir
 from ..fsio import atomic_write_json
-from ..records import format_ts, utc_now
+from ..logs.records import format_ts, utc_now
 
 BASE_VERSION = "base"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from .config import CapsConfig
-from .records import parse_ts, utc_now
-from .store import _REQUIRED, LearningStore
-from .store_parsing import _parse_python
+from ..config import CapsConfig
+from ..logs.records import parse_ts, utc_now
+from ..logs.store import _REQUIRED, LearningStore
+from ..logs.parsing import _parse_python
 
 
 @dataclass

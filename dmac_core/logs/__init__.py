@@ -1,0 +1,2 @@
+"""The learning logs: append-only JSONL records by month (interactions, feedback,
+evaluations), their parsing, Arrow snapshots and maintenance (doctor, delete-user)."""

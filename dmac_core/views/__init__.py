@@ -1,0 +1,1 @@
+"""Tables and figures for the pages (pandas and plotly; no streamlit)."""
