@@ -176,9 +176,9 @@ def setup_venv(python: str) -> int:
 
 # --- llama-cpp-python -------------------------------------------------------------------------
 
-def _write_status(state: str, started: float, fraction: float, message: str = "", pid: int = 0) -> None:
+def _write_status(state: str, started: float, fraction: float, message: str = "") -> None:
     elapsed = time.time() - started
-    status = {"state": state, "pid": pid or os.getpid(), "started": started, "updated": time.time(),
+    status = {"state": state, "pid": os.getpid(), "started": started, "updated": time.time(),
               "fraction": round(fraction, 3), "seconds_left": round(estimate_left(elapsed, fraction, TYPICAL_SECONDS["llama"])),
               "log": str(LLAMA_LOG), "message": message}
     tmp = LLAMA_STATUS.with_suffix(".tmp")
@@ -254,16 +254,21 @@ def build_llama(background: bool) -> int:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.close()
             print(f"  llama.cpp is already being built in the background (log: {_shown(LLAMA_LOG)})")
             return 0
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
+        # The child inherits the locked file and holds the lock for the whole build: a second
+        # `make run` started a moment later finds it taken, never starts a build of its own.
         # Detached, at the lowest CPU priority so that chat on the torch loop stays responsive.
-        child = subprocess.Popen(["nice", "-n", "19", sys.executable, __file__, "llama", "--detached"],
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
-        # at once, so that what starts next (the workbench's setup) already sees a build under way
-        _write_status("building", time.time(), 0.0, "starting", pid=child.pid)
+        child = subprocess.Popen(["nice", "-n", "19", sys.executable, __file__, "llama", "--detached",
+                                  str(lock.fileno())], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, pass_fds=(lock.fileno(),))
+        lock.close()
+        # Return once the build has said it is under way, so that what starts next (the
+        # workbench's setup) already sees it; the child writes the status, nobody else.
+        deadline = time.monotonic() + 30
+        while (read_status() or {}).get("pid") != child.pid and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         print(f"  installing {LLAMA_PIN} in the background (seconds from pip's cache, else compiled for this "
               f"CPU: about {TYPICAL_SECONDS['llama'] // 60} minutes on 2 cores; log: {_shown(LLAMA_LOG)}); the local "
               "model answers through the torch loop until it is ready, then switches by itself", flush=True)
@@ -296,16 +301,13 @@ def build_llama(background: bool) -> int:
     return 0
 
 
-def _detached_build() -> int:
-    with open(LLAMA_LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return 0  # another build got there first
-        if LLAMA_STAMP.exists():
-            return 0
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+def _detached_build(lock_fd: int) -> int:
+    """The background build, holding the lock its parent took (``lock_fd``) until it ends."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
         return _build_llama(None)
+    finally:
+        os.close(lock_fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,15 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     llama = sub.add_parser("llama", help="build llama-cpp-python into .venv")
     llama.add_argument("--background", action="store_true", help="start the build detached and return")
     llama.add_argument("--status", action="store_true", help="print what the build is doing and exit")
-    llama.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
+    llama.add_argument("--detached", type=int, metavar="LOCK_FD", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "venv":
         return setup_venv(args.python)
     if args.status:
         print("built" if LLAMA_STAMP.exists() else json.dumps(read_status()))
         return 0
-    if args.detached:
-        return _detached_build()
+    if args.detached is not None:
+        return _detached_build(args.detached)
     return build_llama(args.background)
 
 

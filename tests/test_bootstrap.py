@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,9 @@ def test_time_left_comes_from_the_typical_duration_then_from_the_steps_own_pace(
     assert bootstrap.estimate_left(elapsed=600, fraction=0.0, typical=480) == 48
 
 
-def _scratch_venv(tmp_path: Path, exit_code: int = 0, seconds: float = 0.0) -> dict[str, str]:
+def _scratch_venv(tmp_path: Path, exit_code: int = 0, wait_for: Path | None = None) -> dict[str, str]:
+    """A venv whose pip prints what the build prints; with ``wait_for`` it compiles until that
+    file appears (so a test decides when the build ends)."""
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     pip = venv / "bin" / "pip"
@@ -44,8 +45,8 @@ def _scratch_venv(tmp_path: Path, exit_code: int = 0, seconds: float = 0.0) -> d
         "#!/bin/sh\n"
         'echo "Collecting llama-cpp-python==0.3.36"\n'
         'echo "  [1/4] Building C object ggml.c.o"\n'
-        f"sleep {seconds}\n"
-        'echo "  [4/4] Linking CXX shared library libllama.so"\n'
+        + (f'while [ ! -f "{wait_for}" ]; do sleep 0.1; done\n' if wait_for else "")
+        + 'echo "  [4/4] Linking CXX shared library libllama.so"\n'
         + ('echo "CMake Error: no compiler"\n' if exit_code else "")
         + f"exit {exit_code}\n"
     )
@@ -83,17 +84,21 @@ def test_a_failed_build_names_its_log_and_the_fix(tmp_path: Path) -> None:
 
 
 def test_the_background_build_returns_at_once_and_the_foreground_waits_for_it(tmp_path: Path) -> None:
-    env = _scratch_venv(tmp_path, seconds=3)
+    finish = tmp_path / "finish-the-build"
+    env = _scratch_venv(tmp_path, wait_for=finish)
     venv = Path(env["DMAC_VENV"])
-    started = time.monotonic()
-    background = _run(env, "llama", "--background")
-    assert background.returncode == 0 and time.monotonic() - started < 2.5
-    assert "in the background" in background.stdout
+    background = _run(env, "llama", "--background")  # returns while the build goes on
+    assert background.returncode == 0 and "in the background" in background.stdout
     status = read_build_status(venv / "llama-cpp-build.json")
     assert status is not None and status.state == "building", status  # written before it returns
+    assert not (venv / ".llama-cpp-python-0.3.36").exists()
     assert "already being built" in _run(env, "llama", "--background").stdout
-    waited = _run(env, "llama")  # what `make test` does while `make run`'s build is going
-    assert waited.returncode == 0, waited.stderr
-    assert "built in the background" in waited.stdout
+    # what `make test` does while `make run`'s build is going: it follows that build, then uses it
+    waiter = subprocess.Popen([sys.executable, str(SCRIPT), "llama"], env=env, stdout=subprocess.PIPE, text=True)
+    assert waiter.stdout is not None
+    assert "waiting for the background build" in waiter.stdout.readline()
+    finish.touch()
+    assert waiter.wait(timeout=60) == 0
+    assert "built in the background" in waiter.stdout.read()
     assert (venv / ".llama-cpp-python-0.3.36").exists()
     assert json.loads((venv / "llama-cpp-build.json").read_text())["state"] == "done"
