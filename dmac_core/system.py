@@ -11,18 +11,40 @@ from __future__ import annotations
 
 import asyncio
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
 
 from .backends import Backend, build_backends
-from .config import Config, load_config
+from .backends.base import BackendError
+from .config import LEARNER, Config, load_config
+from .evaluation.evaluator import Evaluator, SuiteError, heldout_suite, is_heldout, parse_suite, reference_index
+from .evaluation.metrics import MIN_PAIRED_ITEMS
+from .insights.active import QueueItem, WorkError, build_queue, learner_entropy_fn, premium_model, work_item
 from .insights.confidence import ConfidenceScorer
-from .serving.router import ModelManager
-from .logs.store import LearningStore
+from .insights.embeddings import get_embedder
+from .insights.explain import TokenScore, nearest_training_examples
+from .insights.topics import topic_table
+from .learner.registry import ModelRegistry, RegistryError
+from .logs.records import Feedback, RecordError
+from .logs.store import FileHealth, LearningStore
+from .serving.attachments import ImageError, image_path, store_image
+from .serving.errors import RoutingError
+from .serving.router import AUTO, ChatResult, ModelManager, ModelStatus
+from .training.dataset import NotEnoughData
 from .training.gate import SUITE_GENERAL, SUITE_HELD_OUT, SUITE_RATED, PromotionGate
-from .training.job import TrainingJobManager
-from .learner.registry import ModelRegistry
+from .training.job import JobAlreadyRunning, JobSnapshot, TrainingJobManager
 from .training.scheduler import TrainingScheduler
 from .training.teacher import make_router_teacher
+from .training.transfer import start_choices
+from .views.review import apply_review_edits, bulk_rate, ratings_by_version, review_table, versions_table
+
+# What pages name or catch, from the one module they import (with dmac_core.views).
+__all__ = [
+    "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "ImageError", "JobAlreadyRunning",
+    "LearningSystem", "NotEnoughData", "RecordError", "RegistryError", "RoutingError", "SuiteError", "WorkError",
+]
 
 
 class LearningSystem:
@@ -49,7 +71,7 @@ class LearningSystem:
     @property
     def local_backend(self) -> Any:
         """The local learner's backend (``models.deepseek``)."""
-        return self.backends["deepseek"]
+        return self.backends[LEARNER]
 
     def learner_serving(self) -> str:
         """What serves the learner's answers, in words (runtime and decoding), or why it is off."""
@@ -75,8 +97,6 @@ class LearningSystem:
     def evaluator(self, progress: Any = None, runtime: str | None = None) -> Any:
         """An :class:`~dmac_core.evaluation.evaluator.Evaluator` over this system's models; ``runtime``
         ("served" | "fp32") overrides ``models.deepseek.evaluate_with``."""
-        from .evaluation.evaluator import Evaluator
-
         return Evaluator(self.config, self.store, self.backends, progress=progress, runtime=runtime,
                          router=self.model_manager)
 
@@ -86,7 +106,7 @@ class LearningSystem:
     def evaluate(
         self,
         test_prompts: list[Any],
-        model: str = "deepseek",
+        model: str = LEARNER,
         references: list[str | None] | None = None,
         suite: str = "adhoc",
         max_new_tokens: int | None = None,
@@ -99,7 +119,7 @@ class LearningSystem:
     async def evaluate_model(
         self,
         test_prompts: list[Any],
-        model: str = "deepseek",
+        model: str = LEARNER,
         references: list[str | None] | None = None,
         suite: str = "adhoc",
     ) -> dict[str, Any]:
@@ -112,8 +132,6 @@ class LearningSystem:
         """The items versions are compared on, as the promotion gate uses them: the newest rated
         answers (trained on), the general-knowledge suite (never trained), and the analysts'
         held-out prompts when ``validation_fraction`` holds some out. Empty suites are left out."""
-        from .evaluation.evaluator import heldout_suite, is_heldout, reference_index
-
         learner = self.config.learner
         index = reference_index(self.store, learner.min_rating_for_sft)
         rated = [dict(item) for item in index.values() if not is_heldout(item["prompt"], learner.validation_fraction)]
@@ -133,7 +151,7 @@ class LearningSystem:
         evaluator = self.evaluator()
         summary: dict[str, Any] = {}
         for name, items in suites.items():
-            summary = evaluator.evaluate_model(items, model="deepseek", suite=name, max_new_tokens=max_new_tokens)
+            summary = evaluator.evaluate_model(items, model=LEARNER, suite=name, max_new_tokens=max_new_tokens)
         return summary
 
     def _after_version(self, version_id: str, previous_id: str) -> None:
@@ -141,3 +159,175 @@ class LearningSystem:
         is ready (the gate made it), and loading it here spares the first analyst the wait.
         A failure is raised, so the run records it (the next chat answer reports it too)."""
         self.local_backend.current()
+
+    # -- what the pages do: each page reads like a short script over these verbs --------------
+    def start_schedule(self) -> None:
+        """Start periodic training when ``models.deepseek.schedule.enabled`` (checked every 5 minutes)."""
+        if self.config.learner.schedule.enabled:
+            self.scheduler.start_background(interval_s=300)
+
+    def log_health(self) -> list[FileHealth]:
+        """Per log file: lines that could not be read and were skipped (shown as a notice)."""
+        return self.store.health()
+
+    # chat
+    def model_status(self) -> list[ModelStatus]:
+        """Availability, what runs each model, usage against caps: the chat sidebar's panel."""
+        return self.model_manager.status()
+
+    def display_name(self, model: str) -> str:
+        return self.model_manager.display_name(model)
+
+    def chat_stream(self, conversation: list[dict[str, Any]], model: str = AUTO, user: str = "anonymous",
+                    session_id: str | None = None) -> Iterator[Any]:
+        """Answer the last question of ``conversation`` through the router: text pieces as they
+        come, then one :class:`ChatResult` (the interaction is logged by then)."""
+        return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id)
+
+    def rate(self, interaction_id: str, rating: int, note: str = "", user: str = "anonymous") -> Feedback:
+        """Record an analyst's 1–5 rating (and note) of a logged answer; raises :class:`RecordError`."""
+        return self.store.append_feedback(interaction_id=interaction_id, rating=rating, feedback=note, user=user)
+
+    def attach_image(self, data: bytes) -> str:
+        """Store a chat image by content hash; its reference. Raises :class:`ImageError`."""
+        return store_image(self.config.data_path, data)
+
+    def image_file(self, ref: str) -> Path:
+        return image_path(self.config.data_path, ref)
+
+    # feedback review
+    def review_table(self) -> pd.DataFrame:
+        """Every logged answer with its latest rating, note and correction."""
+        return review_table(self.store)
+
+    def save_review_edits(self, before: pd.DataFrame, after: pd.DataFrame, user: str) -> int:
+        """Append a feedback record for every changed rating, note or correction; how many."""
+        return apply_review_edits(self.store, before, after, user)
+
+    def rate_all(self, rows: pd.DataFrame, rating: int, user: str) -> int:
+        return bulk_rate(self.store, rows, rating, user)
+
+    def feedback(self) -> pd.DataFrame:
+        return self.store.feedback()
+
+    def ratings_by_version(self) -> pd.DataFrame:
+        return ratings_by_version(self.store)
+
+    # training and versions
+    def start_choices(self) -> list[tuple[str, str]]:
+        """(value, label) of what a run can start from: the base, the served version, any version."""
+        return start_choices(self.config, self.registry)
+
+    def start_training(self, user: str, start_from: str | None = None, trigger: str = "manual") -> Any:
+        """"Train now": raises :class:`JobAlreadyRunning`, :class:`NotEnoughData` or a ``ValueError``
+        saying why nothing was started."""
+        return self.jobs.start(trigger=trigger, user=user, start_from=start_from)
+
+    def cancel_training(self) -> None:
+        self.jobs.cancel()
+
+    def training_status(self) -> JobSnapshot | None:
+        return self.jobs.status()
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every training run's record, newest first."""
+        return self.jobs.runs()
+
+    def run_events(self, run_id: str) -> list[dict[str, Any]]:
+        return self.jobs.run_events(run_id)
+
+    def versions_table(self) -> pd.DataFrame:
+        return versions_table(self.registry, self.version_problem)
+
+    def version_ids(self) -> list[str]:
+        """Registered versions, oldest first (the base model is not one)."""
+        return [v.id for v in self.registry.versions()]
+
+    def served_version(self) -> str:
+        return self.registry.served_id()
+
+    def gate_record(self, version_id: str) -> dict[str, Any] | None:
+        """The promotion gate's evidence for a version, if it went through the gate."""
+        return self.registry.get(version_id).metadata.get("gate")
+
+    def promote(self, version_id: str, user: str) -> None:
+        """Serve ``version_id`` by an analyst's decision; raises :class:`RegistryError` (a version
+        whose files cannot be loaded is refused)."""
+        self.registry.promote(version_id, reason=f"promoted by hand by {user}")
+
+    def roll_back(self) -> None:
+        """Serve the version that was served before; raises :class:`RegistryError`."""
+        self.registry.rollback()
+
+    # metrics and comparisons
+    def evaluations(self) -> pd.DataFrame:
+        return self.store.evals()
+
+    def comparison_choices(self) -> tuple[list[str], dict[str, str]]:
+        """Models and learner versions a comparison can pick, and why a version cannot be loaded."""
+        versions = self.version_ids()
+        others = [s.name for s in self.model_status() if s.available and s.name != LEARNER]
+        choices = [LEARNER] + [f"{LEARNER}@{v}" for v in versions] + [f"{LEARNER}@base"] + others
+        unloadable = {f"{LEARNER}@{v}": problem for v in versions if (problem := self.version_problem(v))}
+        return choices, unloadable
+
+    def parse_test_set(self, text: str, name: str) -> list[dict[str, Any]]:
+        """A test set uploaded as YAML or JSONL; raises :class:`SuiteError` saying what is wrong."""
+        return parse_suite(text, name)
+
+    def compare(self, items: list[dict[str, Any]], models: list[str], suite: str,
+                progress: Callable[[int], None] | None = None, max_new_tokens: int = 64) -> Any:
+        """The same items through several models and versions, with paired-bootstrap intervals."""
+        return self.evaluator(progress=progress).compare_models(items, models, suite=suite,
+                                                                max_new_tokens=max_new_tokens)
+
+    # insights
+    def has_prompts(self) -> bool:
+        return not (self.store.interactions().empty and self.store.feedback().empty)
+
+    @cached_property
+    def embedder(self) -> Any:
+        return get_embedder(self.config.data_path)
+
+    def topics(self) -> pd.DataFrame:
+        """Prompts grouped into topics, with the learner's gap to the best model on each."""
+        return topic_table(self.store, self.embedder, learner=LEARNER)
+
+    def learning_queue(self, score_uncertainty: bool) -> tuple[list[QueueItem], int]:
+        """The active-learning queue, and how many answers' uncertainty is still being scored
+        (in the background) when ``score_uncertainty`` asks for it and the learner is on."""
+        entropy_fn = None
+        if score_uncertainty and self.local_backend.available().ok:
+            entropy_fn = learner_entropy_fn(self.confidence, self.store)
+        learner = self.config.learner
+        items = build_queue(self.store, self.embedder, learner=LEARNER, entropy_fn=entropy_fn,
+                            min_rating_for_sft=learner.min_rating_for_sft,
+                            max_rating_for_negative=learner.max_rating_for_negative)
+        return items, (self.confidence.pending() if entropy_fn is not None else 0)
+
+    def premium_model(self) -> str | None:
+        """The model the queue's "ask" button uses: the first enabled API model, Gemini first."""
+        return premium_model(self.config)
+
+    def work_on(self, item: QueueItem, action: str, user: str, **details: Any) -> Feedback:
+        """One action on a queue item ("answer", "rate" or "teacher"; see
+        :func:`~dmac_core.insights.active.work_item`); the teacher is asked through the router."""
+        return work_item(self.store, item, action, user=user, manager=self.model_manager, **details)
+
+    def learner_answers(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The learner's latest answers that did not fail, newest first."""
+        interactions = self.store.interactions()
+        if interactions.empty:
+            return []
+        local = interactions[(interactions["model"] == LEARNER) & interactions["error"].isna()].tail(limit)
+        return local.iloc[::-1].to_dict("records")
+
+    def confidence_of(self, answer: dict[str, Any]) -> tuple[list[TokenScore] | None, str | None]:
+        """Per-token confidence of a learner answer by the version that wrote it: (scores, None),
+        (None, why it cannot be computed), or (None, None) while it is computed in the background."""
+        scores = self.confidence.scores(answer)
+        return scores, (self.confidence.failure(answer) if scores is None else None)
+
+    def nearest_examples(self, version_id: str, prompt: str) -> pd.DataFrame:
+        """The training examples of ``version_id`` nearest to ``prompt`` (empty for the base)."""
+        return nearest_training_examples(self.store, self.registry, version_id, prompt, self.embedder)

@@ -6,13 +6,10 @@ import uuid
 
 import streamlit as st
 
-from dmac_core.serving.attachments import ImageError, image_path, store_image
-from dmac_core.logs.records import RecordError
-from dmac_core.serving.router import AUTO, ChatResult, RoutingError
+from dmac_core.system import AUTO, ChatResult, ImageError, RecordError, RoutingError
 from pages.common import current_user, services, show_log_health
 
 system = services()
-manager = system.model_manager
 # Shown under an answer that did not end by itself (the local learner reports why it stopped).
 FINISH_NOTES = {
     "repetition": "Stopped: the answer began repeating itself (loop guard). Rate it low or correct it to teach the model.",
@@ -20,7 +17,7 @@ FINISH_NOTES = {
 }
 
 # -- inputs ------------------------------------------------------------------------------
-statuses = manager.status()
+statuses = system.model_status()
 labels = {AUTO: "Auto (routing picks)"} | {s.name: s.display_name for s in statuses}
 with st.sidebar:
     choice = st.selectbox(
@@ -73,9 +70,7 @@ def rating_controls(message: dict) -> None:
     )
     if st.button("Save rating", key=f"chat_save_{interaction_id}", disabled=stars is None):
         try:
-            system.store.append_feedback(
-                interaction_id=interaction_id, rating=int(stars) + 1, feedback=note, user=current_user()
-            )
+            system.rate(interaction_id, int(stars) + 1, note, user=current_user())
         except RecordError as exc:
             st.error(str(exc))
         else:
@@ -92,7 +87,7 @@ for message in history:
     with st.chat_message(message["role"], avatar="🧑‍💼" if message["role"] == "user" else "🤖"):
         st.markdown(message["content"] or "_(empty answer)_")
         for ref in message.get("images", []):
-            st.image(str(image_path(system.config.data_path, ref)), width=240)
+            st.image(str(system.image_file(ref)), width=240)
         if message["role"] == "assistant":
             st.caption(
                 f"{labels.get(message['model'], message['model'])}"
@@ -114,7 +109,7 @@ if prompt is not None:
     question: dict = {"role": "user", "content": prompt}
     if attachment is not None:
         try:
-            question["images"] = [store_image(system.config.data_path, attachment.getvalue())]
+            question["images"] = [system.attach_image(attachment.getvalue())]
         except ImageError as exc:
             st.error(str(exc))
             st.stop()
@@ -122,11 +117,11 @@ if prompt is not None:
     with st.chat_message("user", avatar="🧑‍💼"):
         st.markdown(prompt)
         for ref in question.get("images", []):
-            st.image(str(image_path(system.config.data_path, ref)), width=240)
+            st.image(str(system.image_file(ref)), width=240)
     result: dict[str, ChatResult] = {}
 
     def deltas():  # type: ignore[no-untyped-def]
-        for item in manager.respond_stream(
+        for item in system.chat_stream(
             conversation, model=choice, user=current_user(), session_id=st.session_state.chat_session_id
         ):
             if isinstance(item, ChatResult):

@@ -13,8 +13,7 @@ def services() -> LearningSystem:
     from dmac_core import get_learning_system
 
     system = get_learning_system()
-    if system.config.learner.schedule.enabled:  # periodic training, checked every 5 minutes
-        system.scheduler.start_background(interval_s=300)
+    system.start_schedule()  # periodic training, when the config switches it on
     return system
 
 
@@ -25,7 +24,7 @@ def current_user() -> str:
 
 def show_log_health(system: LearningSystem) -> None:
     """Tell the analyst when unreadable log lines were skipped (nothing is lost silently)."""
-    for item in system.store.health():
+    for item in system.log_health():
         if item.skipped:
             st.warning(f"⚠️ {item.notice()}. Run `python -m dmac_core doctor` to inspect or quarantine them.")
 

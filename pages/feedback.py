@@ -5,18 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dmac_core.serving.attachments import image_path
-from dmac_core.logs.records import RecordError
-from dmac_core.views.review import (
-    PURPOSES,
-    analyst_counts,
-    apply_review_edits,
-    attached_images,
-    bulk_rate,
-    filter_review,
-    rating_summary,
-    review_table,
-)
+from dmac_core.system import RecordError
+from dmac_core.views.review import PURPOSES, analyst_counts, attached_images, filter_review, rating_summary
 from pages.common import current_user, services, show_log_health
 
 system = services()
@@ -28,7 +18,7 @@ st.caption(
     "targets for DeepSeek-RL. Edit a rating, a note or a correction in the table and press Save."
 )
 show_log_health(system)
-table = review_table(system.store)
+table = system.review_table()
 
 # -- guard: empty state ----------------------------------------------------------------------
 if table.empty:
@@ -73,13 +63,13 @@ edited = st.data_editor(
 save_col, bulk_col, bulk_button_col = st.columns([1, 1, 1])
 if save_col.button("💾 Save changes", key="fb_save"):
     try:
-        count = apply_review_edits(system.store, shown, edited, current_user())
+        count = system.save_review_edits(shown, edited, current_user())
         st.success(f"Saved {count} change{'s' if count != 1 else ''} as {current_user()}.")
     except RecordError as exc:
         st.error(str(exc))
 bulk_value = bulk_col.selectbox("Rate all shown as", [5, 4, 3, 2, 1], key="fb_bulk_value")
 if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
-    count = bulk_rate(system.store, shown, int(bulk_value), current_user())
+    count = system.rate_all(shown, int(bulk_value), current_user())
     st.success(f"Rated {count} answers {bulk_value}/5 as {current_user()}.")
 st.download_button(
     "Download CSV", shown.to_csv(index=False).encode("utf-8"), "feedback.csv", "text/csv", key="fb_download"
@@ -89,7 +79,7 @@ images = attached_images(shown)
 if images:
     with st.expander(f"🖼️ Images attached to the shown answers ({len(images)})"):
         for prompt, ref in images:
-            st.image(str(image_path(system.config.data_path, ref)), caption=prompt[:120], width=240)
+            st.image(str(system.image_file(ref)), caption=prompt[:120], width=240)
 
 left, right = st.columns(2)
 left.subheader("Ratings per model")

@@ -7,17 +7,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from dmac_core.insights.active import WorkError, build_queue, learner_entropy_fn, premium_model, queue_frame, work_item
-from dmac_core.insights.embeddings import get_embedder
-from dmac_core.insights.explain import confidence_frame, nearest_training_examples
-from dmac_core.insights.topics import topic_table
-from dmac_core.logs.records import RecordError
-from dmac_core.serving.router import RoutingError
+from dmac_core.system import RecordError, RoutingError, WorkError
+from dmac_core.views.insights import confidence_frame, queue_frame
 from pages.common import current_user, services, show_log_health
 
 system = services()
-store, config = system.store, system.config
-learner = "deepseek"
 
 
 def shade(probs: pd.DataFrame):  # type: ignore[no-untyped-def]
@@ -36,17 +30,16 @@ def shade(probs: pd.DataFrame):  # type: ignore[no-untyped-def]
 st.title("🔎 Insights")
 st.caption("Where DeepSeek-RL falls behind, what to teach it next, and why it answered as it did.")
 show_log_health(system)
-if store.interactions().empty and store.feedback().empty:
+if not system.has_prompts():
     st.info("No prompts yet — chat first, then come back: topics, the learning queue and explanations appear here.",
             icon="ℹ️")
     st.stop()
-embedder = get_embedder(config.data_path)
 topics_tab, queue_tab, explain_tab = st.tabs(["📊 Topics", "🎯 Learning queue", "🔬 Explain"])
 
 # -- topics ------------------------------------------------------------------------------------
 with topics_tab:
     with st.spinner("Grouping prompts into topics…"):
-        table = topic_table(store, embedder, learner=learner)
+        table = system.topics()
     st.caption("Gap = best model's mean rating − DeepSeek-RL's on the topic; impact = gap × volume.")
     ranked = table.dropna(subset=["impact"])
     if ranked.empty:
@@ -62,13 +55,8 @@ with topics_tab:
 with queue_tab:
     score_entropy = st.toggle("Score DeepSeek-RL's uncertainty (each answer by the version that wrote it, "
                               "in the background between chat answers)", value=True, key="ins_entropy")
-    entropy_fn = None
-    if score_entropy and system.local_backend.available().ok:
-        entropy_fn = learner_entropy_fn(system.confidence, store)
-    items = build_queue(store, embedder, learner=learner, entropy_fn=entropy_fn,
-                        min_rating_for_sft=config.learner.min_rating_for_sft,
-                        max_rating_for_negative=config.learner.max_rating_for_negative)
-    if entropy_fn is not None and (pending := system.confidence.pending()):
+    items, pending = system.learning_queue(score_uncertainty=score_entropy)
+    if pending:
         st.caption(f"Scoring the uncertainty of {pending} answer(s) in the background; reload to include them.")
     if not items:
         st.info("The queue is empty: every prompt has a good answer or a correction to learn from.", icon="✅")
@@ -83,13 +71,13 @@ with queue_tab:
                 st.caption(f"{answer['model'] or 'no model (imported)'} · rating "
                            f"{'—' if pd.isna(answer['rating']) else answer['rating']}")
                 st.markdown(answer["response"])
-        teacher = premium_model(config)
+        teacher = system.premium_model()
         mine, rate, ask = st.columns(3)
         with mine:
             text = st.text_area("Your answer (becomes a correction, rated 5)", key="ins_answer")
             if st.button("Save my answer", key="ins_answer_save"):
                 try:
-                    work_item(store, item, "answer", answer=text, user=current_user())
+                    system.work_on(item, "answer", user=current_user(), answer=text)
                     st.success("Saved as a correction: DeepSeek-RL trains on it next time.")
                 except (WorkError, RecordError) as exc:
                     st.error(str(exc))
@@ -100,19 +88,18 @@ with queue_tab:
             stars = st.selectbox("Rating", [5, 4, 3, 2, 1], key="ins_rate_value")
             if st.button("Save rating", key="ins_rate_save"):
                 try:
-                    work_item(store, item, "rate", rating=int(stars), interaction_id=choices[pick]["interaction_id"],
-                              user=current_user())
+                    system.work_on(item, "rate", user=current_user(), rating=int(stars),
+                                   interaction_id=choices[pick]["interaction_id"])
                     st.success(f"Rated {stars}/5.")
                 except (WorkError, RecordError) as exc:
                     st.error(str(exc))
         with ask:
-            label = system.model_manager.display_name(teacher) if teacher else "premium model"
+            label = system.display_name(teacher) if teacher else "premium model"
             st.caption(f"Ask {label} and keep its answer as a reference (its usage caps apply).")
             if st.button(f"Ask {label}", key="ins_teacher", disabled=teacher is None):
                 try:
                     with st.spinner(f"Asking {label}…"):
-                        record = work_item(store, item, "teacher", manager=system.model_manager, teacher=teacher,
-                                           user=current_user())
+                        record = system.work_on(item, "teacher", user=current_user(), teacher=teacher)
                     st.success(f"{label} answered; saved as a reference rated {record.rating}/5.")
                     st.markdown(record.response)
                 except (WorkError, RoutingError, RecordError, ValueError) as exc:
@@ -120,20 +107,17 @@ with queue_tab:
 
 # -- explanations --------------------------------------------------------------------------------
 with explain_tab:
-    interactions = store.interactions()
-    local = interactions[(interactions["model"] == learner) & interactions["error"].isna()].tail(50)
-    if local.empty:
+    rows = system.learner_answers(limit=50)
+    if not rows:
         st.info("No DeepSeek-RL answers yet — chat with it to see per-token confidence.", icon="ℹ️")
     else:
-        rows = local.iloc[::-1].to_dict("records")
         chosen = st.selectbox("Answer", range(len(rows)), format_func=lambda i: rows[i]["prompt"][:90],
                               key="ins_explain_pick")
         row = rows[chosen]
         version = row["model_version"] or "base"
         st.caption(f"Version {version} · routing: {row['route_reason']}")
-        scores = system.confidence.scores(row)
+        scores, failure = system.confidence_of(row)
         if scores is None:
-            failure = system.confidence.failure(row)
             if failure:
                 st.warning(f"No confidence: version {version}, which wrote this answer, cannot be loaded ({failure}).")
             else:
@@ -151,7 +135,7 @@ with explain_tab:
                 st.plotly_chart(px.bar(probs, x="position", y="probability", hover_data=["token"],
                                        range_y=[0, 1], title="Token probabilities"), key="ins_explain_chart")
         try:
-            near = nearest_training_examples(store, system.registry, version, row["prompt"], embedder)
+            near = system.nearest_examples(version, row["prompt"])
         except Exception as exc:  # noqa: BLE001 - an unreadable version must not break the page
             near = pd.DataFrame()
             st.warning(f"Could not read version {version}: {exc}")

@@ -5,11 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dmac_core.backends.base import BackendError
+from dmac_core.system import MIN_PAIRED_ITEMS, BackendError, SuiteError
 from dmac_core.views.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
-from dmac_core.evaluation.evaluator import SuiteError, parse_suite
-from dmac_core.evaluation.metrics import MIN_PAIRED_ITEMS
-from dmac_core.views.review import ratings_by_version, usage_table
+from dmac_core.views.review import usage_table
 from pages.common import services, show_log_health
 
 
@@ -36,13 +34,13 @@ show_log_health(system)
 
 # -- training runs -------------------------------------------------------------------------
 st.subheader("Training runs")
-runs = system.jobs.runs()
+runs = system.runs()
 if not runs:
     st.info("No training runs yet — rate answers in Chat, then press Train now on the Training page.", icon="ℹ️")
 else:
     run_ids = [run["run_id"] for run in runs]  # newest first: the run an analyst just trained
     run_id = st.selectbox("Run", run_ids, key="metrics_run")
-    events = system.jobs.run_events(run_id)
+    events = system.run_events(run_id)
     left, right = st.columns(2)
     left.plotly_chart(loss_figure(events), key="metrics_loss")
     right.plotly_chart(accuracy_figure(events), key="metrics_accuracy")
@@ -56,7 +54,7 @@ if st.button("Evaluate the served version now", key="metrics_evaluate"):
             st.success(f"Evaluated {summary['model']}@{summary['model_version']} on {summary['n']} items.")
         except (ValueError, RuntimeError) as exc:
             st.warning(str(exc))
-frame = eval_metrics_frame(system.store.evals())
+frame = eval_metrics_frame(system.evaluations())
 if frame.empty:
     st.info("No evaluations yet. Each finished training run evaluates its new version automatically.", icon="ℹ️")
 else:
@@ -78,11 +76,7 @@ st.caption(
     "with 95 % paired-bootstrap confidence intervals and their number of items n, so you can see whether "
     f"they are real or noise. Below {MIN_PAIRED_ITEMS} items a comparison says it has too few to tell."
 )
-statuses = system.model_manager.status()
-choices = [s.name for s in statuses if s.available and s.name != "deepseek"]
-choices = ["deepseek"] + [f"deepseek@{v.id}" for v in system.registry.versions()] + ["deepseek@base"] + choices
-unloadable = {f"deepseek@{v.id}": problem for v in system.registry.versions()
-              if (problem := system.version_problem(v.id))}
+choices, unloadable = system.comparison_choices()
 picked = st.multiselect("Models and versions", choices, default=[c for c in choices if c not in unloadable][:2],
                         key="metrics_compare_models",
                         format_func=lambda c: f"{c} — cannot be loaded: {unloadable[c]}" if c in unloadable else c)
@@ -96,7 +90,7 @@ upload = st.file_uploader("Test set (YAML or JSONL: prompt, optional reference)"
                           key="metrics_suite_upload")
 if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
     try:
-        items = parse_suite(upload.getvalue().decode("utf-8"), upload.name) if upload else suites.get(suite_name, [])
+        items = system.parse_test_set(upload.getvalue().decode("utf-8"), upload.name) if upload else suites.get(suite_name, [])
         if not items:
             raise SuiteError(f"No items in {SUITE_LABELS[suite_name]}: rate answers, pick other items or upload a test set.")
         bar = st.progress(0.0, text="Generating answers…")
@@ -106,8 +100,7 @@ if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
             done[0] += n
             bar.progress(min(done[0] / total, 1.0), text=f"Generating answers… {done[0]}/{total}")
 
-        comparison = system.evaluator(progress=advance).compare_models(
-            items, picked, suite=upload.name if upload else suite_name, max_new_tokens=64)
+        comparison = system.compare(items, picked, suite=upload.name if upload else suite_name, progress=advance)
         st.session_state.metrics_comparison = comparison
     except (SuiteError, ValueError, KeyError, UnicodeDecodeError, RuntimeError, BackendError) as exc:
         # a bad test set, a cap the comparison would pass (nothing was asked), a model that cannot answer
@@ -128,19 +121,19 @@ if comparison is not None:
 
 # -- ratings ---------------------------------------------------------------------------------
 st.subheader("Ratings")
-feedback = system.store.feedback()
+feedback = system.feedback()
 if feedback.empty:
     st.info("No ratings yet.", icon="ℹ️")
 else:
     left, right = st.columns(2)
     counts = feedback["rating"].value_counts().reindex([1, 2, 3, 4, 5], fill_value=0)
     left.bar_chart(pd.DataFrame({"answers": counts.values}, index=[f"{r} ⭐" for r in counts.index]))
-    by_version = ratings_by_version(system.store)
+    by_version = system.ratings_by_version()
     right.dataframe(by_version, hide_index=True, key="metrics_ratings_by_version")
     csv_button(by_version, "ratings-by-version", "metrics_ratings_csv")
 
 # -- usage -----------------------------------------------------------------------------------
 st.subheader("Usage against caps")
-usage = usage_table(system.model_manager.status())
+usage = usage_table(system.model_status())
 st.dataframe(usage, hide_index=True, key="metrics_usage")
 csv_button(usage, "usage", "metrics_usage_csv")

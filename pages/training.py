@@ -5,22 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from dmac_core.system import JobAlreadyRunning, NotEnoughData, RegistryError
 from dmac_core.views.charts import loss_figure
-from dmac_core.views.review import (
-    gate_answer_changes,
-    gate_checks_table,
-    gate_rated_answers,
-    runs_table,
-    versions_table,
-)
-from dmac_core.learner.registry import RegistryError
-from dmac_core.training.dataset import NotEnoughData
-from dmac_core.training.job import JobAlreadyRunning
-from dmac_core.training.transfer import start_choices
+from dmac_core.views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, runs_table
 from pages.common import current_user, services, show_log_health
 
 system = services()
-jobs = system.jobs
 learner = system.config.learner
 
 # -- title ---------------------------------------------------------------------------------
@@ -58,7 +48,7 @@ with st.expander("Hyper-parameters in effect (config/config.yaml → models.deep
     )
 
 # -- call: start --------------------------------------------------------------------------------
-choices = start_choices(system.config, system.registry)
+choices = system.start_choices()
 values = [value for value, _ in choices]
 labels = dict(choices)
 start_from = st.selectbox(
@@ -69,7 +59,7 @@ start_from = st.selectbox(
 start_col, cancel_col = st.columns([1, 1])
 if start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
     try:
-        jobs.start(trigger="manual", user=current_user(), start_from=start_from)
+        system.start_training(user=current_user(), start_from=start_from)
         st.toast("Training started")
     except (JobAlreadyRunning, NotEnoughData, RuntimeError, ValueError) as exc:  # StartError is a ValueError
         st.warning(str(exc))
@@ -80,7 +70,7 @@ if not learner.learning_enabled:
 # -- render: live progress ---------------------------------------------------------------------
 @st.fragment(run_every=system.config.ui.progress_refresh_s)
 def live_progress() -> None:
-    snapshot = jobs.status()
+    snapshot = system.training_status()
     if snapshot is None or snapshot.run_id is None:
         st.info("No training has run in this server yet. Rate some answers, then press Train now.", icon="ℹ️")
         return
@@ -92,7 +82,7 @@ def live_progress() -> None:
         (st.error if snapshot.state == "failed" else st.caption)(snapshot.message)
     if snapshot.state in ("queued", "running"):
         if st.button("⏹ Cancel", key="train_cancel"):
-            jobs.cancel()
+            system.cancel_training()
             st.toast("Cancelling after the current step…")
     if snapshot.events:
         st.plotly_chart(loss_figure(snapshot.events, title="Live loss"), key="train_live_loss")
@@ -107,7 +97,7 @@ live_progress()
 
 # -- history: past runs --------------------------------------------------------------------------
 st.subheader("Past runs")
-runs = jobs.runs()
+runs = system.runs()
 if not runs:
     st.info("No runs yet.", icon="ℹ️")
 else:
@@ -115,13 +105,13 @@ else:
 
 # -- model versions: promote by hand, roll back in one click ---------------------------------
 st.subheader("Model versions")
-versions = versions_table(system.registry, system.version_problem)
+versions = system.versions_table()
 st.dataframe(versions, hide_index=True, width="stretch", key="train_versions")
-gated = [v for v in system.registry.versions() if v.metadata.get("gate")]
+gated = [v for v in system.version_ids() if system.gate_record(v)]
 if gated:
     with st.expander("Gate evidence: why a version was served or not", expanded=False):
-        shown = st.selectbox("Version", [v.id for v in reversed(gated)], key="train_gate_version")
-        gate = system.registry.get(shown).metadata["gate"]
+        shown = st.selectbox("Version", list(reversed(gated)), key="train_gate_version")
+        gate = system.gate_record(shown) or {}
         st.caption(
             f"{shown} against {gate.get('champion')}: {'passed' if gate.get('passed') else 'not passed'}. "
             f"Answers from {gate.get('runtime') or 'the served runtime'} ({gate.get('decoding') or '-'}); "
@@ -138,15 +128,15 @@ if gated:
             st.dataframe(rated, hide_index=True, width="stretch", key="train_gate_rated")
 pick_col, promote_col, rollback_col = st.columns([2, 1, 1])
 choice = pick_col.selectbox("Version", list(versions["version"]), key="train_version_pick")
-if promote_col.button("Serve this version", key="train_promote", disabled=choice == system.registry.served_id()):
+if promote_col.button("Serve this version", key="train_promote", disabled=choice == system.served_version()):
     try:
-        system.registry.promote(choice, reason=f"promoted by hand by {current_user()}")
+        system.promote(choice, user=current_user())
         st.rerun()
     except RegistryError as exc:
         st.warning(str(exc))
 if rollback_col.button("↩️ Roll back", key="train_rollback", help="Serve the version that was served before"):
     try:
-        system.registry.rollback()
+        system.roll_back()
         st.rerun()
     except RegistryError as exc:
         st.warning(str(exc))

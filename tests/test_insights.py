@@ -14,14 +14,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import dmac_core
-from dmac_core.backends.local import load_model
 from dmac_core.config import PROJECT_ROOT, Config, load_config
 from dmac_core.insights import active, explain, topics
-from dmac_core.serving import attachments as images
 from dmac_core.insights.embeddings import MiniLMEmbedder, get_embedder
 from dmac_core.insights.routing import TopicRouter, rank_models
-from dmac_core.logs.store import LearningStore
+from dmac_core.learner.loading import load_model
 from dmac_core.learner.registry import ModelRegistry, ModelVersion
+from dmac_core.logs.store import LearningStore
+from dmac_core.serving import attachments as images
+from dmac_core.views import insights as insight_views
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import FakeServer
 
@@ -140,7 +141,7 @@ def test_queue_holds_uncertain_disagreeing_and_low_rated_prompts(embedder: MiniL
         "Who wrote Hamlet?": {"disagree"},
         "Explain quantum chromodynamics.": {"uncertain"},
     }
-    frame = active.queue_frame(queue)
+    frame = insight_views.queue_frame(queue)
     assert list(frame["prompt"]) == [i.prompt for i in queue] and frame["score"].is_monotonic_decreasing
 
 
@@ -195,7 +196,7 @@ def test_token_entropy_and_confidence_on_a_tiny_model(tiny_model_dir: Path) -> N
     with __import__("torch").no_grad():
         loaded.model.model.norm.weight.mul_(50.0)
     assert explain.mean_token_entropy(loaded, "Say hello.", "Hello there, friend!") < flat - 1.0
-    grid, probs = explain.confidence_frame(scores, per_row=4)
+    grid, probs = insight_views.confidence_frame(scores, per_row=4)
     assert grid.shape[1] == 4 and probs.shape == grid.shape
     assert probs.to_numpy().ravel()[: len(scores)].tolist() == pytest.approx([s.prob for s in scores])
 

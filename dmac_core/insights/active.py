@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..config import Config, GeminiModelConfig, LocalModelConfig
+from ..config import LEARNER, Config, GeminiModelConfig, LocalModelConfig
 from ..logs.records import Feedback
 from ..logs.store import LearningStore
 from .embeddings import Embedder
@@ -81,7 +81,7 @@ def build_queue(
     store: LearningStore,
     embedder: Embedder,
     *,
-    learner: str = "deepseek",
+    learner: str = LEARNER,
     entropy_fn: EntropyFn | None = None,
     min_rating_for_sft: int = 4,
     max_rating_for_negative: int = 2,
@@ -147,16 +147,6 @@ def build_queue(
         # Several reasons at once are worth more than one strong reason.
         it.score = round(sum(it.reasons.values()) + 0.1 * len(it.reasons), 4)
     return sorted(items.values(), key=lambda i: -i.score)[:limit]
-
-
-def queue_frame(items: list[QueueItem]) -> pd.DataFrame:
-    """The queue as a table for display: prompt, reasons, score, answers, details."""
-    return pd.DataFrame(
-        [{"prompt": i.prompt, "reasons": i.reason_text, "score": i.score, "answers": len(i.answers),
-          "entropy": i.details.get("entropy"), "similarity": i.details.get("similarity"),
-          "lowest rating": i.details.get("min_rating")} for i in items],
-        columns=["prompt", "reasons", "score", "answers", "entropy", "similarity", "lowest rating"],
-    )
 
 
 def premium_model(config: Config) -> str | None:

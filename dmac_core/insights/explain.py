@@ -77,22 +77,6 @@ def mean_token_entropy(loaded: Any, prompt: str | list[dict[str, Any]], answer: 
     return float(np.mean([s.entropy for s in scores])) if scores else float("nan")
 
 
-def confidence_frame(scores: list[TokenScore], per_row: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Tokens laid out in rows of ``per_row`` for a shaded table: (token texts, probabilities).
-
-    Whitespace is made visible (``·``, ``⏎``); both frames have the same shape and columns,
-    padding cells are "" / NaN.
-    """
-    texts = [s.token.replace("\n", "⏎").replace(" ", "·") or "∅" for s in scores]
-    probs = [s.prob for s in scores]
-    rows = max(1, -(-len(texts) // per_row))
-    pad = rows * per_row - len(texts)
-    columns = [str(c) for c in range(per_row)]
-    grid = pd.DataFrame(np.array(texts + [""] * pad, dtype=object).reshape(rows, per_row), columns=columns)
-    shade = pd.DataFrame(np.array(probs + [np.nan] * pad, dtype=float).reshape(rows, per_row), columns=columns)
-    return grid, shade
-
-
 # -- nearest training examples ----------------------------------------------------------------
 def training_examples(store: LearningStore, metadata: dict[str, Any], runs_dir: Path | None = None) -> list[dict[str, Any]]:
     """The (prompt, answer) pairs a version was trained on.
