@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
+from dmac_core.evaluation.local import left_padded_batches  # noqa: E402
 from dmac_core.learner.decoding import generated_tokens_penalty, looping  # noqa: E402
 from dmac_core.learner.fast_decode import eos_token_ids  # noqa: E402
-from dmac_core.evaluation.local import left_padded_batches  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
 PROMPTS_FILE = ROOT / "bench" / "everyday_prompts.yaml"
@@ -118,9 +118,9 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator
     from dmac_core.learner.base_model import bundled_gguf_path
     from dmac_core.learner.gguf_export import write_gguf
+    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator
 
     prompts = load_prompts()
     tok = AutoTokenizer.from_pretrained(args.model)

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not backend.available().ok:
         print(backend.available().reason, file=sys.stderr)
         return 2
-    from dmac_core.backends.local import load_model
+    from dmac_core.learner.loading import load_model
 
     loaded = load_model(backend.base_path, backend.registry.get(BASE_VERSION), backend.dtype)  # the bundled model itself
     prompts = bench_prompts(args.prompts)

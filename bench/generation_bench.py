@@ -44,8 +44,8 @@ if os.environ.get("LLAMA_CPP_PATH"):
 
 import torch  # noqa: E402
 
-from dmac_core.learner.fast_decode import SERVING_WEIGHTS, FastGenerator  # noqa: E402
 from dmac_core.config import LocalModelConfig  # noqa: E402
+from dmac_core.learner.fast_decode import SERVING_WEIGHTS, FastGenerator  # noqa: E402
 
 MODEL_DIR = ROOT / "data" / "base" / "SmolLM2-135M-Instruct"
 NEW_TOKENS = 64
@@ -142,9 +142,9 @@ def llama_cpp_variant(path: Path | None = None, label: str = "") -> Variant | No
 
 def export_variant(model: Any, weights: str, workdir: Path, shipped: bool) -> tuple[Variant, float] | None:
     """LocalBackend's llama.cpp path: the model exported to GGUF, decoded by LlamaCppGenerator."""
-    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
     from dmac_core.learner.base_model import bundled_gguf_path
     from dmac_core.learner.gguf_export import write_gguf
+    from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
 
     if not llama_cpp_importable():
         return None
@@ -195,7 +195,7 @@ if kind == "hf":
     with torch.inference_mode():
         m.generate(input_ids=torch.tensor([[1, 2, 3]]), max_new_tokens=8, do_sample=False)
 else:  # what LocalBackend serves: load the base version, answer a 500-token conversation
-    from dmac_core.backends.local import load_llama_cpp, load_model
+    from dmac_core.learner.loading import load_llama_cpp, load_model
     from dmac_core.learner.registry import ModelRegistry
     base = ModelRegistry(Path({workdir!r}) / "models").get("base")
     if kind == "torch":

@@ -34,8 +34,8 @@ import orjson  # noqa: E402
 
 from dmac_core.backends.base import Availability, Generation  # noqa: E402
 from dmac_core.config import Config  # noqa: E402
-from dmac_core.serving.router import ModelManager  # noqa: E402
 from dmac_core.logs.store import LearningStore  # noqa: E402
+from dmac_core.serving.router import ModelManager  # noqa: E402
 from dmac_core.serving.usage import UsageCounter  # noqa: E402
 
 

@@ -207,8 +207,8 @@ def main() -> None:
     import torch
     from datasets.utils.logging import disable_progress_bar
 
-    from dmac_core.backends.local import cpu_supports_bf16
     from dmac_core.config import BUNDLED_BASE_MODEL_NAME, PROJECT_ROOT
+    from dmac_core.learner.loading import cpu_supports_bf16
 
     disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)

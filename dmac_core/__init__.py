@@ -17,8 +17,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .system import LearningSystem
     from .serving.router import ModelManager
+    from .system import LearningSystem
 
 _lock = threading.Lock()
 _system: "LearningSystem | None" = None
@@ -29,6 +29,7 @@ def get_learning_system() -> "LearningSystem":
     global _system
     with _lock:
         if _system is None:
+            # here, for start-up time: `import dmac_core` stays cheap until the seed's API is used
             from .system import LearningSystem
 
             _system = LearningSystem()

@@ -9,12 +9,14 @@ import subprocess
 import sys
 from typing import Any, Callable
 
+from .auth import add_user, is_loopback, sign_in_configured
 from .cli.common import config_parser, dispatch
-from .config import PROJECT_ROOT, Config
-
+from .config import LEARNER, PROJECT_ROOT, Config
 
 
 def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
+    # Each command imports what it needs when it runs, for start-up time: `--help` and the
+    # light commands answer without loading torch.
     from .learner.base_model import ensure_base_model
 
     if config.learner.base_model:
@@ -29,10 +31,11 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
 def _prepare_serving(config: Config) -> None:
     """Make the served version's GGUF copy now, so the first chat answer does not wait for it,
     and its answers to the gate's general-knowledge suite, so the first "Train now" does not."""
+    # lazily, for start-up time (see _cmd_setup)
     from .backends.local import LocalBackend
     from .learner.registry import ModelRegistry
 
-    backend = LocalBackend("deepseek", config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
+    backend = LocalBackend(LEARNER, config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
     try:
         runtime = backend.prepare()
     except Exception as exc:  # setup still succeeds; the Chat page reports the learner's state
@@ -44,7 +47,7 @@ def _prepare_serving(config: Config) -> None:
         print("The gate's general-knowledge answers are measured with the first \"Train now\" "
               "(llama.cpp is still being built).")
         return
-    from .system import LearningSystem
+    from .system import LearningSystem  # lazily, for start-up time (see _cmd_setup)
 
     system = LearningSystem(config)
     served = system.registry.served_id()
@@ -56,7 +59,6 @@ def _prepare_serving(config: Config) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from .auth import is_loopback, sign_in_configured
 
     if not is_loopback(args.address) and not sign_in_configured():
         print(
@@ -79,7 +81,6 @@ def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
-    from .auth import add_user
 
     password = os.environ.get("DMAC_NEW_PASSWORD") or getpass.getpass(f"Password for {args.name}: ")
     if not os.environ.get("DMAC_NEW_PASSWORD") and getpass.getpass("Repeat it: ") != password:
@@ -119,11 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _registrars() -> list[Callable[[Any], None]]:
+    # lazily, for start-up time: `serve` and `add-user` need none of the command groups' modules
     from .cli.evaluation import register as register_evaluation
     from .cli.logs import register as register_store
     from .cli.training import register as register_training
-    from .training.export import register as register_export
     from .cli.versions import register as register_versions
+    from .training.export import register as register_export
 
     return [register_training, register_versions, register_evaluation, register_store, register_export]
 

@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "config.yaml"
+# The local learner's model name: its section in config (``models.deepseek``), its name in the
+# logs and the router, and the prefix of a version's name (``deepseek@v0002``).
+LEARNER = "deepseek"
 BUNDLED_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
@@ -276,7 +279,7 @@ class UIConfig(_Strict):
 
 class Config(_Strict):
     data_dir: str = "data"
-    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"deepseek": LocalModelConfig()})
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {LEARNER: LocalModelConfig()})
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
@@ -285,7 +288,7 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> "Config":
-        if "deepseek" not in self.models or not isinstance(self.models["deepseek"], LocalModelConfig):
+        if LEARNER not in self.models or not isinstance(self.models[LEARNER], LocalModelConfig):
             raise ValueError("models.deepseek must exist and have kind 'local' (it is the local learner, DeepSeek-RL)")
         for name in self.routing.order:
             if name not in self.models:
@@ -304,7 +307,7 @@ class Config(_Strict):
     @property
     def learner(self) -> LocalModelConfig:
         """The local learner's config (``models.deepseek``)."""
-        model = self.models["deepseek"]
+        model = self.models[LEARNER]
         assert isinstance(model, LocalModelConfig)
         return model
 

@@ -148,8 +148,8 @@ def served_base_evidence(tmp_path_factory: pytest.TempPathFactory, real_model_di
     test session the way ``make run``'s setup measures them for the workbench's data directory.
     Real-model tests copy the eval log into their fresh data directory, so each run's gate
     reuses it (the reuse is keyed by the weight files) instead of asking 46 questions again."""
-    from tests.learning_quality_fixtures import shipped_config
     from dmac_core.system import LearningSystem
+    from tests.learning_quality_fixtures import shipped_config
 
     data = tmp_path_factory.mktemp("base-evidence") / "data"
     system = LearningSystem(shipped_config(data, real_model_dir))

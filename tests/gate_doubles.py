@@ -14,8 +14,8 @@ from typing import Any
 
 from dmac_core.config import Config
 from dmac_core.evaluation.metrics import key_term_recall, rouge_scores
-from dmac_core.training.gate import PromotionGate
 from dmac_core.learner.registry import ModelRegistry
+from dmac_core.training.gate import PromotionGate
 
 
 def scripted_evaluate(registry: ModelRegistry, candidate_learned: bool = True, candidate_loss: float = 1.0):

@@ -11,8 +11,8 @@ import logging
 import socket
 import time
 import traceback
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 import pytest
 

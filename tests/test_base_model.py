@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from dmac_core.learner import base_model
 from dmac_core.backends.local import LocalBackend
-from dmac_core.learner.base_model import BaseModelError, ensure_base_model, is_model_dir, prepare_base
 from dmac_core.config import load_config
+from dmac_core.learner import base_model
+from dmac_core.learner.base_model import BaseModelError, ensure_base_model, is_model_dir, prepare_base
 from dmac_core.learner.registry import ModelRegistry
 from tests.conftest import tiny_config_dict, write_config
 

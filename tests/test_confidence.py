@@ -10,10 +10,10 @@ from typing import Callable
 import pytest
 import torch
 
-from dmac_core.backends.local import load_model
 from dmac_core.config import Config
 from dmac_core.insights.confidence import ConfidenceScorer
 from dmac_core.insights.explain import answer_token_scores
+from dmac_core.learner.loading import load_model
 from dmac_core.system import LearningSystem
 
 from .gate_doubles import scripted_gate

@@ -10,15 +10,15 @@ from typing import Any, Callable
 import pytest
 import torch
 
+from dmac_core.backends.local import LocalBackend
+from dmac_core.config import Config
+from dmac_core.learner.base_model import bundled_gguf_path
 from dmac_core.learner.decoding import Decoding, LoopGuard, generated_tokens_penalty, looping, penalize_recent
 from dmac_core.learner.fast_decode import FastGenerator
-from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
-from dmac_core.backends.local import LocalBackend
-from dmac_core.learner.base_model import bundled_gguf_path
-from dmac_core.config import Config
 from dmac_core.learner.gguf_export import write_gguf
-from dmac_core.system import LearningSystem
+from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable
 from dmac_core.learner.registry import ModelRegistry
+from dmac_core.system import LearningSystem
 from tests.test_llama_cpp_serving import PROMPTS, _decisive_prefix, _hf_greedy_margins, _ids, tiny_hf  # noqa: F401
 
 needs_llama_cpp = pytest.mark.skipif(

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from dmac_core.backends.local import LocalBackend
 from dmac_core.learner.decoding import looping
 from dmac_core.learner.llama_cpp_runtime import llama_cpp_importable
-from dmac_core.backends.local import LocalBackend
 from dmac_core.learner.registry import ModelRegistry
 from tests.learning_quality_fixtures import shipped_config
 

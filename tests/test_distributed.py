@@ -14,10 +14,10 @@ from typing import Callable
 import pytest
 
 from dmac_core.config import PROJECT_ROOT, Config
+from dmac_core.learner.registry import ModelRegistry
 from dmac_core.logs.store import LearningStore
 from dmac_core.training.dataset import NotEnoughData
 from dmac_core.training.distributed import per_device_batch, train_distributed
-from dmac_core.learner.registry import ModelRegistry
 
 # 16 distinct rated answers: with global batch 4 every step is a full batch on both ranks.
 QA = [(f"Question number {i}: what is item {i} called?", f"Item {i} is called thing-{i * 7}.") for i in range(16)]

@@ -22,8 +22,8 @@ from dmac_core.evaluation.evaluator import (
     load_suite,
     reference_loss,
 )
-from dmac_core.logs.store import LearningStore
 from dmac_core.learner.registry import ModelRegistry, RegistryError
+from dmac_core.logs.store import LearningStore
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import fake_openai  # noqa: F401 - fixture
 

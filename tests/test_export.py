@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import Config
 from dmac_core.evaluation.local import generate_batch
-from dmac_core.training.export import ExportError, export_version, main
 from dmac_core.learner.registry import ModelRegistry, RegistryError
+from dmac_core.training.export import ExportError, export_version, main
 
 PROMPTS = ["What is the capital of France?", "Name a colour.", "Tell me a story about a cat and a very long road."]
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from dmac_core.config import PROJECT_ROOT, Config, load_config
-from dmac_core.system import LearningSystem
 from dmac_core.logs.records import RecordError
+from dmac_core.system import LearningSystem
 from tests.conftest import tiny_config_dict, write_config
 from tests.fake_servers import FakeServer, fake_gemini  # noqa: F401
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 
 from dmac_core.backends.base import BackendError
-from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable, prune_cache
 from dmac_core.backends.local import LocalBackend
-from dmac_core.learner.base_model import bundled_gguf_path
 from dmac_core.config import Config
+from dmac_core.learner.base_model import bundled_gguf_path
 from dmac_core.learner.gguf_export import GGUFExportError, read_metadata, write_gguf
+from dmac_core.learner.llama_cpp_runtime import LlamaCppGenerator, llama_cpp_importable, prune_cache
 from dmac_core.learner.registry import ModelRegistry
 from tests.test_export import _register_adapter
 

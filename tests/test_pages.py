@@ -236,8 +236,8 @@ def test_chat_says_the_torch_loop_answers_while_llama_cpp_is_built(
     so where a newcomer looks, without opening the status panel."""
     import os
 
-    import dmac_core.learner.llama_cpp_build as build
     import dmac_core.backends.local as local
+    import dmac_core.learner.llama_cpp_build as build
 
     status = tmp_path / "llama-cpp-build.json"
     status.write_text(json.dumps({"state": "building", "pid": os.getpid(), "fraction": 0.3, "seconds_left": 330,

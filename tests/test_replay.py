@@ -8,13 +8,13 @@ from typing import Callable
 import pytest
 import torch
 
-from dmac_core.learner.decoding import Decoding
-from dmac_core.backends.local import load_model
 from dmac_core.config import Config
 from dmac_core.evaluation.local import generate_batch
-from dmac_core.views.review import runs_table
-from dmac_core.training.dataset import NotEnoughData
+from dmac_core.learner.decoding import Decoding
+from dmac_core.learner.loading import load_model
 from dmac_core.learner.registry import BASE_VERSION, ModelVersion
+from dmac_core.training.dataset import NotEnoughData
+from dmac_core.views.review import runs_table
 
 from .test_training import FACTS, seed_ratings, services
 

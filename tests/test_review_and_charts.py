@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dmac_core.logs.store import LearningStore
 from dmac_core.views.charts import eval_metrics_frame, events_frame, loss_figure, version_metrics_figure
 from dmac_core.views.review import filter_review, rating_summary, review_table
-from dmac_core.logs.store import LearningStore
 
 
 def seeded_store(tmp_path: Path) -> LearningStore:

@@ -17,8 +17,8 @@ import pytest
 
 from dmac_core.backends.base import Availability, BackendError, Generation
 from dmac_core.config import Config, load_config
-from dmac_core.serving.router import ModelManager, RoutingError
 from dmac_core.logs.store import LearningStore
+from dmac_core.serving.router import ModelManager, RoutingError
 from tests.conftest import write_config
 
 

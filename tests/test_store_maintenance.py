@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from dmac_core.config import Config
-from dmac_core.logs.store import LearningStore
 from dmac_core.cli.logs import cmd_delete_user, cmd_doctor, main
+from dmac_core.config import Config
 from dmac_core.logs.maintenance import delete_user, doctor, export, quarantine_path
+from dmac_core.logs.store import LearningStore
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

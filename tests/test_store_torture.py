@@ -17,9 +17,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from dmac_core.logs.store import _REQUIRED, LearningStore
-from dmac_core.logs.parsing import _parse_line
 from dmac_core.logs.maintenance import doctor
+from dmac_core.logs.parsing import _parse_line
+from dmac_core.logs.store import _REQUIRED, LearningStore
 
 ROUNDS = int(os.environ.get("DMAC_TORTURE_ROUNDS", "5"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -12,14 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from dmac_core.backends.local import LocalBackend
-from dmac_core.system import LearningSystem
-from tests.gate_doubles import scripted_gate
 from dmac_core.config import Config
+from dmac_core.learner.registry import ModelRegistry
 from dmac_core.logs.store import LearningStore
+from dmac_core.system import LearningSystem
 from dmac_core.training.dataset import NotEnoughData, build_dataset
 from dmac_core.training.job import JobAlreadyRunning, LearningDisabled, TrainingJobManager
-from dmac_core.learner.registry import ModelRegistry
 from dmac_core.training.trainer import latest_checkpoint
+from tests.gate_doubles import scripted_gate
 
 FACTS = [
     ("What colour is the Zorblat?", "The Zorblat is bright teal."),
@@ -146,7 +146,8 @@ def test_not_enough_data_and_disabled_refuse_before_starting(make_config: Callab
         jobs.start()
     assert jobs.runs() == [] and jobs.status().state == "idle"
     # the cross-process lock was released, so a later start is not refused for the wrong reason
-    import fcntl, os
+    import fcntl
+    import os
     fd = os.open(config.data_path / "runs" / ".train.lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,15 +5,16 @@ steps; the version is registered and the gate, finding nothing gained, keeps the
 from __future__ import annotations
 
 from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from dmac_core.backends.local import LocalBackend
 from dmac_core.config import LoraConfig, load_config
+from dmac_core.learner.registry import ModelRegistry
 from dmac_core.logs.store import LearningStore
 from dmac_core.system import LearningSystem
-from dmac_core.learner.registry import ModelRegistry
 from tests.conftest import tiny_config_dict, write_config
 
 pytestmark = pytest.mark.integration

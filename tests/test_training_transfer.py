@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from dmac_core.backends.local import LocalBackend
-from dmac_core.config import Config
-from dmac_core.views.review import versions_table
 from dmac_core.cli import training as training_cli
-from dmac_core.training.transfer import StartError, start_choices, version_base
+from dmac_core.config import Config
+from dmac_core.learner.registry import version_base
+from dmac_core.training.transfer import StartError, start_choices
+from dmac_core.views.review import versions_table
 
 from .conftest import build_tiny_model
 from .gate_doubles import scripted_gate

@@ -12,10 +12,10 @@ from streamlit.testing.v1 import AppTest
 import dmac_core
 from dmac_core.backends.base import BackendError
 from dmac_core.config import PROJECT_ROOT, Config
-from dmac_core.views.review import versions_table
+from dmac_core.learner.registry import RegistryError
 from dmac_core.serving.router import RoutingError
 from dmac_core.system import LearningSystem
-from dmac_core.learner.registry import RegistryError
+from dmac_core.views.review import versions_table
 
 from .gate_doubles import scripted_gate
 from .test_training import seed_ratings

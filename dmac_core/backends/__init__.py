@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import Config, GeminiModelConfig, LocalModelConfig, OpenAICompatModelConfig
+from ..config import LEARNER, Config, GeminiModelConfig, LocalModelConfig, OpenAICompatModelConfig
 from ..learner.registry import ModelRegistry
+from ..secrets import SecretsError, resolve_api_key
 from .base import Availability, Backend, BackendError, Generation
 
 
@@ -28,16 +29,17 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
     """One backend per configured model, in config order. API keys come from the
     environment or ``.streamlit/secrets.toml``; a model without its key reports itself
     unavailable (with the reason) instead of failing."""
-    from ..secrets import SecretsError, resolve_api_key
 
     backends: dict[str, Backend] = {}
     for name, model in config.models.items():
         if not model.enabled:
             backends[name] = DisabledBackend(name, f"disabled in config (models.{name}.enabled: false)")
         elif isinstance(model, LocalModelConfig):
+            # each backend is imported when configured, for start-up time: torch, google-genai and
+            # openai are imported only by the models that use them
             from .local import LocalBackend
 
-            if name == "deepseek":  # the learner: serves the registry's promoted version
+            if name == LEARNER:  # the learner: serves the registry's promoted version
                 backends[name] = LocalBackend(name, model, config.base_model_path(), registry,
                                               bundled_base=model.base_model is None)
             else:  # another local model: served as configured, never trained here
@@ -50,11 +52,11 @@ def build_backends(config: Config, registry: ModelRegistry) -> dict[str, Backend
                 backends[name] = DisabledBackend(name, str(exc))
                 continue
             if isinstance(model, GeminiModelConfig):
-                from .gemini import GeminiBackend
+                from .gemini import GeminiBackend  # lazily, see above
 
                 backends[name] = GeminiBackend(name, model, key, data_dir=config.data_path)
             elif isinstance(model, OpenAICompatModelConfig):
-                from .openai_compat import OpenAICompatBackend
+                from .openai_compat import OpenAICompatBackend  # lazily, see above
 
                 backends[name] = OpenAICompatBackend(name, model, key)
     return backends

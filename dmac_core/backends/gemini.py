@@ -23,8 +23,8 @@ from dmac_core.backends.base import Availability, BackendError, Generation, Mess
 from dmac_core.backends.redact import redact
 from dmac_core.backends.retry import error_from_status, parse_retry_after
 from dmac_core.config import GeminiModelConfig
-from dmac_core.serving.attachments import ImageError, gemini_image_parts
 from dmac_core.secrets import missing_key_reason
+from dmac_core.serving.attachments import ImageError, gemini_image_parts
 
 try:  # the pinned SDK uses the httpx2 fork; plain httpx is accepted too in case a version switches
     import httpx2 as _httpx

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import LEARNER, Config
 from ..evaluation.metrics import MIN_PAIRED_ITEMS
+from .common import run_subcommands
 
 SUMMARY_COLUMNS = ["model", "model_version", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss",
                    "token_accuracy", "latency_ms_mean", "tokens_out_mean", "errors"]
@@ -36,7 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--runtime", choices=["served", "fp32"], default=None,
                    help="what answers for the local learner: 'served' (the runtime, weights and decoding chat uses) or "
                         "'fp32' (the transformers model in fp32); default: models.deepseek.evaluate_with")
-    p.add_argument("--models", default="deepseek",
+    p.add_argument("--models", default=LEARNER,
                    help="comma-separated model names from config; 'deepseek@v0002' picks a version (default: deepseek)")
     p.add_argument("--name", help="suite name stored with the results (default: the file name)")
     p.add_argument("--max-new-tokens", type=int, default=None,
@@ -54,6 +55,8 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
     import pandas as pd
     from tqdm import tqdm
 
+    # Imported here, not at the top, for start-up time: torch and the models load only when a
+    # command runs, so `python -m dmac_core --help` answers at once.
     from ..evaluation.evaluator import SuiteError, load_suite
     from ..system import LearningSystem
 
@@ -110,7 +113,6 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry: ``python -m dmac_core.cli.evaluation [--config FILE] <command> ...``."""
-    from .common import run_subcommands
 
     return run_subcommands("python -m dmac_core.cli.evaluation", [register], argv)
 

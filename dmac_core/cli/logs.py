@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
-from ..logs.store import LearningStore
 from ..logs.maintenance import delete_user, doctor, export, import_conversations
+from ..logs.store import LearningStore
+from .common import run_subcommands
 
 
 def _store(config: Config) -> LearningStore:
@@ -153,7 +154,6 @@ def register(subparsers: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry: ``python -m dmac_core.cli.logs [--config FILE] <command> ...``."""
-    from .common import run_subcommands
 
     return run_subcommands("python -m dmac_core.cli.logs", [register], argv, description=__doc__)
 

@@ -16,6 +16,7 @@ from ..training.dataset import NotEnoughData
 from ..training.job import JobAlreadyRunning, LearningDisabled, NothingToResume
 from ..training.scheduler import TrainingScheduler
 from ..training.transfer import StartError
+from .common import run_subcommands
 
 
 def register(subparsers: Any) -> None:
@@ -39,6 +40,7 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
     """Run one training job in the foreground; return the process exit code."""
     from tqdm import tqdm
 
+    # here, not at the top, for start-up time: `--help` answers without loading torch
     from ..system import LearningSystem
 
     # The workbench's own services: the same gate (through the served runtime), teacher and
@@ -88,7 +90,6 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry: ``python -m dmac_core.cli.training [--config FILE] <command> ...``."""
-    from .common import run_subcommands
 
     return run_subcommands("python -m dmac_core.cli.training", [register], argv)
 

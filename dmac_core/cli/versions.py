@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from ..config import Config
-from ..views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, versions_table
 from ..learner.registry import ModelRegistry, RegistryError
+from ..views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, versions_table
 
 
 def register(subparsers: Any) -> None:

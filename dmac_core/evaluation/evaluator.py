@@ -19,17 +19,24 @@ from typing import Any, Sequence
 import pandas as pd
 import yaml
 
-from .metrics import (ROUGE_TYPES, bleu, bleu_bootstrap_diff, bootstrap_diff, check_aligned, key_term_recall,
-                      mean_of, rouge_scores)
 from ..backends.base import Backend, BackendError
-from ..config import Config
-from .local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
+from ..config import LEARNER, Config
 from ..logs.records import new_id
-from ..serving.errors import RoutingError
-from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
 from ..logs.store import LearningStore
+from ..serving.errors import RoutingError
 from ..serving.usage import day_budget_shortfall, minute_cap_reached
-
+from .local import Progress, _messages, generate_batch, generate_batch_details, reference_loss  # noqa: F401
+from .metrics import (
+    ROUGE_TYPES,
+    bleu,
+    bleu_bootstrap_diff,
+    bootstrap_diff,
+    check_aligned,
+    key_term_recall,
+    mean_of,
+    rouge_scores,
+)
+from .splits import heldout_bucket, is_heldout, normalize_prompt  # noqa: F401 (re-exported)
 
 RUNTIMES = ("served", "fp32")  # what answers a local model's prompts in an evaluation (see Evaluator)
 
@@ -215,9 +222,10 @@ class Evaluator:
         if self.runtime == "served":  # the backend keeps what it loaded for the next suite
             return name, backend, backend.load_version(version)
         if (name, version) not in self._versions:  # fp32: the version's transformers model alone
+            # here, for start-up time: the topic router imports this module without loading torch
             import torch
 
-            from ..backends.local import load_model
+            from ..learner.loading import load_model
 
             if len(self._versions) >= 2:  # each copy of the model costs ~0.5 GB: keep few
                 self._versions.pop(next(iter(self._versions)))
@@ -281,7 +289,7 @@ class Evaluator:
 
     # -- one model ------------------------------------------------------------------------
     def evaluate_model(
-        self, test_prompts: Sequence[Any], model: str = "deepseek", references: Sequence[str | None] | None = None,
+        self, test_prompts: Sequence[Any], model: str = LEARNER, references: Sequence[str | None] | None = None,
         suite: str = "adhoc", max_new_tokens: int | None = None, reuse: bool = False, **record_extra: Any,
     ) -> dict[str, Any]:
         """Answer every prompt with ``model``, score against references, persist, return the result.

@@ -15,7 +15,14 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from ..backends.base import Message
-from ..learner.decoding import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, Decoding, LoopGuard, generated_tokens_penalty
+from ..learner.decoding import (
+    FINISH_LENGTH,
+    FINISH_REPETITION,
+    FINISH_STOP,
+    Decoding,
+    LoopGuard,
+    generated_tokens_penalty,
+)
 from .metrics import check_aligned
 
 Progress = Callable[[int], None]  # called with the number of items just finished

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Callable
 
+from ..config import LEARNER
 from ..logs.store import LearningStore
 from .embeddings import Embedder
 from .topics import TopicModel, fit_topics, topic_ratings
@@ -29,7 +30,7 @@ def rank_models(
     topic: Ratings,
     overall: Ratings,
     min_samples: int,
-    learner: str = "deepseek",
+    learner: str = LEARNER,
 ) -> list[str]:
     """Models in routing order for one topic (see the module docstring for the rule).
 
@@ -64,7 +65,7 @@ class TopicRouter:
         self,
         store: LearningStore,
         embedder: Embedder | Callable[[], Embedder],
-        learner: str = "deepseek",
+        learner: str = LEARNER,
         window_days: float | None = None,
         refresh_s: float = 60.0,
     ) -> None:

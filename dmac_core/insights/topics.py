@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..config import LEARNER
 from ..evaluation.evaluator import normalize_prompt
 from ..logs.store import LearningStore
 from .embeddings import Embedder
@@ -264,7 +265,7 @@ def _eval_scores(store: LearningStore, model: TopicModel, embedder: Embedder, me
 def topic_table(
     store: LearningStore,
     embedder: Embedder,
-    learner: str = "deepseek",
+    learner: str = LEARNER,
     n_topics: int | None = None,
     eval_metric: str = "rougeL",
 ) -> pd.DataFrame:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import threading
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 from ..fsio import atomic_write_json
 from .gguf_export import GGUFExportError, write_gguf
 
+
 def llama_cpp_importable() -> bool:
     """True when the llama_cpp package is installed (``make setup`` builds it)."""
     return importlib.util.find_spec("llama_cpp") is not None

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .base_model import is_model_dir
 from ..fsio import atomic_write_json
 from ..logs.records import format_ts, utc_now
+from .base_model import is_model_dir
 
 BASE_VERSION = "base"
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
@@ -52,6 +52,18 @@ class ModelVersion:
         if self.path is not None and (self.path / "adapter_config.json").is_file():
             return self.path
         return None
+
+
+def version_base(version: ModelVersion, default_base: Path) -> Path:
+    """The full weights a version applies to: the base recorded at training time when it
+    still exists, else ``default_base`` (versions from before transfer learning recorded the
+    configured base, which is the same thing)."""
+    if version.path is not None and is_model_dir(version.path):
+        return version.path  # a fully fine-tuned version is its own base
+    recorded = version.metadata.get("base_model")
+    if recorded and is_model_dir(Path(recorded)):
+        return Path(recorded)
+    return Path(default_base)
 
 
 class ModelRegistry:

@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-from .records import RecordError, _Record, validate_record
 from ..fsio import append_lines, atomic_write_bytes
-from .store import _REQUIRED, KINDS, LearningStore, _dumps
 from .parsing import _parse_line
+from .records import RecordError, _Record, validate_record
 from .snapshot import discard_snapshot
+from .store import _REQUIRED, KINDS, LearningStore, _dumps
 
 Progress = Callable[[int, int], None] | None
 """Called as ``progress(done, total)``; units are bytes for file scans, rows otherwise."""

@@ -35,8 +35,8 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pyarrow as pa
 
 from ..fsio import fsync_dir, write_all
-from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
 from .parsing import _arrow, _frame, _parse_arrow, _parse_python, _string_type
+from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
 from .snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]

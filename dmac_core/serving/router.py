@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 from ..backends.base import Backend, BackendError, Generation, Message
 from ..backends.retry import call_with_retries
 from ..config import Config
-from .attachments import image_support, message_images
+from ..insights.embeddings import get_embedder
+from ..insights.routing import TopicRouter
 from ..logs.records import Feedback, RecordError
-from .errors import RoutingError
 from ..logs.store import LearningStore
+from .attachments import image_support, message_images
+from .errors import RoutingError
 from .usage import UsageCounter, cap_exceeded
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,8 +136,6 @@ class ModelManager:
 
     def _topic_router(self) -> Any:
         if self.topic_router is None:
-            from ..insights.embeddings import get_embedder
-            from ..insights.routing import TopicRouter
 
             self.topic_router = TopicRouter(
                 self.store, lambda: get_embedder(self.config.data_path),

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..config import CapsConfig
+from ..logs.parsing import _parse_python
 from ..logs.records import parse_ts, utc_now
 from ..logs.store import _REQUIRED, LearningStore
-from ..logs.parsing import _parse_python
 
 
 @dataclass

@@ -44,6 +44,15 @@ from typing import Any
 
 from ..config import Config, load_config
 from ..fsio import atomic_write_json
+from ..learner.registry import ModelRegistry
+from ..logs.records import format_ts, utc_now
+from ..logs.store import LearningStore
+from ..system import LearningSystem
+from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
+from .job import TrainingJobManager, hyper_parameters
+from .replay import apply_replay
+from .trainer import run_training
+from .transfer import StartPoint, apply_start, resolve_start, transfer_metadata
 
 
 def _dist_env() -> tuple[int, int]:
@@ -88,14 +97,6 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
     :class:`~dmac_core.training.dataset.NotEnoughData` (on every rank) when there is too
     little data, and ``JobAlreadyRunning`` when another run holds the training lock.
     """
-    from ..logs.records import format_ts, utc_now
-    from ..logs.store import LearningStore
-    from .dataset import NotEnoughData, TrainingData, build_dataset, choose_method, check_enough
-    from .job import TrainingJobManager, hyper_parameters
-    from ..learner.registry import ModelRegistry
-    from .trainer import run_training
-    from .replay import apply_replay
-    from .transfer import StartPoint, apply_start, resolve_start, transfer_metadata
 
     rank, world = _dist_env()
     _init_group(world)
@@ -192,7 +193,6 @@ def train_distributed(config: Config, method: str | None = None, epochs: int | N
                 version = registry.register(result.adapter_dir, metadata)
                 record["version"] = version.id
                 if gate:
-                    from ..system import LearningSystem
 
                     # the workbench's gate: evidence through the runtime that serves chat
                     verdict = LearningSystem(configured).gate.run(version.id, registry.served_id(), data)

@@ -25,10 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..config import load_config
 from ..learner.base_model import bundled_gguf_path
 from ..learner.gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
+from ..learner.registry import ModelRegistry, ModelVersion, RegistryError
 from ..logs.records import format_ts, utc_now
-from ..learner.registry import ModelRegistry, ModelVersion
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -54,9 +55,10 @@ def export_version(
     the ``gguf_weights`` format, f16 by default). An existing non-empty ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
     :class:`ExportError` or the registry's ``RegistryError`` for an unknown version.
     """
+    # here, for start-up time: `python -m dmac_core --help` registers this command without torch
     import torch
 
-    from ..backends.local import load_model
+    from ..learner.loading import load_model
 
     if dtype not in _DTYPES:
         raise ExportError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
@@ -216,7 +218,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace, config: Any) -> int:
     """Run the export; print where it went; return the process exit code."""
-    from ..learner.registry import RegistryError
 
     registry = ModelRegistry(config.data_path / "models")
     version = registry.served_id() if args.version == "served" else args.version
@@ -232,7 +233,6 @@ def export_command(args: argparse.Namespace, config: Any) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m dmac_core.training.export VERSION --out DIR`` on its own."""
-    from ..config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m dmac_core.training.export")
     parser.add_argument("--config", default=None, help="config file (default: $DMAC_CONFIG or config/config.yaml)")

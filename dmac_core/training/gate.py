@@ -38,7 +38,7 @@ from typing import Any, Callable, Protocol
 
 import yaml
 
-from ..config import Config
+from ..config import LEARNER, Config
 from .dataset import TrainingData
 
 PASSED, FAILED, NO_EVIDENCE, OFF, INFO = "passed", "failed", "no evidence", "off", "info"
@@ -237,7 +237,7 @@ class PromotionGate:
         general = self.general_items()
         if general is None:
             return False
-        self.evaluate(self._general_eval_items(general), f"deepseek@{version}", SUITE_GENERAL, True)
+        self.evaluate(self._general_eval_items(general), f"{LEARNER}@{version}", SUITE_GENERAL, True)
         return True
 
     def run(self, candidate: str, champion: str, data: TrainingData,
@@ -255,7 +255,7 @@ class PromotionGate:
             for version in (champion, candidate):
                 progress(f"Gate: {what} — {len(items)} answers of {version}…")
                 clock = time.perf_counter()
-                results.append(self.evaluate(items, f"deepseek@{version}", suite, version == champion))
+                results.append(self.evaluate(items, f"{LEARNER}@{version}", suite, version == champion))
                 seconds.append(round(time.perf_counter() - clock, 1))
             evidence[suite] = {"before": results[0]["eval_id"], "after": results[1]["eval_id"], "seconds": seconds}
             measured_on.update(runtime=results[1].get("runtime"), decoding=results[1].get("decoding"))

@@ -42,19 +42,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..learner.scope import taught_prompts, write_scope
-from ..learner.base_model import prepare_base
-from ..insights.embeddings import get_embedder
-from ..config import Config
+from ..config import LEARNER, Config
 from ..fsio import atomic_write_json, atomic_write_text, open_locked, read_jsonl
+from ..insights.embeddings import get_embedder
+from ..learner.base_model import prepare_base
+from ..learner.registry import ModelRegistry
+from ..learner.scope import taught_prompts, write_scope
 from ..logs.records import format_ts, utc_now
 from ..logs.store import LearningStore
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .gate import PromotionGate, general_validation
-from ..learner.registry import ModelRegistry
 from .replay import apply_replay
 from .teacher import RewriteCache, Teacher, apply_teacher
 from .trackers import TrackerReport
+from .trainer import checkpoint_step, discard_checkpoints_after, latest_checkpoint, run_training
 from .transfer import apply_start, resolve_start, transfer_metadata
 
 # Defaults for settings the config may not carry yet (read with getattr so a config key wins).
@@ -319,7 +320,7 @@ class TrainingJobManager:
 
     def _teacher_enabled(self, config: Config) -> bool:
         name = config.learner.teacher
-        return self.teacher is not None and bool(name) and name in config.models and name != "deepseek"
+        return self.teacher is not None and bool(name) and name in config.models and name != LEARNER
 
     def _apply_teacher(self, config: Config, info: RunInfo, data: TrainingData, record: dict[str, Any],
                        on_event: Callable[[dict[str, Any]], None]) -> TrainingData:
@@ -339,7 +340,6 @@ class TrainingJobManager:
         return rebuilt
 
     def _prepare_resume(self, trigger: str, user: str) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
-        from .trainer import checkpoint_step, discard_checkpoints_after, latest_checkpoint
 
         for record in self.runs():
             if record.get("state") not in ("cancelled", "failed", "interrupted"):
@@ -382,7 +382,6 @@ class TrainingJobManager:
 
     # -- the run itself (background thread) ----------------------------------------------
     def _run(self, info: RunInfo, config: Config, data: TrainingData, record: dict[str, Any]) -> None:
-        from .trainer import run_training
 
         events_path = info.run_dir / "events.jsonl"
         clock = _PhaseClock(record)  # where the run's time goes, kept in run.json ("timings")

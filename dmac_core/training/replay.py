@@ -23,11 +23,12 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ..learner.decoding import Decoding
-from ..learner.base_model import weights_fingerprint
 from ..config import Config
-from ..fsio import append_jsonl, read_jsonl
 from ..evaluation.splits import normalize_prompt
+from ..fsio import append_jsonl, read_jsonl
+from ..learner.base_model import weights_fingerprint
+from ..learner.decoding import Decoding
+from ..learner.registry import BASE_VERSION, ModelVersion
 from .dataset import TrainingData
 
 
@@ -73,11 +74,11 @@ def replay_answers(config: Config, progress: Callable[[str], None] | None = None
     keys = {p: ReplayCache.key(fingerprint, p, settings.max_new_tokens, decoding.describe()) for p in prompts}
     missing = [p for p in prompts if keys[p] not in known]
     if missing:
+        # here, for start-up time: the model runtimes (and torch) load only when answers are missing
         import torch
 
-        from ..backends.local import load_model
         from ..evaluation.local import generate_batch
-        from ..learner.registry import BASE_VERSION, ModelVersion
+        from ..learner.loading import load_model
 
         if progress:
             progress(f"Asking the base model for its own answers to {len(missing)} replay prompt(s)…")

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 from ..fsio import append_jsonl, read_jsonl
 from ..logs.records import format_ts, utc_now
-from ..serving.errors import RoutingError
 from ..logs.store import LearningStore
+from ..serving.errors import RoutingError
 
 Teacher = Callable[[str, str, str], "str | None"]
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
+from ..learner.precision import resolve_dtype
 from .dataset import TrainingData, weighted_sft_train
 from .transfer import load_reference_model, load_start_model
 
@@ -46,9 +47,7 @@ class TrainResult:
 
 def training_dtype_is_bf16(cfg: Config) -> bool:
     """True when training should use bf16 autocast (native bf16 on this CPU, or forced)."""
-    import torch
-
-    from ..backends.local import resolve_dtype
+    import torch  # here, for start-up time: importing the trainer does not load torch
 
     return resolve_dtype(cfg.learner.precision) == torch.bfloat16
 

@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..learner.base_model import is_model_dir
 from ..config import Config
-from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion, RegistryError
+from ..learner.base_model import is_model_dir
+from ..learner.registry import BASE_VERSION, ModelRegistry, RegistryError, version_base
 
 SERVED = "served"
 
@@ -57,18 +57,6 @@ class StartPoint:
         if self.spec == BASE_VERSION:
             return f"a fresh adapter on the base model {Path(self.base_model).name}"
         return f"a fresh adapter on the model at {self.base_model}"
-
-
-def version_base(version: ModelVersion, default_base: Path) -> Path:
-    """The full weights a version applies to: the base recorded at training time when it
-    still exists, else ``default_base`` (versions from before transfer learning recorded the
-    configured base, which is the same thing)."""
-    if version.path is not None and is_model_dir(version.path):
-        return version.path  # a fully fine-tuned version is its own base
-    recorded = version.metadata.get("base_model")
-    if recorded and is_model_dir(Path(recorded)):
-        return Path(recorded)
-    return Path(default_base)
 
 
 def resolve_start(spec: str | None, config: Config, registry: ModelRegistry) -> StartPoint:

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..logs.records import RecordError
 from ..logs.store import LearningStore
 
 REVIEW_COLUMNS = [
@@ -162,7 +163,6 @@ def apply_review_edits(store: LearningStore, before: pd.DataFrame, after: pd.Dat
     Rows without a rating cannot be saved with a note only: a rating is required, and the
     first invalid row stops with a :class:`~dmac_core.logs.records.RecordError` naming it; rows
     before it are already saved."""
-    from ..logs.records import RecordError
 
     written = 0
     for index in after.index:
