@@ -253,3 +253,37 @@ def test_chat_says_the_torch_loop_answers_while_llama_cpp_is_built(
     at.chat_input(key="chat_input").set_value("What is a workbench?").run()
     assert not at.exception, at.exception
     assert at.session_state["chat_history"][-1]["model"] == "deepseek"
+
+
+def test_a_run_from_the_page_the_cli_and_a_launcher_takes_the_same_steps(app_env: Config) -> None:
+    """One wiring: "Train now", ``python -m dmac_core train`` and the torchrun / accelerate
+    entry (here one process) each prepare, train, register with a scope, gate, score and warm
+    up the same way, so their records carry the same parts."""
+    from dmac_core.__main__ import main
+    from dmac_core.learner.registry import ModelRegistry
+    from dmac_core.training.distributed import train_distributed
+
+    seed_ratings(app_env)
+    at = new_app()
+    at.run()
+    at.switch_page("pages/training.py").run()
+    at.button(key="train_start").click().run()
+    assert dmac_core.get_learning_system().jobs.wait(180).state == "completed"
+    assert main(["--config", app_env.source, "train"]) == 0
+    launched = train_distributed(app_env)
+    assert launched is not None
+
+    runs = {run["trigger"]: run for run in dmac_core.get_learning_system().jobs.runs()}
+    assert set(runs) == {"manual", "cli", "distributed"}
+    keys = {trigger: set(run) - {"resumes"} for trigger, run in runs.items()}
+    assert keys["cli"] == keys["manual"] and keys["distributed"] == keys["manual"], keys
+    for trigger, run in runs.items():
+        assert run["state"] == "completed", (trigger, run["message"])
+        assert set(run["timings"]) == {"prepare_s", "train_s", "gate_s", "serve_s", "total_s"}, trigger
+        assert [c["check"] for c in run["gate"]["checks"]] == [c["check"] for c in runs["manual"]["gate"]["checks"]]
+        assert run["evaluations"], trigger  # the gate's scored answers (Metrics page)
+        version = ModelRegistry(app_env.data_path / "models").get(run["version"])
+        taught = run["lineage"]["counts"]["sft_train"]
+        assert taught == runs["manual"]["lineage"]["counts"]["sft_train"] > 0, trigger  # the same data
+        assert version.metadata["scope"]["questions"] == taught and (version.path / "scope.npy").exists(), trigger
+    assert runs["distributed"]["hyper_parameters"]["world_size"] == 1

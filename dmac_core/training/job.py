@@ -167,7 +167,7 @@ class TrainingJobManager:
         self.teacher = teacher
         self.rewrites = RewriteCache(config.data_path / "teacher" / "rewrites.jsonl")
         self.runs_dir = config.data_path / "runs"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # start() holds it while prepare_run() sets the snapshot
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
         self._snapshot = JobSnapshot()
@@ -192,11 +192,6 @@ class TrainingJobManager:
         :class:`~.transfer.StartError` (nothing is started then) or, with ``resume``,
         :class:`NothingToResume`.
         """
-        if not self.config.learner.learning_enabled:
-            raise LearningDisabled(
-                f"Training is switched off: models.deepseek.learning_enabled is false in {self.config.source}. "
-                "Set it to true to train the local learner."
-            )
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 snap = self._snapshot
@@ -204,23 +199,45 @@ class TrainingJobManager:
                     f"A training run is already running ({snap.run_id}, step {snap.step}/{snap.total_steps}). "
                     "Wait for it to finish or cancel it first."
                 )
-            self._acquire_process_lock()
-            try:
-                info, config, data, record = self._prepare(trigger, user, method, epochs, resume, start_from)
-            except BaseException:
-                self._release_process_lock()
-                raise
-            self._cancel.clear()
+            info, config, data, record = self.prepare_run(trigger, user, method, epochs, resume, start_from)
+            self._thread = threading.Thread(
+                target=self.execute, args=(info, config, data, record), name=f"train-{info.run_id}", daemon=True
+            )
+            self._thread.start()
+        return info
+
+    def prepare_run(
+        self,
+        trigger: str = "manual",
+        user: str = "",
+        method: str | None = None,
+        epochs: int | None = None,
+        resume: bool = False,
+        start_from: str | None = None,
+    ) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
+        """Take the training lock and prepare a run (its data, start point, directory and
+        record) without starting it; :meth:`execute` runs it and releases the lock. ``start``
+        does both in a thread; a launcher of several processes calls them itself. Raises what
+        :meth:`start` raises, holding nothing then."""
+        if not self.config.learner.learning_enabled:
+            raise LearningDisabled(
+                f"Training is switched off: models.deepseek.learning_enabled is false in {self.config.source}. "
+                "Set it to true to train the local learner."
+            )
+        self._acquire_process_lock()
+        try:
+            info, config, data, record = self._prepare(trigger, user, method, epochs, resume, start_from)
+        except BaseException:
+            self._release_process_lock()
+            raise
+        self._cancel.clear()
+        with self._lock:
             self._snapshot = JobSnapshot(
                 run_id=info.run_id, state="queued", total_steps=record.get("total_steps") or 0,
                 events=read_jsonl(info.run_dir / "events.jsonl") if resume else [],
                 message=f"Queued ({info.method}, trigger: {trigger})",
             )
-            self._thread = threading.Thread(
-                target=self._run, args=(info, config, data, record), name=f"train-{info.run_id}", daemon=True
-            )
-            self._thread.start()
-        return info
+        return info, config, data, record
 
     def status(self) -> JobSnapshot:
         """A copy of the current (or last) run's state; safe to call from any thread."""
@@ -381,8 +398,25 @@ class TrainingJobManager:
                 atomic_write_json(self.runs_dir / record["run_id"] / "run.json", record)
 
     # -- the run itself (background thread) ----------------------------------------------
-    def _run(self, info: RunInfo, config: Config, data: TrainingData, record: dict[str, Any]) -> None:
+    def execute(
+        self,
+        info: RunInfo,
+        config: Config,
+        data: TrainingData,
+        record: dict[str, Any],
+        train: Callable[..., Any] = run_training,
+        before_train: Callable[[Config, TrainingData, str], None] | None = None,
+        register: bool = True,
+        gate: bool = True,
+    ) -> None:
+        """Run a prepared run (see :meth:`prepare_run`) in the calling thread, every step "Train
+        now" takes: the base model, the teacher's rewrites, replayed answers, training, then the
+        new version registered with its scope, measured by the gate, promoted if it passes and
+        loaded for chat. Releases the training lock at the end; the outcome is in ``run.json``.
 
+        A launcher of several processes passes ``train`` (its rank's share of the same steps)
+        and ``before_train(config, data, method)``, which hands the final data to the other
+        ranks; ``register=False`` trains only; ``gate=False`` registers without promoting."""
         events_path = info.run_dir / "events.jsonl"
         clock = _PhaseClock(record)  # where the run's time goes, kept in run.json ("timings")
         trackers = TrackerReport(config.learner.report_to, config.data_path, info.run_id,
@@ -416,14 +450,18 @@ class TrainingJobManager:
                     self._update(message=f"Training ({info.method})…")
                 resume_from = Path(info.resumed_from) if info.resumed_from else None
                 clock.lap("prepare_s")  # base model, teacher rewrites, replayed answers
-                result = run_training(config, info.run_dir, data, on_event, self._cancel.is_set, info.method, resume_from)
+                if before_train is not None:
+                    before_train(config, data, info.method)
+                result = train(config, info.run_dir, data, on_event, self._cancel.is_set, info.method, resume_from)
                 clock.lap("train_s")  # loading the model, training and validation, saving the adapter
             record["metrics"] = result.metrics
             if result.status == "cancelled":
                 record.update(state="cancelled", message="Cancelled; resume to continue from the last checkpoint.")
+            elif not register or result.adapter_dir is None:
+                record.update(state="completed", message="Trained; no version registered (asked not to).")
             else:
                 self._update(message="Registering the new version…")
-                self._register_and_gate(config, data, info, result.adapter_dir, record)
+                self._register_and_gate(config, data, info, result.adapter_dir, record, gate)
                 clock.lap("gate_s")  # registering, exporting for the runtime, the gate's answers and losses
                 self._after_version(record)
                 clock.lap("serve_s")  # loading the served version for chat
@@ -443,7 +481,8 @@ class TrainingJobManager:
             self._release_process_lock()
 
     def _register_and_gate(
-        self, config: Config, data: TrainingData, info: RunInfo, adapter_dir: Path | None, record: dict[str, Any]
+        self, config: Config, data: TrainingData, info: RunInfo, adapter_dir: Path | None, record: dict[str, Any],
+        gate_it: bool = True,
     ) -> None:
         assert adapter_dir is not None
         metadata = {
@@ -459,9 +498,10 @@ class TrainingJobManager:
         version = self.registry.register(adapter_dir, metadata)
         record["version"] = version.id
         champion = self.registry.served_id()
-        if self.gate is None:
+        if self.gate is None or not gate_it:
+            why = "no promotion gate is set up for this job manager" if self.gate is None else "the gate was not asked for"
             gate: dict[str, Any] = {"champion": champion, "candidate": version.id, "passed": False, "checks": [],
-                                    "reason": "no promotion gate is set up for this job manager"}
+                                    "reason": why}
         else:
             gate = self.gate.run(version.id, champion, data, progress=lambda msg: self._update(message=msg))
         record["gate"] = gate
