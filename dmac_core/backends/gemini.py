@@ -10,7 +10,6 @@ never contains the API key.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,19 +18,17 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from dmac_core.backends.base import Availability, BackendError, Generation, Message, StreamItem
-from dmac_core.backends.redact import redact
-from dmac_core.backends.retry import error_from_status, parse_retry_after
-from dmac_core.config import GeminiModelConfig
-from dmac_core.secrets import missing_key_reason
-from dmac_core.serving.attachments import ImageError, gemini_image_parts
+from ..config import GeminiModelConfig
+from ..serving.attachments import ImageError, gemini_image_parts
+from .api_base import MAX_DETAIL, APIBackend
+from .base import BackendError, Generation, Message
+from .retry import error_from_status, parse_retry_after
 
 try:  # the pinned SDK uses the httpx2 fork; plain httpx is accepted too in case a version switches
     import httpx2 as _httpx
 except ImportError:  # pragma: no cover - depends on the installed SDK version
     import httpx as _httpx  # type: ignore[no-redef]
 
-_MAX_DETAIL = 300  # keep error messages readable in the UI and the logs
 
 
 def to_gemini_contents(
@@ -85,7 +82,7 @@ def _retry_delay_from_details(details: Any) -> float | None:
     return None
 
 
-class GeminiBackend:
+class GeminiBackend(APIBackend):
     """A :class:`~dmac_core.backends.base.Backend` for one Gemini model."""
 
     accepts_images = True  # messages may carry "images": [ref, ...] (sent as inline data)
@@ -93,96 +90,38 @@ class GeminiBackend:
     def __init__(
         self, name: str, config: GeminiModelConfig, api_key: str | None, data_dir: str | Path | None = None
     ) -> None:
-        self.name = name
+        super().__init__(name, config, api_key)
         self.data_dir = data_dir  # where image references resolve (<data_dir>/images/)
-        self.config = config
-        self._api_key = api_key or None
-        self._client: genai.Client | None = None
-        self._client_lock = threading.Lock()
 
-    def __repr__(self) -> str:  # never show the key, even by accident
-        return f"GeminiBackend(name={self.name!r}, model={self.config.model!r})"
+    def _new_client(self) -> genai.Client:
+        return genai.Client(
+            api_key=self._api_key,
+            vertexai=False,
+            http_options=types.HttpOptions(
+                base_url=self.config.base_url,
+                timeout=int(self.config.timeout_s * 1000),  # milliseconds
+                retry_options=None,  # one attempt: the router owns retries
+            ),
+        )
 
-    # -- protocol --------------------------------------------------------------------
-    def available(self) -> Availability:
-        """Usable when enabled in config and a key is known (no network call)."""
-        if not self.config.enabled:
-            return Availability(False, f"{self.name} is disabled in config")
-        if not self._api_key:
-            return Availability(False, missing_key_reason(self.config.api_key_env))
-        return Availability(True)
+    def _complete(self, client: genai.Client, request: tuple[list[types.Content], types.GenerateContentConfig]) -> Any:
+        contents, gen_config = request
+        return client.models.generate_content(model=self.config.model, contents=contents, config=gen_config)
 
-    def generate(
-        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
-    ) -> Generation:
-        """One whole answer. Raises :class:`BackendError` on any failure."""
-        contents, gen_config = self._request(messages, max_new_tokens, temperature)
-        client = self._get_client()
-        start = time.perf_counter()
-        try:
-            response = client.models.generate_content(
-                model=self.config.model, contents=contents, config=gen_config
-            )
-        except Exception as exc:
-            raise self._map_error(exc) from None
+    def _answer(self, response: Any, start: float) -> Generation:
         return self._generation(response.text or "", response, start)
 
-    def stream(
-        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
-    ) -> Iterator[StreamItem]:
-        """Yield text deltas, then one final :class:`Generation`.
+    def _deltas(self, client: genai.Client, request: tuple[list[types.Content], types.GenerateContentConfig],
+                state: dict[str, Any]) -> Iterator[str]:
+        contents, gen_config = request
+        for chunk in client.models.generate_content_stream(model=self.config.model, contents=contents,
+                                                           config=gen_config):
+            state["last"] = chunk
+            state["usage"] = chunk.usage_metadata or state.get("usage")
+            yield chunk.text or ""
 
-        The request is sent on the first ``next()``; errors before the first delta can be
-        retried by the caller without the user having seen anything.
-        """
-        contents, gen_config = self._request(messages, max_new_tokens, temperature)
-        client = self._get_client()
-        start = time.perf_counter()
-        parts: list[str] = []
-        last: Any = None
-        usage: Any = None
-        first_ms: float | None = None
-        try:
-            for chunk in client.models.generate_content_stream(
-                model=self.config.model, contents=contents, config=gen_config
-            ):
-                last = chunk
-                usage = chunk.usage_metadata or usage
-                delta = chunk.text or ""
-                if delta:
-                    if first_ms is None:
-                        first_ms = (time.perf_counter() - start) * 1000
-                    parts.append(delta)
-                    yield delta
-        except Exception as exc:
-            raise self._map_error(exc) from None
-        gen = self._generation("".join(parts), last, start, usage=usage)
-        gen.extra["first_token_ms"] = first_ms
-        yield gen
-
-    def close(self) -> None:
-        """Close the SDK's HTTP connections (a new client is built on the next call)."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    # -- helpers ---------------------------------------------------------------------
-    def _get_client(self) -> genai.Client:
-        if not self._api_key:
-            raise BackendError(f"{self.name}: {missing_key_reason(self.config.api_key_env)}", kind="auth")
-        with self._client_lock:
-            if self._client is None:
-                self._client = genai.Client(
-                    api_key=self._api_key,
-                    vertexai=False,
-                    http_options=types.HttpOptions(
-                        base_url=self.config.base_url,
-                        timeout=int(self.config.timeout_s * 1000),  # milliseconds
-                        retry_options=None,  # one attempt: the router owns retries
-                    ),
-                )
-            return self._client
+    def _streamed(self, text: str, state: dict[str, Any], start: float) -> Generation:
+        return self._generation(text, state.get("last"), start, usage=state.get("usage"))
 
     def _request(
         self, messages: list[Message], max_new_tokens: int | None, temperature: float | None
@@ -233,30 +172,19 @@ class GeminiBackend:
             extra=extra,
         )
 
-    def _map_error(self, exc: BaseException) -> BackendError:
-        """Translate an SDK/transport exception into a :class:`BackendError` (key-free)."""
-        who = f"{self.name} ({self.config.model})"
+    def _error(self, exc: BaseException, who: str) -> BackendError:
         if isinstance(exc, genai_errors.APIError):
             headers = getattr(getattr(exc, "response", None), "headers", None)
             retry_after = parse_retry_after(headers)
             if retry_after is None:
                 retry_after = _retry_delay_from_details(exc.details)
             detail = exc.message or exc.status or type(exc).__name__
-            err = error_from_status(who, int(exc.code or 0), str(detail)[:_MAX_DETAIL], retry_after)
-        elif isinstance(exc, _httpx.TimeoutException):
-            err = BackendError(
-                f"{who}: no answer within {self.config.timeout_s:g} s ({type(exc).__name__})",
-                retryable=True,
-                kind="timeout",
-            )
-        elif isinstance(exc, _httpx.TransportError):
-            err = BackendError(
+            return error_from_status(who, int(exc.code or 0), str(detail)[:MAX_DETAIL], retry_after)
+        if isinstance(exc, _httpx.TimeoutException):
+            return BackendError(f"{who}: no answer within {self.config.timeout_s:g} s ({type(exc).__name__})",
+                                retryable=True, kind="timeout")
+        if isinstance(exc, _httpx.TransportError):
+            return BackendError(
                 f"{who}: cannot reach {self.config.base_url or 'the Gemini API'} ({type(exc).__name__}: {exc})",
-                retryable=True,
-                kind="connection",
-            )
-        else:
-            err = BackendError(f"{who}: {type(exc).__name__}: {str(exc)[:_MAX_DETAIL]}", kind="error")
-        # The key never belongs in a message, whatever a server or SDK put into the text.
-        err.args = (redact(str(err), [self._api_key]),)
-        return err
+                retryable=True, kind="connection")
+        return BackendError(f"{who}: {type(exc).__name__}: {str(exc)[:MAX_DETAIL]}", kind="error")

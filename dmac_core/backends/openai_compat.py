@@ -8,21 +8,18 @@ shared kind/retryable rules; messages never contain the API key.
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Iterator
 
 import openai
 
-from dmac_core.backends.base import Availability, BackendError, Generation, Message, StreamItem
-from dmac_core.backends.redact import redact
-from dmac_core.backends.retry import error_from_status, parse_retry_after
-from dmac_core.config import OpenAICompatModelConfig
-from dmac_core.secrets import missing_key_reason
+from ..config import OpenAICompatModelConfig
+from .api_base import MAX_DETAIL, APIBackend
+from .base import BackendError, Generation, Message
+from .retry import error_from_status, parse_retry_after
 
 # Keyless servers (a local Ollama) still need some string: the SDK refuses an empty key.
 PLACEHOLDER_KEY = "not-needed"
-_MAX_DETAIL = 300
 _ROLES = ("system", "user", "assistant")
 
 
@@ -40,98 +37,46 @@ def to_openai_messages(messages: list[Message]) -> list[dict[str, str]]:
     return out
 
 
-class OpenAICompatBackend:
+class OpenAICompatBackend(APIBackend):
     """A :class:`~dmac_core.backends.base.Backend` for one model behind an OpenAI-style API."""
 
+    key_required = False  # a keyless server (a local Ollama) is fine unless the config names a key variable
+
     def __init__(self, name: str, config: OpenAICompatModelConfig, api_key: str | None) -> None:
-        self.name = name
-        self.config = config
-        self._api_key = api_key or None
-        self._client: openai.OpenAI | None = None
-        self._client_lock = threading.Lock()
+        super().__init__(name, config, api_key)
 
     def __repr__(self) -> str:  # never show the key, even by accident
         return f"OpenAICompatBackend(name={self.name!r}, model={self.config.model!r}, base_url={self.config.base_url!r})"
 
-    # -- protocol --------------------------------------------------------------------
-    def available(self) -> Availability:
-        """Usable when enabled and, if the config names a key variable, that key is known."""
-        if not self.config.enabled:
-            return Availability(False, f"{self.name} is disabled in config")
-        if self.config.api_key_env and not self._api_key:
-            return Availability(False, missing_key_reason(self.config.api_key_env))
-        return Availability(True)
+    def _new_client(self) -> openai.OpenAI:
+        return openai.OpenAI(
+            api_key=self._api_key or PLACEHOLDER_KEY,
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_s,
+            max_retries=0,  # the router retries; never stack SDK retries on top
+        )
 
-    def generate(
-        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
-    ) -> Generation:
-        """One whole answer. Raises :class:`BackendError` on any failure."""
-        kwargs = self._request(messages, max_new_tokens, temperature)
-        client = self._get_client()
-        start = time.perf_counter()
-        try:
-            response = client.chat.completions.create(**kwargs)
-        except Exception as exc:
-            raise self._map_error(exc) from None
+    def _complete(self, client: openai.OpenAI, request: dict[str, Any]) -> Any:
+        return client.chat.completions.create(**request)
+
+    def _answer(self, response: Any, start: float) -> Generation:
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content if choice is not None else None) or ""
         return self._generation(text, response, response.usage, start, choice.finish_reason if choice else None)
 
-    def stream(
-        self, messages: list[Message], max_new_tokens: int | None = None, temperature: float | None = None, **_: Any
-    ) -> Iterator[StreamItem]:
-        """Yield text deltas, then one final :class:`Generation` (usage from the last chunk).
+    def _deltas(self, client: openai.OpenAI, request: dict[str, Any], state: dict[str, Any]) -> Iterator[str]:
+        chunks = client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
+        for chunk in chunks:
+            state["last"] = chunk
+            state["usage"] = chunk.usage or state.get("usage")  # usage comes with the last chunk
+            for choice in chunk.choices or []:
+                state["finish"] = choice.finish_reason or state.get("finish")
+                delta = choice.delta.content if choice.delta is not None else None
+                if delta:
+                    yield delta
 
-        The request is sent on the first ``next()``; errors before the first delta can be
-        retried by the caller without the user having seen anything.
-        """
-        kwargs = self._request(messages, max_new_tokens, temperature)
-        client = self._get_client()
-        start = time.perf_counter()
-        parts: list[str] = []
-        last: Any = None
-        usage: Any = None
-        finish: str | None = None
-        first_ms: float | None = None
-        try:
-            chunks = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
-            for chunk in chunks:
-                last = chunk
-                usage = chunk.usage or usage
-                for choice in chunk.choices or []:
-                    finish = choice.finish_reason or finish
-                    delta = choice.delta.content if choice.delta is not None else None
-                    if delta:
-                        if first_ms is None:
-                            first_ms = (time.perf_counter() - start) * 1000
-                        parts.append(delta)
-                        yield delta
-        except Exception as exc:
-            raise self._map_error(exc) from None
-        gen = self._generation("".join(parts), last, usage, start, finish)
-        gen.extra["first_token_ms"] = first_ms
-        yield gen
-
-    def close(self) -> None:
-        """Close the SDK's HTTP connections (a new client is built on the next call)."""
-        with self._client_lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    # -- helpers ---------------------------------------------------------------------
-    def _get_client(self) -> openai.OpenAI:
-        if self.config.api_key_env and not self._api_key:
-            raise BackendError(f"{self.name}: {missing_key_reason(self.config.api_key_env)}", kind="auth")
-        with self._client_lock:
-            if self._client is None:
-                self._client = openai.OpenAI(
-                    api_key=self._api_key or PLACEHOLDER_KEY,
-                    base_url=self.config.base_url,
-                    timeout=self.config.timeout_s,
-                    max_retries=0,  # the router retries; never stack SDK retries on top
-                )
-            return self._client
+    def _streamed(self, text: str, state: dict[str, Any], start: float) -> Generation:
+        return self._generation(text, state.get("last"), state.get("usage"), start, state.get("finish"))
 
     def _request(self, messages: list[Message], max_new_tokens: int | None, temperature: float | None) -> dict[str, Any]:
         return {
@@ -160,24 +105,15 @@ class OpenAICompatBackend:
             extra=extra,
         )
 
-    def _map_error(self, exc: BaseException) -> BackendError:
-        """Translate an SDK exception into a :class:`BackendError` (key-free)."""
-        who = f"{self.name} ({self.config.model})"
-        if isinstance(exc, BackendError):
-            return exc
+    def _error(self, exc: BaseException, who: str) -> BackendError:
         if isinstance(exc, openai.APITimeoutError):  # subclass of APIConnectionError: check first
-            err = BackendError(
-                f"{who}: no answer within {self.config.timeout_s:g} s", retryable=True, kind="timeout"
-            )
-        elif isinstance(exc, openai.APIConnectionError):
+            return BackendError(f"{who}: no answer within {self.config.timeout_s:g} s", retryable=True, kind="timeout")
+        if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc.__context__
             why = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            err = BackendError(f"{who}: cannot reach {self.config.base_url} ({why})", retryable=True, kind="connection")
-        elif isinstance(exc, openai.APIStatusError):
+            return BackendError(f"{who}: cannot reach {self.config.base_url} ({why})", retryable=True, kind="connection")
+        if isinstance(exc, openai.APIStatusError):
             retry_after = parse_retry_after(exc.response.headers)
             detail = getattr(exc, "message", None) or str(exc)
-            err = error_from_status(who, exc.status_code, str(detail)[:_MAX_DETAIL], retry_after)
-        else:
-            err = BackendError(f"{who}: {type(exc).__name__}: {str(exc)[:_MAX_DETAIL]}", kind="error")
-        err.args = (redact(str(err), [self._api_key]),)
-        return err
+            return error_from_status(who, exc.status_code, str(detail)[:MAX_DETAIL], retry_after)
+        return BackendError(f"{who}: {type(exc).__name__}: {str(exc)[:MAX_DETAIL]}", kind="error")
