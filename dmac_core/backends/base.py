@@ -15,6 +15,16 @@ from typing import Any, Iterator, Protocol, Union, runtime_checkable
 Message = dict[str, Any]  # {"role": "system"|"user"|"assistant", "content": str}
 
 
+def chat_messages(prompt: str | list[Message], system: str = "") -> list[Message]:
+    """The messages of a request: a question becomes one user turn; a conversation is copied
+    (each message a new dict, extra keys such as ``images`` kept). ``system`` is put first
+    unless the conversation already starts with a system message."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+    if system and (not messages or messages[0].get("role") != "system"):
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
 @dataclass
 class Generation:
     """A finished answer with what the logs need to know about it."""

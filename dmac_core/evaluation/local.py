@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..backends.base import Message
+from ..backends.base import Message, chat_messages
 from ..learner.decoding import (
     FINISH_LENGTH,
     FINISH_REPETITION,
@@ -29,10 +29,8 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 
 
 def _messages(prompt: str | list[Message], system_prompt: str = "") -> list[Message]:
-    if isinstance(prompt, list):
-        return prompt
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return system + [{"role": "user", "content": prompt}]
+    """A test item's messages: a conversation as it was given, a question with the system prompt."""
+    return chat_messages(prompt, system_prompt if isinstance(prompt, str) else "")
 
 
 def reference_loss(

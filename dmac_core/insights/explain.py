@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..backends.base import chat_messages
 from ..logs.store import LearningStore
 from .embeddings import Embedder
 
@@ -33,13 +34,8 @@ class TokenScore:
 
 
 def _chat(prompt: str | list[dict[str, Any]], system: str | None) -> list[dict[str, str]]:
-    if isinstance(prompt, str):
-        chat = [{"role": "user", "content": prompt}]
-    else:
-        chat = [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in prompt]
-    if system and chat[0]["role"] != "system":
-        chat.insert(0, {"role": "system", "content": system})
-    return chat
+    """The chat as the tokenizer's template takes it: roles and contents as text."""
+    return [{"role": str(m["role"]), "content": str(m.get("content", ""))} for m in chat_messages(prompt, system or "")]
 
 
 def answer_token_scores(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
 
-from ..backends.base import Backend, BackendError, Generation, Message
+from ..backends.base import Backend, BackendError, Generation, Message, chat_messages
 from ..backends.retry import call_with_retries
 from ..config import Config
 from ..insights.embeddings import get_embedder
@@ -178,11 +178,7 @@ class ModelManager:
 
     # -- requests ----------------------------------------------------------------------
     def _messages(self, prompt_or_messages: str | list[Message]) -> list[Message]:
-        messages = (
-            [{"role": "user", "content": prompt_or_messages}]
-            if isinstance(prompt_or_messages, str)
-            else [dict(m) for m in prompt_or_messages]
-        )
+        messages = chat_messages(prompt_or_messages)
         if not messages or messages[-1].get("role") != "user" or not str(messages[-1].get("content", "")).strip():
             raise ValueError("The prompt is empty: type a question first.")
         size = sum(len(str(m.get("content", ""))) for m in messages)
@@ -191,10 +187,7 @@ class ModelManager:
                 f"The conversation is {size:,} characters long; the limit is "
                 f"{self.config.routing.max_prompt_chars:,} (routing.max_prompt_chars). Start a new chat or shorten it."
             )
-        system = self.config.routing.system_prompt.strip()
-        if system and messages[0].get("role") != "system":
-            messages.insert(0, {"role": "system", "content": system})
-        return messages
+        return chat_messages(messages, self.config.routing.system_prompt.strip())
 
     def _route_reason(self, requested: str | None, name: str, notes: list[str]) -> str:
         if requested and requested != AUTO:
