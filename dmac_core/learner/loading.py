@@ -79,7 +79,9 @@ class LoadedModel:
         return self._model
 
 
-def _load_hf(source: Path, version: ModelVersion, dtype: torch.dtype) -> tuple[Any, Any]:
+def load_merged(source: Path, version: ModelVersion, dtype: torch.dtype) -> tuple[Any, Any]:
+    """(model, tokenizer) of ``version`` on the full weights at ``source``: its LoRA adapter, if
+    it has one, merged in; in eval mode; the tokenizer with a pad token."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -106,7 +108,7 @@ def load_model(
     # Each version on the weights it was trained on (a version trained from another base
     # model, or on a fully fine-tuned version, recorded that base in its metadata).
     source = version_base(version, base_path)
-    model, tokenizer = _load_hf(source, version, dtype)
+    model, tokenizer = load_merged(source, version, dtype)
     # share_weights: the HF model computes with the packed served weights too (one copy in memory)
     fast = FastGenerator(model, weights=fast_weights, share_weights=True) if fast_weights and supports(model) else None
     runtime = f"torch ({fast_weights} weights)" if fast is not None else "transformers generate()"
@@ -140,7 +142,7 @@ def served_gguf(base_path: Path, version: ModelVersion, weights: str, cache_dir:
     return ensure_gguf(
         gguf_copy_path(cache_dir, version.id, weights),
         version_fingerprint(base_path, version),
-        load_hf_model or (lambda: _load_hf(source, version, torch.float32)[0]),
+        load_hf_model or (lambda: load_merged(source, version, torch.float32)[0]),
         bundled_gguf_path(),
         quant=weights,
         name=f"dmac-learner {version.id}",
@@ -160,7 +162,7 @@ def load_llama_cpp(
     exported: list[Any] = []  # the fp32 model an export loaded: kept for losses (callers may release it)
 
     def load_for_export() -> Any:
-        exported.append(_load_hf(source, version, torch.float32)[0])
+        exported.append(load_merged(source, version, torch.float32)[0])
         return exported[0]
 
     path = served_gguf(base_path, version, weights, cache_dir, protect, load_for_export)
@@ -178,7 +180,7 @@ def load_llama_cpp(
         fast=generator,
         # losses and token accuracy (evaluation) come from the transformers model in fp32
         model=exported[0] if exported else None,
-        load_model=lambda: _load_hf(source, version, torch.float32)[0],
+        load_model=lambda: load_merged(source, version, torch.float32)[0],
         eos_ids=eos_ids_from(generation, tokenizer),
         runtime=f"llama.cpp ({weights} GGUF)",
         base_name=source.name,

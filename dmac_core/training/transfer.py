@@ -166,11 +166,12 @@ def load_reference_model(config: Config) -> Any | None:
         return None
     if version.adapter_path is None:
         return None
-    from peft import PeftModel
+    import torch
 
-    model, _ = load_base(config)
-    reference = PeftModel.from_pretrained(model, str(version.adapter_path)).merge_and_unload()
-    reference.eval()
+    # here, for start-up time: the model runtimes load only when a preference run needs them
+    from ..learner.loading import load_merged
+
+    reference, _ = load_merged(config.base_model_path(), version, torch.float32)
     for weight in reference.parameters():
         weight.requires_grad_(False)
     return reference
