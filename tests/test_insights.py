@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 import dmac_core
 from dmac_core.config import PROJECT_ROOT, Config, load_config
 from dmac_core.insights import active, explain, topics
-from dmac_core.insights.embeddings import MiniLMEmbedder, get_embedder
+from dmac_core.insights.embeddings import MiniLMEmbedder
 from dmac_core.insights.routing import TopicRouter, rank_models
 from dmac_core.learner.loading import load_model
 from dmac_core.learner.registry import ModelRegistry, ModelVersion

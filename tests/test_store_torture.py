@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from dmac_core.logs.maintenance import doctor
-from dmac_core.logs.parsing import _parse_line
-from dmac_core.logs.store import _REQUIRED, LearningStore
+from dmac_core.logs.parsing import parse_line
+from dmac_core.logs.store import REQUIRED_FIELDS, LearningStore
 
 ROUNDS = int(os.environ.get("DMAC_TORTURE_ROUNDS", "5"))
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_kill_9_torture(tmp_path: Path) -> None:
     fragments = 0
     for path in store.month_files("interactions"):
         for raw in path.read_bytes().split(b"\n"):
-            if raw.strip() and _parse_line(raw, _REQUIRED["interactions"]) is None:
+            if raw.strip() and parse_line(raw, REQUIRED_FIELDS["interactions"]) is None:
                 fragments += 1
                 ids = {m.decode() for m in re.findall(rb'"id":"([0-9a-f]{32})"', raw)}
                 assert not ids & acked

@@ -19,10 +19,10 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from ..fsio import append_lines, atomic_write_bytes
-from .parsing import _parse_line
-from .records import RecordError, _Record, validate_record
+from .parsing import parse_line
+from .records import Record, RecordError, validate_record
 from .snapshot import discard_snapshot
-from .store import _REQUIRED, KINDS, LearningStore, _dumps
+from .store import KINDS, REQUIRED_FIELDS, LearningStore, dump_record
 
 Progress = Callable[[int, int], None] | None
 """Called as ``progress(done, total)``; units are bytes for file scans, rows otherwise."""
@@ -92,7 +92,7 @@ def doctor(store: LearningStore, fix: bool = False, progress: Progress = None) -
             for raw in _lines(data):
                 if not raw.strip():
                     continue
-                if _parse_line(raw, _REQUIRED[kind]) is None:
+                if parse_line(raw, REQUIRED_FIELDS[kind]) is None:
                     bad.append(raw)
                 else:
                     keep.append(raw)
@@ -130,11 +130,11 @@ def _read_rows(path: Path) -> Iterable[tuple[int, dict[str, Any] | None]]:
             yield number, row if isinstance(row, dict) else None
 
 
-def _append_many(store: LearningStore, kind: str, records: list[_Record]) -> None:
+def _append_many(store: LearningStore, kind: str, records: list[Record]) -> None:
     """Append records in bulk: one lock, one fsync per month file (imports are large)."""
     by_month: dict[str, list[bytes]] = defaultdict(list)
     for record in records:
-        by_month[record.month()].append(_dumps(record.to_json_dict()))
+        by_month[record.month()].append(dump_record(record.to_json_dict()))
     with store.locked(kind):
         for month, lines in sorted(by_month.items()):
             _append_durably(store.kind_dir(kind) / f"{month}.jsonl", lines)
@@ -152,8 +152,8 @@ def import_conversations(store: LearningStore, path: str | os.PathLike[str], pro
     source = Path(path)
     report = ImportReport()
     rows = list(_read_rows(source))
-    interactions: list[_Record] = []
-    feedback: list[_Record] = []
+    interactions: list[Record] = []
+    feedback: list[Record] = []
     for done, (number, row) in enumerate(rows, start=1):
         if progress and (done % 1000 == 0 or done == len(rows)):
             progress(done, len(rows))
@@ -275,7 +275,7 @@ def export(store: LearningStore, out_dir: str | os.PathLike[str], fmt: str, prog
             target = out / f"{name}.jsonl"
             with open(target, "wb") as handle:
                 for row in rows:
-                    handle.write(_dumps(row) + b"\n")
+                    handle.write(dump_record(row) + b"\n")
                     done += 1
                     if progress and (done % 1000 == 0 or done == total):
                         progress(done, total)
@@ -295,7 +295,7 @@ def delete_user(store: LearningStore, user: str, progress: Progress = None) -> d
     atomically.
     """
     counts = {"interactions": 0, "feedback": 0, "fragments": 0}
-    marker = b'"user":' + _dumps(user)
+    marker = b'"user":' + dump_record(user)
     files = [path for kind in ("interactions", "feedback") for path in store.month_files(kind)]
     done = 0
     deleted_ids: set[str] = set()
@@ -305,7 +305,7 @@ def delete_user(store: LearningStore, user: str, progress: Progress = None) -> d
                 keep, removed = [], 0
                 data = path.read_bytes()
                 for raw in _lines(data):
-                    row = _parse_line(raw, _REQUIRED[kind]) if raw.strip() else None
+                    row = parse_line(raw, REQUIRED_FIELDS[kind]) if raw.strip() else None
                     if row is None:
                         if raw.strip() and marker in raw.replace(b" ", b""):
                             counts["fragments"] += 1

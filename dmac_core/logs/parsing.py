@@ -26,7 +26,7 @@ _BISECT_LEAF_LINES = 32  # below this many lines a refused chunk is checked line
 
 
 @functools.cache
-def _arrow() -> SimpleNamespace:
+def pyarrow_modules() -> SimpleNamespace:
     """pyarrow and the interaction schema, imported on first read (not by writers)."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -64,7 +64,7 @@ def _arrow() -> SimpleNamespace:
     )
 
 
-def _parse_line(raw: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
+def parse_line(raw: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
     """One log line as a dict, or None when it is not a readable record."""
     raw = raw.strip()
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -87,12 +87,12 @@ def _parse_line(raw: bytes, required: tuple[str, ...]) -> dict[str, Any] | None:
     return row
 
 
-def _parse_python(chunk: bytes, required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
+def parse_lines(chunk: bytes, required: tuple[str, ...]) -> tuple[list[dict[str, Any]], int]:
     rows, skipped = [], 0
     for raw in chunk.split(b"\n"):
         if not raw.strip():
             continue  # blank lines (our own fresh-line separators) are not errors
-        row = _parse_line(raw, required)
+        row = parse_line(raw, required)
         if row is None:
             skipped += 1
         else:
@@ -102,7 +102,7 @@ def _parse_python(chunk: bytes, required: tuple[str, ...]) -> tuple[list[dict[st
 
 def _arrow_table(data: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
     """Parse complete lines with Arrow; raise ``pa.ArrowInvalid`` on anything it refuses."""
-    A = _arrow()
+    A = pyarrow_modules()
     pa, pc = A.pa, A.pc
     # (A large chunk of only blank lines makes Arrow raise; the bisection then handles it.)
     if not data or (len(data) < 65536 and not data.strip()):
@@ -120,13 +120,13 @@ def _arrow_table(data: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]
     return table, missing
 
 
-def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
+def parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int]:
     """Readable rows of a chunk of complete lines and how many lines were skipped.
 
     Arrow refuses a whole chunk for one bad line, so a refused chunk is split in halves
     until the bad lines are isolated; those small pieces are checked line by line.
     """
-    A = _arrow()
+    A = pyarrow_modules()
     try:
         return _arrow_table(chunk, required)
     except A.errors:
@@ -151,7 +151,7 @@ def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int
         for raw in lines:
             if not raw.strip():
                 continue
-            if _parse_line(raw, required) is None:
+            if parse_line(raw, required) is None:
                 skipped += 1
             else:
                 good.append(raw.strip().removeprefix(b"\xef\xbb\xbf"))
@@ -165,11 +165,11 @@ def _parse_arrow(chunk: bytes, required: tuple[str, ...]) -> tuple[pa.Table, int
     return A.pa.concat_tables(tables, promote_options="permissive"), skipped
 
 
-def _string_type(dtype: pa.DataType) -> Any:
+def string_type(dtype: pa.DataType) -> Any:
     import numpy as np
     import pandas as pd
 
-    pa = _arrow().pa
+    pa = pyarrow_modules().pa
     if pa.types.is_large_string(dtype) or pa.types.is_string(dtype):
         return pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
     if pa.types.is_nested(dtype):
@@ -177,7 +177,7 @@ def _string_type(dtype: pa.DataType) -> Any:
     return None
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+def records_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
     import pandas as pd
 
     frame = pd.DataFrame(rows)

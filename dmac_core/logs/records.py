@@ -42,7 +42,7 @@ def parse_ts(value: str) -> datetime:
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     schema_: int = Field(SCHEMA_VERSION, alias="schema")
@@ -70,7 +70,7 @@ class _Record(BaseModel):
         return self.model_dump(by_alias=True, mode="json")
 
 
-class Interaction(_Record):
+class Interaction(Record):
     user: str = "anonymous"
     session_id: str = ""
     model: str = Field(min_length=1)
@@ -92,7 +92,7 @@ class Interaction(_Record):
     purpose: str = "chat"
 
 
-class Feedback(_Record):
+class Feedback(Record):
     user: str = "anonymous"
     interaction_id: str | None = None
     prompt: str
@@ -110,7 +110,7 @@ class Feedback(_Record):
         return value
 
 
-class EvalResult(_Record):
+class EvalResult(Record):
     model: str
     model_version: str | None = None
     suite: str
@@ -125,10 +125,10 @@ class EvalResult(_Record):
     eval_key: str | None = None  # hash of everything the result depends on (reused while unchanged)
 
 
-RECORD_TYPES: dict[str, type[_Record]] = {"interactions": Interaction, "feedback": Feedback, "evals": EvalResult}
+RECORD_TYPES: dict[str, type[Record]] = {"interactions": Interaction, "feedback": Feedback, "evals": EvalResult}
 
 
-def validate_record(kind: str, data: dict[str, Any]) -> _Record:
+def validate_record(kind: str, data: dict[str, Any]) -> Record:
     """Build a record of ``kind`` from ``data``; raise :class:`RecordError` naming the bad fields."""
     try:
         return RECORD_TYPES[kind].model_validate(data)

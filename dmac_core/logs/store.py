@@ -35,8 +35,8 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pyarrow as pa
 
 from ..fsio import fsync_dir, write_all
-from .parsing import _arrow, _frame, _parse_arrow, _parse_python, _string_type
-from .records import EvalResult, Feedback, Interaction, RecordError, _Record, validate_record
+from .parsing import parse_arrow, parse_lines, pyarrow_modules, records_frame, string_type
+from .records import EvalResult, Feedback, Interaction, Record, RecordError, validate_record
 from .snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
@@ -44,7 +44,7 @@ __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"
 KINDS = ("interactions", "feedback", "evals")
 # Required keys per kind: enough to tell a record from a fragment that happens to be JSON,
 # without paying for full validation of millions of lines on every read.
-_REQUIRED = {
+REQUIRED_FIELDS = {
     "interactions": ("id", "ts", "model", "prompt", "response"),
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
@@ -102,7 +102,7 @@ class _Stale(Exception):
     """A log file was replaced (doctor, delete-user) while its rows were being read."""
 
 
-def _dumps(data: dict[str, Any]) -> bytes:
+def dump_record(data: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(data)
     except TypeError:  # e.g. an integer beyond 64 bits in free-form metrics
@@ -162,9 +162,9 @@ class LearningStore:
                 os.close(fd)  # closing releases the flock
 
     # -- appends -----------------------------------------------------------------------
-    def append(self, kind: str, record: _Record) -> _Record:
+    def append(self, kind: str, record: Record) -> Record:
         """Append a validated record to its month file; return once it is durable."""
-        line = _dumps(record.to_json_dict()) + b"\n"
+        line = dump_record(record.to_json_dict()) + b"\n"
         directory = self.kind_dir(kind)
         path = directory / f"{record.month()}.jsonl"
         fd = -1
@@ -277,12 +277,12 @@ class LearningStore:
             segment = None
             if kind in _ARROW_KINDS:
                 try:
-                    table, skipped = _parse_arrow(complete, _REQUIRED[kind])
+                    table, skipped = parse_arrow(complete, REQUIRED_FIELDS[kind])
                     segment = _Segment(start, start + len(complete), table.num_rows, table=table)
-                except _arrow().errors:
+                except pyarrow_modules().errors:
                     pass  # lines Python reads but Arrow cannot type: the slower path below
             if segment is None:
-                rows, skipped = _parse_python(complete, _REQUIRED[kind])
+                rows, skipped = parse_lines(complete, REQUIRED_FIELDS[kind])
                 segment = _Segment(start, start + len(complete), len(rows), rows=rows)
             cache.segments.append(segment)
             cache.skipped += skipped
@@ -315,7 +315,7 @@ class LearningStore:
             return  # a segment only Python could read: not representable in the snapshot
         if path in self._snapshot_writers and self._snapshot_writers[path].is_alive():
             return
-        table = _arrow().pa.concat_tables([s.table for s in cache.segments], promote_options="permissive")
+        table = pyarrow_modules().pa.concat_tables([s.table for s in cache.segments], promote_options="permissive")
         # Written in the background (≈ 1 s for 0.5 GB): the reader that triggered it is not
         # held up. Not a daemon thread: a CLI process exits only once the snapshot is complete.
         writer = threading.Thread(
@@ -349,7 +349,7 @@ class LearningStore:
 
     def _materialize(self, path: Path, cache: _FileCache, segment: _Segment, kind: str) -> None:
         """Fill ``segment.rows`` with dicts read back from the file, exactly as written."""
-        rows = _materialize(path, cache, segment, _REQUIRED[kind])
+        rows = _materialize(path, cache, segment, REQUIRED_FIELDS[kind])
         if len(rows) != segment.count:
             # Arrow accepted a line Python refuses (or the reverse): Python's reading wins,
             # and this segment leaves the Arrow path so every view agrees on the rows.
@@ -425,12 +425,12 @@ class LearningStore:
         segments = [s for p in self.month_files("interactions") for s in self._refresh_file("interactions", p).segments]
         segments = [s for s in segments if s.count]
         if not segments:
-            return _frame([], Interaction.columns())
+            return records_frame([], Interaction.columns())
         try:
             return _arrow_frame(segments)
-        except _arrow().errors:
+        except pyarrow_modules().errors:
             # Extra fields of conflicting types across chunks: correct, only slower.
-            return _frame(self.records("interactions"), Interaction.columns())
+            return records_frame(self.records("interactions"), Interaction.columns())
 
     def feedback(self, latest_only: bool = True) -> pd.DataFrame:
         """Feedback records; with ``latest_only`` a newer record for the same answer and user
@@ -445,7 +445,7 @@ class LearningStore:
                     for row in rows:
                         newest[feedback_key(row)] = row  # later rows win: files and lines are in time order
                     rows = list(newest.values())
-                return _frame(rows, Feedback.columns())
+                return records_frame(rows, Feedback.columns())
 
             return self._cached_frame(f"feedback/{latest_only}", version, build)
 
@@ -453,7 +453,7 @@ class LearningStore:
         """All evaluation results as a DataFrame."""
         with self._cache_lock:
             version = self._version("evals")
-            return self._cached_frame("evals", version, lambda: _frame(self.records("evals"), EvalResult.columns()))
+            return self._cached_frame("evals", version, lambda: records_frame(self.records("evals"), EvalResult.columns()))
 
     # -- lookups -----------------------------------------------------------------------
     def _find(self, column: str, value: str, also: tuple[str, str] | None = None) -> dict[str, Any] | None:
@@ -464,7 +464,7 @@ class LearningStore:
         seconds to build and hundreds of MB to hold) and nothing to keep in sync on rewrites.
         """
         with self._cache_lock:
-            pc = _arrow().pc
+            pc = pyarrow_modules().pc
             files = [(p, self._refresh_file("interactions", p)) for p in self.month_files("interactions")]
             for _path, cache in reversed(files):
                 for segment in reversed(cache.segments):
@@ -516,14 +516,14 @@ def _materialize(path: Path, cache: _FileCache, segment: _Segment, required: tup
         chunk = handle.read(segment.end - segment.start)
     if len(chunk) != segment.end - segment.start:
         raise _Stale(path)
-    return _parse_python(chunk, required)[0]
+    return parse_lines(chunk, required)[0]
 
 
 def _segment_ts(segment: _Segment) -> pa.Array:
     if segment.ts is None:
         import pandas as pd
 
-        A = _arrow()
+        A = pyarrow_modules()
         assert segment.table is not None
         text = segment.table.column("ts")
         try:
@@ -535,7 +535,7 @@ def _segment_ts(segment: _Segment) -> pa.Array:
 
 
 def _arrow_frame(segments: list[_Segment]) -> pd.DataFrame:
-    A = _arrow()
+    A = pyarrow_modules()
     pa = A.pa
     if any(s.table is None for s in segments):
         raise pa.ArrowInvalid("a chunk was parsed without Arrow")
@@ -543,5 +543,5 @@ def _arrow_frame(segments: list[_Segment]) -> pd.DataFrame:
     table = pa.concat_tables(tables, promote_options="permissive")  # zero-copy: chunks kept
     ts = pa.chunked_array([_segment_ts(s) for s in segments], type=A.ts_type)
     table = table.set_column(table.schema.get_field_index("ts"), "ts", ts)
-    frame = table.to_pandas(types_mapper=_string_type)
+    frame = table.to_pandas(types_mapper=string_type)
     return frame

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from ..config import CapsConfig
-from ..logs.parsing import _parse_python
+from ..logs.parsing import parse_lines
 from ..logs.records import parse_ts, utc_now
-from ..logs.store import _REQUIRED, LearningStore
+from ..logs.store import REQUIRED_FIELDS, LearningStore
 
 
 @dataclass
@@ -79,7 +79,7 @@ class UsageCounter:
         self._offset += end + 1
         # The store's own line parser: torn fragments and non-records are skipped (and counted
         # by the store's readers), exactly as everywhere else the logs are read.
-        return _parse_python(chunk[: end + 1], _REQUIRED["interactions"])[0]
+        return parse_lines(chunk[: end + 1], REQUIRED_FIELDS["interactions"])[0]
 
     def _catch_up(self, now: datetime) -> None:
         day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
