@@ -17,7 +17,6 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .serving.router import ModelManager
     from .system import LearningSystem
 
 _lock = threading.Lock()

@@ -29,6 +29,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make the bytes already written to ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (one call may write fewer)."""
     view = memoryview(data)
@@ -47,11 +56,7 @@ def commit(tmp: Path, path: Path, durable: bool = True) -> None:
     """Rename the finished ``tmp`` over ``path``; with ``durable``, its bytes are on disk first
     and the rename is synced too. Caches that can be rebuilt pass ``durable=False``."""
     if durable:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
     os.replace(tmp, path)
     if durable:
         fsync_dir(path.parent)
@@ -154,4 +159,4 @@ def exclusive_lock(path: Path) -> Iterator[int]:
 
 
 __all__ = ["append_jsonl", "append_lines", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "commit",
-           "exclusive_lock", "fsync_dir", "open_locked", "read_jsonl", "temp_path", "write_all"]
+           "exclusive_lock", "fsync_dir", "fsync_file", "open_locked", "read_jsonl", "temp_path", "write_all"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import pandas as pd
 
 from ..config import LEARNER
 from ..evaluation.evaluator import normalize_prompt
+from ..fsio import atomic_write_json
 from ..logs.store import LearningStore
 from .embeddings import Embedder
 
@@ -233,9 +233,8 @@ def fit_topics(
         texts[int(label)].append(prompt)
     model = TopicModel(centres.astype(np.float32), keywords(texts), fingerprint)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(model.to_json()), encoding="utf-8")
-    os.replace(tmp, path)  # readers see the old or the new topics, never half a file
+    # readers see the old or the new topics, never half a file; a cache, so not synced to disk
+    atomic_write_json(path, model.to_json(), durable=False, indent=None)
     return model
 
 

@@ -19,7 +19,6 @@ from the file lazily, only when asked for.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -34,7 +33,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pandas as pd
     import pyarrow as pa
 
-from ..fsio import fsync_dir, write_all
+from ..fsio import exclusive_lock, fsync_dir, write_all
 from .parsing import parse_arrow, parse_lines, pyarrow_modules, records_frame, string_type
 from .records import EvalResult, Feedback, Interaction, Record, RecordError, validate_record
 from .snapshot import load_snapshot, save_snapshot
@@ -153,13 +152,8 @@ class LearningStore:
         """Hold the cross-process write lock of ``kind`` (used by appends and rewrites)."""
         directory = self.kind_dir(kind)
         directory.mkdir(parents=True, exist_ok=True)
-        with self._thread_locks[kind]:
-            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing releases the flock
+        with self._thread_locks[kind], exclusive_lock(directory / ".lock"):
+            yield
 
     # -- appends -----------------------------------------------------------------------
     def append(self, kind: str, record: Record) -> Record:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Availability, Message
+from ..fsio import atomic_write_bytes
 
 MAX_IMAGE_BYTES = 15 * 1024 * 1024  # Gemini refuses requests over 20 MB of inline data
 _MIME = {"png": "image/png", "jpg": "image/jpeg", "gif": "image/gif", "webp": "image/webp"}
@@ -53,9 +54,7 @@ def store_image(data_dir: str | os.PathLike[str], data: bytes) -> str:
     path = directory / ref
     if not path.is_file():
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".{ref}.{os.getpid()}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # same content, same name: a concurrent writer is harmless
+        atomic_write_bytes(path, data)  # same content, same name: a concurrent writer is harmless
     return ref
 
 
