@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .auth import add_user, is_loopback, sign_in_configured
 from .cli.common import config_parser, dispatch
-from .config import LEARNER, PROJECT_ROOT, Config
+from .config import PROJECT_ROOT, Config
 
 
 def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
@@ -31,11 +31,13 @@ def _cmd_setup(args: argparse.Namespace, config: Config) -> int:
 def _prepare_serving(config: Config) -> None:
     """Make the served version's GGUF copy now, so the first chat answer does not wait for it,
     and its answers to the gate's general-knowledge suite, so the first "Train now" does not."""
-    # lazily, for start-up time (see _cmd_setup)
-    from .backends.local import LocalBackend
-    from .learner.registry import ModelRegistry
+    from .system import LearningSystem  # lazily, for start-up time (see _cmd_setup)
 
-    backend = LocalBackend(LEARNER, config.learner, config.base_model_path(), ModelRegistry(config.data_path / "models"))
+    system = LearningSystem(config)  # the workbench's own services, as `serve` builds them
+    backend = system.local_backend
+    if not hasattr(backend, "prepare"):  # switched off in config
+        print(f"Local model: {backend.available().reason}")
+        return
     try:
         runtime = backend.prepare()
     except Exception as exc:  # setup still succeeds; the Chat page reports the learner's state
@@ -47,9 +49,6 @@ def _prepare_serving(config: Config) -> None:
         print("The gate's general-knowledge answers are measured with the first \"Train now\" "
               "(llama.cpp is still being built).")
         return
-    from .system import LearningSystem  # lazily, for start-up time (see _cmd_setup)
-
-    system = LearningSystem(config)
     served = system.registry.served_id()
     try:
         if system.gate.prepare(served):

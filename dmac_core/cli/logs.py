@@ -18,7 +18,10 @@ from .common import run_subcommands
 
 
 def _store(config: Config) -> LearningStore:
-    return LearningStore(config.data_path, fsync=config.storage.fsync)
+    """The workbench's own learning logs (the same wiring as the pages)."""
+    from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
+
+    return LearningSystem(config).store
 
 
 def _bar(description: str, unit: str = "it") -> tuple[Callable[[int, int], None], Callable[[], None]]:

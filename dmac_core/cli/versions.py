@@ -36,7 +36,10 @@ def register(subparsers: Any) -> None:
 
 
 def _registry(config: Config) -> ModelRegistry:
-    return ModelRegistry(config.data_path / "models")
+    """The workbench's own model registry (the same wiring as the pages)."""
+    from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
+
+    return LearningSystem(config).registry
 
 
 def versions_command(args: argparse.Namespace, config: Config) -> int:

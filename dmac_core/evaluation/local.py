@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from ..backends.base import Message, chat_messages
 from ..learner.decoding import (
@@ -44,6 +45,8 @@ def reference_loss(
     its end-of-turn token). Aggregates are token-weighted; ``per_item`` is aligned with the
     inputs. The caller holds the model's lock.
     """
+    import torch  # here, for start-up time: the workbench's services import this module
+
     check_aligned(prompts, references)
     items: list[tuple[list[int], int]] = []
     for prompt, reference in zip(prompts, references):
@@ -121,6 +124,8 @@ def left_padded_batches(
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Token-id prompts in batches of similar length, LEFT-padded with ``pad`` so that every row's
     new tokens start in the same column: ``(indices into encoded, input_ids, attention_mask)``."""
+    import torch  # here, for start-up time: the workbench's services import this module
+
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -146,6 +151,8 @@ def generate_batch_details(
     input positions. ``decoding`` applies chat's repetition penalty and loop guard (an answer
     the guard would have stopped is cut where it would have stopped); None = plain greedy.
     """
+    import torch  # here, for start-up time: the workbench's services import this module
+
     tokenizer, model = loaded.tokenizer, loaded.model
     encoded = [
         list(tokenizer.apply_chat_template(

@@ -211,8 +211,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_command(args: argparse.Namespace, config: Any) -> int:
     """Run the export; print where it went; return the process exit code."""
+    from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
 
-    registry = ModelRegistry(config.data_path / "models")
+    registry = LearningSystem(config).registry  # the workbench's own registry
     version = registry.served_id() if args.version == "served" else args.version
     try:
         out = export_version(registry, version, config.base_model_path(), args.out, dtype=args.dtype,
