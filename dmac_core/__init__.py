@@ -46,5 +46,5 @@ def __getattr__(name: str) -> Any:
     if name == "learning_system":
         return get_learning_system()
     if name == "model_manager":
-        return get_learning_system().model_manager
+        return get_learning_system().seed
     raise AttributeError(f"module 'dmac_core' has no attribute {name!r}")

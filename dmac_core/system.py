@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pandas as pd
 
@@ -43,7 +43,7 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
     "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "ImageError", "JobAlreadyRunning",
-    "LearningSystem", "NotEnoughData", "RecordError", "RegistryError", "RoutingError", "SuiteError", "WorkError",
+    "LearningSystem", "NotEnoughData", "SeedModelManager", "RecordError", "RegistryError", "RoutingError", "SuiteError", "WorkError",
 ]
 
 
@@ -65,7 +65,9 @@ class LearningSystem:
         self.jobs = TrainingJobManager(
             self.config, self.store, self.registry, gate=self.gate, after_version=self._after_version, teacher=teacher
         )
-        self.model_manager = ModelManager(self.config, self.store, self.backends, jobs=self.jobs)
+        self.model_manager = ModelManager(self.config, self.store, self.backends)
+        # the seed's ``from dmac_core import model_manager``: the router plus feedback and training
+        self.seed = SeedModelManager(self.model_manager, self.store, self.jobs)
         self.scheduler = TrainingScheduler(self.jobs, self.store, self.config)
 
     @property
@@ -331,3 +333,65 @@ class LearningSystem:
     def nearest_examples(self, version_id: str, prompt: str) -> pd.DataFrame:
         """The training examples of ``version_id`` nearest to ``prompt`` (empty for the base)."""
         return nearest_training_examples(self.store, self.registry, version_id, prompt, self.embedder)
+
+
+class SeedModelManager:
+    """The seed's ``model_manager`` (``from dmac_core import model_manager``)::
+
+        answer = await model_manager.generate("What is the future of AI?")   # routed, logged
+        await model_manager.provide_feedback(prompt=..., response=..., feedback=..., rating=4)
+        summary = await model_manager.train_deepseek()
+
+    Everything else is the router's (``respond``, ``status``, …): this object hands it over."""
+
+    def __init__(self, router: ModelManager, store: LearningStore, jobs: TrainingJobManager | None = None) -> None:
+        self._router = router
+        self._store = store
+        self._jobs = jobs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._router, name)
+
+    async def generate(self, prompt: str | list[dict[str, Any]], model: str | None = None, **kwargs: Any) -> ChatResult:
+        """``await model_manager.generate("...")``: answer and capture the interaction."""
+        return await asyncio.to_thread(self._router.respond, prompt, model, **kwargs)
+
+    async def generate_stream(
+        self, prompt: str | list[dict[str, Any]], model: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[str | ChatResult]:
+        """``async for delta in model_manager.generate_stream("...")``: text deltas, then the result."""
+        iterator = self._router.respond_stream(prompt, model, **kwargs)
+        sentinel = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, sentinel)
+            if item is sentinel:
+                return
+            yield item  # type: ignore[misc]
+
+    async def provide_feedback(
+        self,
+        prompt: str | None = None,
+        response: str | None = None,
+        feedback: str = "",
+        rating: Any = None,
+        interaction_id: str | None = None,
+        user: str = "anonymous",
+        correction: str | None = None,
+    ) -> Feedback:
+        """The seed's ``await model_manager.provide_feedback(prompt=..., response=..., feedback=..., rating=4)``."""
+        if rating is None:
+            raise RecordError("Refused feedback, nothing written: a rating from 1 to 5 is required")
+        return await asyncio.to_thread(
+            self._store.append_feedback, prompt=prompt, response=response, rating=rating, feedback=feedback,
+            interaction_id=interaction_id, user=user, correction=correction,
+        )
+
+    async def train_deepseek(self, **kwargs: Any) -> dict[str, Any]:
+        """The seed's ``await model_manager.train_deepseek()``: train the local learner now and
+        return the run's summary (state, metrics, version created, the gate's evidence).
+
+        When no run can start (too few rated answers, learning switched off, a run already
+        going) the summary says so instead of raising: ``{"state": "not started", "message": …}``."""
+        if self._jobs is None:
+            raise RuntimeError("Training is not configured for this model_manager")
+        return await asyncio.to_thread(self._jobs.train_blocking, explain_refusal=True, **kwargs)

@@ -45,7 +45,7 @@ def test_learning_from_all_models(tmp_path: Path, tiny_model_dir: Path, fake_gem
     local = manager.respond("A local question?", model="deepseek")
     manager.store.append_feedback(interaction_id=local.interaction_id, rating=4)
 
-    summary = asyncio.run(manager.train_deepseek())
+    summary = asyncio.run(system.seed.train_deepseek())
     assert summary["state"] == "completed", summary.get("message")
     # Gemini's rated answers were training material, next to the local model's.
     assert set(gemini_ids) | {local.interaction_id} <= set(summary["lineage"]["interaction_ids"])
@@ -54,7 +54,7 @@ def test_learning_from_all_models(tmp_path: Path, tiny_model_dir: Path, fake_gem
 
 def test_feedback_system(tiny_config: Config) -> None:
     system = LearningSystem(tiny_config)
-    manager = system.model_manager
+    manager = system.seed  # the seed's model_manager
 
     async def scenario() -> None:
         await manager.provide_feedback(
@@ -81,7 +81,7 @@ def test_training_process(tiny_config: Config) -> None:
     for i in range(6):
         system.store.append_feedback(prompt=f"Tell me fact {i}.", response=f"Fact {i}: the sky code is {i}.", rating=5)
     assert system.registry.served_id() == "base"
-    summary = asyncio.run(system.model_manager.train_deepseek())
+    summary = asyncio.run(system.seed.train_deepseek())
     assert summary["state"] == "completed", summary.get("message")
     events = system.jobs.run_events(summary["run_id"])
     losses = [e["train_loss"] for e in events if e.get("event") == "step" and e.get("train_loss") is not None]
@@ -98,7 +98,7 @@ def test_training_process(tiny_config: Config) -> None:
 def test_train_deepseek_without_enough_ratings_says_so_instead_of_raising(tiny_config: Config) -> None:
     system = LearningSystem(tiny_config)
     system.store.append_feedback(prompt="What is the future of AI?", response="The future of AI is...", rating=4)
-    summary = asyncio.run(system.model_manager.train_deepseek())
+    summary = asyncio.run(system.seed.train_deepseek())
     assert summary["state"] == "not started" and summary["version"] is None
     assert summary["message"] == "Only 1 rated answer with rating ≥ 4; rate at least 4 to train."
     assert system.jobs.runs() == []

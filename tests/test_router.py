@@ -19,6 +19,7 @@ from dmac_core.backends.base import Availability, BackendError, Generation
 from dmac_core.config import Config, load_config
 from dmac_core.logs.store import LearningStore
 from dmac_core.serving.router import ModelManager, RoutingError
+from dmac_core.system import SeedModelManager
 from tests.conftest import write_config
 
 
@@ -183,14 +184,15 @@ def test_best_rated_prefers_the_higher_rated_model(tmp_path: Path) -> None:
 
 def test_seed_async_api_generate_and_provide_feedback(tmp_path: Path) -> None:
     manager = manager_for(api_config(tmp_path), premium=ScriptedBackend("premium"))
+    seed = SeedModelManager(manager, manager.store)  # what `from dmac_core import model_manager` gives
 
     async def scenario() -> None:
-        answer = await manager.generate("What is the future of AI?")
+        answer = await seed.generate("What is the future of AI?")
         assert str(answer) == "answer from premium"
-        await manager.provide_feedback(
+        await seed.provide_feedback(
             prompt="What is the future of AI?", response=str(answer), feedback="more examples", rating=4
         )
-        deltas = [d async for d in manager.generate_stream("again")]
+        deltas = [d async for d in seed.generate_stream("again")]
         assert deltas[0] == "answer from premium" and deltas[-1].model == "premium"
 
     asyncio.run(scenario())

@@ -8,26 +8,21 @@ Every answer from every model, and every failed attempt, becomes an interaction 
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 from ..backends.base import Backend, BackendError, Generation, Message, chat_messages
 from ..backends.retry import call_with_retries
 from ..config import Config
 from ..insights.embeddings import get_embedder
 from ..insights.routing import TopicRouter
-from ..logs.records import Feedback, RecordError
 from ..logs.store import LearningStore
 from .attachments import image_support, message_images
 from .errors import RoutingError
 from .usage import UsageCounter, cap_exceeded
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..training.job import TrainingJobManager
 
 AUTO = "auto"
 
@@ -77,13 +72,11 @@ class ModelManager:
         config: Config,
         store: LearningStore,
         backends: dict[str, Backend],
-        jobs: "TrainingJobManager | None" = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.backends = backends
-        self.jobs = jobs
         self.usage = UsageCounter(store)
         self._rng = rng or random.Random()
         self._cooldown_until: dict[str, float] = {}
@@ -339,57 +332,6 @@ class ModelManager:
                 )
             )
         return rows
-
-    # -- the seed's async API ------------------------------------------------------------
-    async def generate(self, prompt: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
-        """``await model_manager.generate("...")``: answer and capture the interaction."""
-        return await asyncio.to_thread(self.respond, prompt, model, **kwargs)
-
-    async def generate_stream(
-        self, prompt: str | list[Message], model: str | None = None, **kwargs: Any
-    ) -> AsyncIterator[str | ChatResult]:
-        """``async for delta in model_manager.generate_stream("...")``: text deltas, then the result."""
-        iterator = self.respond_stream(prompt, model, **kwargs)
-        sentinel = object()
-        while True:
-            item = await asyncio.to_thread(next, iterator, sentinel)
-            if item is sentinel:
-                return
-            yield item  # type: ignore[misc]
-
-    async def provide_feedback(
-        self,
-        prompt: str | None = None,
-        response: str | None = None,
-        feedback: str = "",
-        rating: Any = None,
-        interaction_id: str | None = None,
-        user: str = "anonymous",
-        correction: str | None = None,
-    ) -> Feedback:
-        """The seed's ``await model_manager.provide_feedback(prompt=..., response=..., feedback=..., rating=4)``."""
-        if rating is None:
-            raise RecordError("Refused feedback, nothing written: a rating from 1 to 5 is required")
-        return await asyncio.to_thread(
-            self.store.append_feedback,
-            prompt=prompt,
-            response=response,
-            rating=rating,
-            feedback=feedback,
-            interaction_id=interaction_id,
-            user=user,
-            correction=correction,
-        )
-
-    async def train_deepseek(self, **kwargs: Any) -> dict[str, Any]:
-        """The seed's ``await model_manager.train_deepseek()``: train the local learner now and
-        return the run's summary (state, metrics, version created, the gate's evidence).
-
-        When no run can start (too few rated answers, learning switched off, a run already
-        going) the summary says so instead of raising: ``{"state": "not started", "message": …}``."""
-        if self.jobs is None:
-            raise RuntimeError("Training is not configured for this ModelManager")
-        return await asyncio.to_thread(self.jobs.train_blocking, explain_refusal=True, **kwargs)
 
 
 def _first_item(iterator: Iterator[Any]) -> Iterator[Any]:
