@@ -89,7 +89,9 @@ def check_credentials(user: str, password: str, users: dict[str, str]) -> bool:
 
 
 def is_loopback(address: str) -> bool:
-    if address in ("localhost", ""):
+    """Whether listening on ``address`` reaches this machine only. An empty address is not:
+    the web server then listens on every interface."""
+    if address == "localhost":
         return True
     try:
         return ipaddress.ip_address(address).is_loopback

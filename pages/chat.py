@@ -7,6 +7,7 @@ import uuid
 import streamlit as st
 
 from dmac_core.system import AUTO, ChatResult, ImageError, RecordError, RoutingError
+from dmac_core.views.inert import inert_markdown
 from pages.common import current_user, services, show_log_health
 
 system = services()
@@ -85,7 +86,7 @@ if not history:
     st.info("No messages yet — type a question below. Answers can be rated right under them.", icon="ℹ️")
 for message in history:
     with st.chat_message(message["role"], avatar="🧑‍💼" if message["role"] == "user" else "🤖"):
-        st.markdown(message["content"] or "_(empty answer)_")
+        st.markdown(inert_markdown(message["content"]) or "_(empty answer)_")
         for ref in message.get("images", []):
             st.image(str(system.image_file(ref)), width=240)
         if message["role"] == "assistant":
@@ -115,7 +116,7 @@ if prompt is not None:
             st.stop()
     conversation = [{k: m[k] for k in ("role", "content", "images") if k in m} for m in history] + [question]
     with st.chat_message("user", avatar="🧑‍💼"):
-        st.markdown(prompt)
+        st.markdown(inert_markdown(prompt))
         for ref in question.get("images", []):
             st.image(str(system.image_file(ref)), width=240)
     result: dict[str, ChatResult] = {}
@@ -132,7 +133,10 @@ if prompt is not None:
     with st.chat_message("assistant", avatar="🤖"):
         try:
             with st.spinner("Thinking… (the local model loads on first use)"):
-                st.write_stream(deltas())
+                shown, text = st.empty(), ""
+                for piece in deltas():  # redrawn whole, so an image split across pieces is never loaded
+                    text += piece
+                    shown.markdown(inert_markdown(text))
         except (RoutingError, ValueError) as exc:
             st.error(str(exc))
             st.stop()

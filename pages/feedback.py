@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dmac_core.system import RecordError
+from dmac_core.views.csv_export import csv_bytes
 from dmac_core.views.review import PURPOSES, analyst_counts, attached_images, filter_review, rating_summary
 from pages.common import current_user, services, show_log_health
 
@@ -72,7 +73,7 @@ if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
     count = system.rate_all(shown, int(bulk_value), current_user())
     st.success(f"Rated {count} answers {bulk_value}/5 as {current_user()}.")
 st.download_button(
-    "Download CSV", shown.to_csv(index=False).encode("utf-8"), "feedback.csv", "text/csv", key="fb_download"
+    "Download CSV", csv_bytes(shown), "feedback.csv", "text/csv", key="fb_download"
 )
 
 images = attached_images(shown)

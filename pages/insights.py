@@ -8,6 +8,7 @@ import plotly.express as px
 import streamlit as st
 
 from dmac_core.system import RecordError, RoutingError, WorkError
+from dmac_core.views.inert import inert_markdown
 from dmac_core.views.insights import confidence_frame, queue_frame
 from pages.common import current_user, services, show_log_health
 
@@ -65,12 +66,12 @@ with queue_tab:
         index = st.selectbox("Work on", range(len(items)), format_func=lambda i: items[i].prompt[:90],
                              key="ins_queue_pick")
         item = items[index]
-        st.markdown(f"**Why:** {item.reason_text}")
+        st.markdown(f"**Why:** {inert_markdown(item.reason_text)}")
         for answer in item.answers:
             with st.container(border=True):
                 st.caption(f"{answer['model'] or 'no model (imported)'} · rating "
                            f"{'—' if pd.isna(answer['rating']) else answer['rating']}")
-                st.markdown(answer["response"])
+                st.markdown(inert_markdown(answer["response"]))
         teacher = system.premium_model()
         mine, rate, ask = st.columns(3)
         with mine:
@@ -101,7 +102,7 @@ with queue_tab:
                     with st.spinner(f"Asking {label}…"):
                         record = system.work_on(item, "teacher", user=current_user(), teacher=teacher)
                     st.success(f"{label} answered; saved as a reference rated {record.rating}/5.")
-                    st.markdown(record.response)
+                    st.markdown(inert_markdown(record.response))
                 except (WorkError, RoutingError, RecordError, ValueError) as exc:
                     st.error(str(exc))
 

@@ -7,12 +7,13 @@ import streamlit as st
 
 from dmac_core.system import MIN_PAIRED_ITEMS, BackendError, SuiteError
 from dmac_core.views.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
+from dmac_core.views.csv_export import csv_bytes
 from dmac_core.views.review import usage_table
 from pages.common import services, show_log_health
 
 
 def csv_button(frame: pd.DataFrame, name: str, key: str) -> None:
-    st.download_button(f"Download {name}.csv", frame.to_csv(index=False).encode("utf-8"), f"{name}.csv",
+    st.download_button(f"Download {name}.csv", csv_bytes(frame), f"{name}.csv",
                        "text/csv", key=key)
 
 

@@ -36,6 +36,7 @@ def test_add_user_keeps_other_secrets_and_replaces_the_same_name(tmp_path: Path)
 def test_loopback_detection() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
+    assert not is_loopback("")  # an empty address makes the server listen on every interface
 
 
 def test_serve_refuses_a_public_address_without_users(tmp_path: Path) -> None:

