@@ -12,6 +12,7 @@ non-loopback address without it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -79,11 +80,18 @@ def sign_in_configured(secrets_path: Path | None = None) -> bool:
     return bool(load_users(secrets_path)) or oidc_configured(secrets_path)
 
 
+@functools.lru_cache(maxsize=1)
+def _stand_in_hash() -> str:
+    """A hash no password matches in practice, made once: what an unknown name is checked against."""
+    return hash_password(_random.token_hex(16), iterations=ITERATIONS)
+
+
 def check_credentials(user: str, password: str, users: dict[str, str]) -> bool:
-    """Constant-time check; an unknown user costs the same as a wrong password."""
+    """Constant-time check: an unknown name costs one key derivation, as a known one does, so
+    the time of an answer does not tell which names exist."""
     stored = users.get(user)
     if stored is None:
-        verify_password(password, hash_password("x", iterations=ITERATIONS, salt=b"0" * 16))
+        verify_password(password, _stand_in_hash())
         return False
     return verify_password(password, stored)
 
@@ -106,7 +114,8 @@ def add_user(name: str, password: str, secrets_path: Path | None = None) -> Path
     path = Path(secrets_path or os.environ.get("DMAC_SECRETS") or DEFAULT_SECRETS_PATH)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    entry = f'{name} = "{hash_password(password)}"'
+    # a quoted key: a bare "a.b" would be read back as the table a with the key b
+    entry = f'"{name}" = "{hash_password(password)}"'
     out, in_users, placed = [], False, False
     for line in lines:
         stripped = line.strip()
@@ -115,7 +124,7 @@ def add_user(name: str, password: str, secrets_path: Path | None = None) -> Path
                 out.append(entry)
                 placed = True
             in_users = stripped == "[auth.users]"
-        elif in_users and stripped.split("=")[0].strip() == name:
+        elif in_users and stripped.split("=")[0].strip().strip('"') == name:
             continue  # replaced below
         out.append(line)
     if in_users and not placed:

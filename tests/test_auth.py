@@ -60,3 +60,28 @@ def test_oidc_settings_count_as_sign_in(tmp_path: Path) -> None:
         'client_secret = "c"\nserver_metadata_url = "https://idp/.well-known/openid-configuration"\n'
     )
     assert oidc_configured(secrets) and sign_in_configured(secrets)
+
+
+def test_a_user_name_with_a_dot_can_sign_in(tmp_path) -> None:
+    secrets = tmp_path / "secrets.toml"
+    add_user("jane.doe", "a-long-password-1", secrets)
+    add_user("bob", "another-password-2", secrets)
+    add_user("jane.doe", "a-new-password-3", secrets)  # replaced, not added twice
+    users = load_users(secrets)
+    assert sorted(users) == ["bob", "jane.doe"]
+    assert verify_password("a-new-password-3", users["jane.doe"])
+
+
+def test_an_unknown_name_costs_the_same_key_derivations_as_a_known_one(monkeypatch) -> None:
+    import hashlib
+
+    users = {"alice": hash_password("right-password-1")}
+    check_credentials("nobody", "warm-up", users)  # the stand-in hash is made once, up front
+    calls = []
+    real = hashlib.pbkdf2_hmac
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    assert not check_credentials("nobody", "guess", users)
+    unknown = len(calls)
+    assert not check_credentials("alice", "wrong", users)
+    assert check_credentials("alice", "right-password-1", users)
+    assert unknown == 1 and len(calls) == 3
