@@ -70,8 +70,23 @@ if save_col.button("💾 Save changes", key="fb_save"):
         st.error(str(exc))
 bulk_value = bulk_col.selectbox("Rate all shown as", [5, 4, 3, 2, 1], key="fb_bulk_value")
 if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
-    count = system.rate_all(shown, int(bulk_value), current_user())
-    st.success(f"Rated {count} answers {bulk_value}/5 as {current_user()}.")
+    st.session_state.fb_bulk_pending = (len(shown), int(bulk_value))  # asked once more before writing
+pending = st.session_state.get("fb_bulk_pending")
+if pending is not None:
+    count, value = pending
+    st.warning(f"Rate all {count} shown answers {value}/5 as {current_user()}? Each becomes a new rating "
+               "(the earlier ones stay in the log).")
+    confirm_col, cancel_col = st.columns(2)
+    if confirm_col.button(f"Yes, rate {count} answers {value}/5", key="fb_bulk_confirm"):
+        del st.session_state["fb_bulk_pending"]
+        if count != len(shown):
+            st.error("The selection changed since you asked; nothing was rated. Ask again.")
+        else:
+            rated = system.rate_all(shown, value, current_user())
+            st.success(f"Rated {rated} answers {value}/5 as {current_user()}.")
+    if cancel_col.button("Cancel", key="fb_bulk_cancel"):
+        del st.session_state["fb_bulk_pending"]
+        st.rerun()
 st.download_button(
     "Download CSV", csv_bytes(shown), "feedback.csv", "text/csv", key="fb_download"
 )

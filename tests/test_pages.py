@@ -88,6 +88,9 @@ def test_feedback_page_lists_and_filters(app_env: Config) -> None:
     at.multiselect(key="fb_purposes").set_value(["chat"]).run()
     at.selectbox(key="fb_bulk_value").set_value(2).run()
     at.button(key="fb_bulk").click().run()
+    assert any("Rate all 3 shown answers 2/5" in w.value for w in at.warning)  # asked first
+    assert sorted(LearningStore(app_env.data_path).feedback()["rating"]) == [5, 5, 5]  # nothing written yet
+    at.button(key="fb_bulk_confirm").click().run()
     assert "Rated 3 answers 2/5" in at.success[0].value
     latest = LearningStore(app_env.data_path).feedback()
     assert sorted(latest["rating"]) == [2, 2, 2, 5, 5, 5]  # the analyst "local" added ratings; others kept
