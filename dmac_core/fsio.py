@@ -20,17 +20,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (the directory entry itself)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    """Make the bytes already written to ``path`` durable."""
+def fsync_path(path: Path) -> None:
+    """Make what was written to ``path`` durable: a file's bytes, or a directory's entries (a
+    rename or a new file in it)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,10 +48,10 @@ def commit(tmp: Path, path: Path, durable: bool = True) -> None:
     """Rename the finished ``tmp`` over ``path``; with ``durable``, its bytes are on disk first
     and the rename is synced too. Caches that can be rebuilt pass ``durable=False``."""
     if durable:
-        fsync_file(tmp)
+        fsync_path(tmp)
     os.replace(tmp, path)
     if durable:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = True, mode: int = 0o644) -> None:
@@ -108,7 +100,7 @@ def append_lines(path: Path, lines: Iterable[bytes], durable: bool = True) -> No
     finally:
         os.close(fd)
     if durable and created:
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
 
 
 def append_jsonl(path: Path, rows: Iterable[Any], durable: bool = True) -> None:
@@ -159,4 +151,4 @@ def exclusive_lock(path: Path) -> Iterator[int]:
 
 
 __all__ = ["append_jsonl", "append_lines", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "commit",
-           "exclusive_lock", "fsync_dir", "fsync_file", "open_locked", "read_jsonl", "temp_path", "write_all"]
+           "exclusive_lock", "fsync_path", "open_locked", "read_jsonl", "temp_path", "write_all"]

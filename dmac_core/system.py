@@ -1,5 +1,9 @@
 """``LearningSystem``: the facade that ties config, logs, models, training and evaluation.
 
+It is the one composition root: pages, every CLI command, ``torchrun`` runs and the seed's API
+get their services from it, and pages call its verbs (rate, start or cancel training, promote,
+roll back, compare, explain) instead of reaching into the services.
+
 One instance per process (the Streamlit app caches it; ``from dmac_core import
 learning_system`` builds it lazily). The module is called ``system`` rather than
 ``learning_system`` on purpose: a submodule of that name would shadow the seed's
@@ -43,7 +47,8 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
     "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "ImageError", "JobAlreadyRunning",
-    "LearningSystem", "NotEnoughData", "SeedModelManager", "RecordError", "RegistryError", "RoutingError", "SuiteError", "WorkError",
+    "LearningSystem", "NotEnoughData", "RecordError", "RegistryError", "RoutingError", "SeedModelManager",
+    "SuiteError", "WorkError",
 ]
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
     import pandas as pd
     import pyarrow as pa
 
-from ..fsio import exclusive_lock, fsync_dir, write_all
+from ..fsio import exclusive_lock, fsync_path, write_all
 from .parsing import parse_arrow, parse_lines, pyarrow_modules, records_frame, string_type
 from .records import EvalResult, Feedback, Interaction, Record, RecordError, validate_record
 from .snapshot import load_snapshot, save_snapshot
@@ -177,7 +177,7 @@ class LearningStore:
             if self.fsync:
                 os.fsync(fd)
                 if size == 0:  # a new month file is only durable once its directory entry is
-                    fsync_dir(directory)
+                    fsync_path(directory)
         finally:
             if fd >= 0:
                 os.close(fd)

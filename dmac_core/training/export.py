@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config
-from ..fsio import fsync_dir, fsync_file
+from ..fsio import fsync_path
 from ..learner.base_model import bundled_gguf_path
 from ..learner.gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
 from ..learner.registry import ModelRegistry, ModelVersion, RegistryError
@@ -186,8 +186,8 @@ def _fsync_tree(root: Path) -> None:
     # The rename must not land before the files' contents: fsync each file, then the directory.
     for path in root.rglob("*"):
         if path.is_file():
-            fsync_file(path)
-    fsync_dir(root)
+            fsync_path(path)
+    fsync_path(root)
 
 
 # -- CLI -------------------------------------------------------------------------------------

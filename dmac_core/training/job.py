@@ -174,24 +174,9 @@ class TrainingJobManager:
         self._lock_fd: int | None = None
 
     # -- public API ----------------------------------------------------------------------
-    def start(
-        self,
-        trigger: str = "manual",
-        user: str = "",
-        method: str | None = None,
-        epochs: int | None = None,
-        resume: bool = False,
-        start_from: str | None = None,
-    ) -> RunInfo:
-        """Start a run in a background thread and return at once.
-
-        ``start_from`` overrides ``models.deepseek.start_from`` for this run ("base", "served",
-        a version id or a model path; see :mod:`.transfer`).
-
-        Raises :class:`LearningDisabled`, :class:`JobAlreadyRunning`, :class:`NotEnoughData`,
-        :class:`~.transfer.StartError` (nothing is started then) or, with ``resume``,
-        :class:`NothingToResume`.
-        """
+    def start(self, trigger: str = "manual", user: str = "", **options: Any) -> RunInfo:
+        """Start a run in a background thread and return at once; ``options`` are
+        :meth:`prepare_run`'s (``method``, ``epochs``, ``resume``, ``start_from``)."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 snap = self._snapshot
@@ -199,7 +184,7 @@ class TrainingJobManager:
                     f"A training run is already running ({snap.run_id}, step {snap.step}/{snap.total_steps}). "
                     "Wait for it to finish or cancel it first."
                 )
-            info, config, data, record = self.prepare_run(trigger, user, method, epochs, resume, start_from)
+            info, config, data, record = self.prepare_run(trigger, user, **options)
             self._thread = threading.Thread(
                 target=self.execute, args=(info, config, data, record), name=f"train-{info.run_id}", daemon=True
             )
@@ -217,8 +202,15 @@ class TrainingJobManager:
     ) -> tuple[RunInfo, Config, TrainingData, dict[str, Any]]:
         """Take the training lock and prepare a run (its data, start point, directory and
         record) without starting it; :meth:`execute` runs it and releases the lock. ``start``
-        does both in a thread; a launcher of several processes calls them itself. Raises what
-        :meth:`start` raises, holding nothing then."""
+        does both in a thread; a launcher of several processes calls them itself.
+
+        ``method`` and ``epochs`` override the config for this run; ``start_from`` overrides
+        ``models.deepseek.start_from`` ("base", "served", a version id or a model path; see
+        :mod:`.transfer`); ``resume`` continues the latest interrupted run instead.
+
+        Raises :class:`LearningDisabled`, :class:`JobAlreadyRunning`, :class:`NotEnoughData`,
+        :class:`~.transfer.StartError` or, with ``resume``, :class:`NothingToResume`; nothing is
+        started or held then."""
         if not self.config.learner.learning_enabled:
             raise LearningDisabled(
                 f"Training is switched off: models.deepseek.learning_enabled is false in {self.config.source}. "
