@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8501
 # llama.cpp serves the local model. PyPI has only its source, so it is compiled here, for this
-# CPU, once per venv (about 8 minutes on 2 cores; pip caches the wheel, so later venvs take
+# CPU, once per venv (about 4–5 minutes on 2 cores; pip caches the wheel, so later venvs take
 # seconds). `make run` builds it in the background and opens the workbench at once (the torch
 # loop answers until it is ready); `make setup` and `make test` wait for it. LLAMA_CPP=off
 # skips it: the torch decode loop then serves (slower; the Chat page says so).

@@ -47,7 +47,7 @@ LLAMA_LOG = LOGS / "llama-cpp-build.log"
 # LLAVA_BUILD=OFF: no multimodal library (unused; a third of the build). GGML_NATIVE: this CPU only.
 LLAMA_CMAKE_ARGS = "-DLLAVA_BUILD=OFF -DGGML_NATIVE=ON"
 # Measured on 2 cores (AMD EPYC), for the estimate before a step has shown its own pace.
-TYPICAL_SECONDS = {"requirements": 120, "llama": 480}
+TYPICAL_SECONDS = {"requirements": 100, "llama": 270}
 
 # "[ 45%] Building ..." (make) or "[12/110] Building ..." (ninja), from the compiler's log
 _MAKE_PROGRESS = re.compile(rb"\[\s*(\d+)%\]")

@@ -26,8 +26,16 @@ def sign_in(page: Any, url: str, password: str = E2E_PASSWORD) -> None:
 
 
 def open_page(page: Any, title: str) -> None:
-    page.get_by_role("link", name=re.compile(title)).first.click()
-    page.get_by_role("heading", name=re.compile(title)).first.wait_for()
+    """Click the page's link in the sidebar. A click that lands while the app reruns by itself
+    (the Training page redraws once when a run ends) can be dropped by Streamlit: click again."""
+    for attempt in range(3):
+        page.get_by_role("link", name=re.compile(title)).first.click()
+        try:
+            page.get_by_role("heading", name=re.compile(title)).first.wait_for(timeout=10_000 * (attempt + 1))
+            return
+        except Exception:  # noqa: BLE001 - Playwright's TimeoutError: try the click once more
+            if attempt == 2:
+                raise
 
 
 def test_wrong_password_is_refused_and_nothing_else_is_reachable(app_server: tuple[str, Path], page: Any) -> None:
