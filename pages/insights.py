@@ -101,7 +101,7 @@ with queue_tab:
                 try:
                     with st.spinner(f"Asking {label}…"):
                         record = system.work_on(item, "teacher", user=current_user(), teacher=teacher)
-                    st.success(f"{label} answered; saved as a reference rated {record.rating}/5.")
+                    st.success(f"{label} answered; saved as its reference, rated {record.rating}/5 under {record.user} (not as your rating).")
                     st.markdown(inert_markdown(record.response))
                 except (WorkError, RoutingError, RecordError, ValueError) as exc:
                     st.error(str(exc))

@@ -178,6 +178,8 @@ def test_teacher_answer_goes_through_the_router_and_becomes_a_reference(
         interaction = store.get_interaction(record.interaction_id)
         assert interaction["model"] == "gemini" and interaction["session_id"] == "active-learning"
         assert (record.rating, record.response) == (5, "Shakespeare wrote Hamlet around 1600.")
+        assert record.user == "teacher:gemini" and "asked for by bo" in record.feedback  # not bo's own 5
+        assert interaction["user"] == "bo"  # who asked
         from dmac_core.serving.router import RoutingError
 
         with pytest.raises(RoutingError, match="3/3 requests today"):  # the cap holds

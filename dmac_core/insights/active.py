@@ -183,7 +183,8 @@ def work_item(
       first answer); writes that rating with ``note``.
     - ``teacher``: needs ``manager`` (a ModelManager) and ``teacher`` (model name); asks it
       through the router — caps, cooldowns and logging apply, a refusal raises RoutingError —
-      and rates its answer ``teacher_rating`` as the reference.
+      and records its answer as the reference, rated ``teacher_rating`` under the user
+      ``teacher:<model>`` (the analyst who asked is named in the note).
     """
     if action == "answer":
         if not answer or not answer.strip():
@@ -208,8 +209,10 @@ def work_item(
         result = manager.respond(item.prompt, model=teacher, user=user, session_id="active-learning")
         if not result.text.strip():
             raise WorkError(f"{teacher} gave an empty answer; nothing to learn from.")
+        # the rating is the teacher's, not the analyst's: it is recorded under the teacher's name,
+        # so per-analyst counts and agreement never mistake it for an analyst's 5
         return store.append_feedback(
-            interaction_id=result.interaction_id, rating=teacher_rating,
-            feedback=note or f"teacher reference from {teacher} (active learning)", user=user,
+            interaction_id=result.interaction_id, rating=teacher_rating, user=f"teacher:{teacher}",
+            feedback=note or f"teacher reference from {teacher}, asked for by {user} (active learning)",
         )
     raise WorkError(f"Unknown action {action!r}; expected answer, rate or teacher.")
