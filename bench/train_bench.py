@@ -208,7 +208,7 @@ def main() -> None:
     from datasets.utils.logging import disable_progress_bar
 
     from dmac_core.config import BUNDLED_BASE_MODEL_NAME, PROJECT_ROOT
-    from dmac_core.learner.loading import cpu_supports_bf16
+    from dmac_core.learner.precision import cpu_supports_bf16
 
     disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)

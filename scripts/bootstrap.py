@@ -34,6 +34,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# The status file's name, from the module that reads it (standard library only, like this script).
+from dmac_core.learner.llama_cpp_build import STATUS_FILE  # noqa: E402
+
 # DMAC_VENV: another venv directory (the tests use a scratch one with a stand-in pip)
 VENV = Path(os.environ.get("DMAC_VENV") or ROOT / ".venv").resolve()
 LOGS = VENV / "logs"
@@ -41,7 +45,7 @@ PIP = VENV / "bin" / "pip"
 TORCH_PIN = "torch==2.13.0"
 LLAMA_PIN = "llama-cpp-python==0.3.36"
 LLAMA_STAMP = VENV / ".llama-cpp-python-0.3.36"
-LLAMA_STATUS = VENV / "llama-cpp-build.json"
+LLAMA_STATUS = VENV / STATUS_FILE
 LLAMA_LOCK = VENV / "llama-cpp-build.lock"
 LLAMA_LOG = LOGS / "llama-cpp-build.log"
 # LLAVA_BUILD=OFF: no multimodal library (unused; a third of the build). GGML_NATIVE: this CPU only.

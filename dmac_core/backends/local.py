@@ -37,10 +37,10 @@ from ..learner.loading import (
     gguf_copy_path,
     load_llama_cpp,
     load_model,
-    resolve_dtype,
     served_gguf,
     version_fingerprint,
 )
+from ..learner.precision import resolve_dtype
 from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion, version_base
 from ..learner.scope import Routing, read_scope
 from .base import Availability, BackendError, Generation, Message, StreamItem
@@ -189,9 +189,11 @@ class LocalBackend:
         return self._llama_cpp_ready()
 
     def _llama_cpp_ready(self) -> bool:
+        """Whether a build recorded as done has installed llama-cpp-python (without a finished
+        build nothing can have arrived, so the import system is not asked again)."""
         build = self.llama_cpp_build()
-        if build is not None and build.state != "done":
-            return False  # pip may still be writing the package's files
+        if build is None or build.state != "done":
+            return False  # none started in this venv, or pip may still be writing the package's files
         importlib.invalidate_caches()  # the import system's view of site-packages predates the install
         return llama_cpp_importable()
 
@@ -292,8 +294,7 @@ class LocalBackend:
         """Make the served version's GGUF copy now when llama.cpp will serve it, without loading
         anything to serve with (``setup`` calls this, so the first chat answer does not wait);
         returns what will run the learner, in words. Raises ``GGUFExportError``."""
-        build = self.llama_cpp_build()
-        pending = build is not None and build.building  # the copy is ready when the build is
+        pending = self._pending_build() is not None  # then the copy is ready when the build is
         if not (self.available().ok and self.wants_llama_cpp() and (llama_cpp_importable() or pending)):
             return self.runtime_status()
         self.ensure_base()
@@ -306,15 +307,19 @@ class LocalBackend:
     def setup_note(self) -> str:
         """While llama.cpp is being built in the background: that, its progress, and that the
         torch loop answers meanwhile (empty otherwise)."""
-        build = self.llama_cpp_build()
-        if self.llama_cpp_pending() and build is not None:
-            return f"answers come from the slower torch loop while {build.describe()}"
-        return ""
+        build = self._pending_build()
+        return f"answers come from the slower torch loop while {build.describe()}" if build is not None else ""
 
     def llama_cpp_pending(self) -> bool:
         """Whether llama.cpp is wanted but still being built (the torch loop serves meanwhile)."""
+        return self._pending_build() is not None
+
+    def _pending_build(self) -> BuildStatus | None:
+        """The running background build of llama-cpp-python, when llama.cpp is wanted and not there yet."""
+        if not self.wants_llama_cpp() or llama_cpp_importable():
+            return None
         build = self.llama_cpp_build()
-        return self.wants_llama_cpp() and not llama_cpp_importable() and build is not None and build.building
+        return build if build is not None and build.building else None
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         """``version`` loaded for serving: its weights and, when it has a scope (and scopes are

@@ -15,7 +15,6 @@ from .base_model import bundled_gguf_path, weights_fingerprint
 from .fair_lock import FairLock
 from .fast_decode import FastGenerator, eos_ids_from, eos_token_ids, supports
 from .llama_cpp_runtime import LlamaCppGenerator, ensure_gguf
-from .precision import cpu_supports_bf16, resolve_dtype  # noqa: F401 - part of loading's API
 from .registry import ModelVersion, version_base
 from .scope import Scope
 

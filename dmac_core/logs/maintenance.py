@@ -64,10 +64,6 @@ def _replace_atomically(path: Path, lines: Iterable[bytes]) -> None:
     discard_snapshot(path)  # it may hold lines that were just removed (delete-user, quarantine)
 
 
-def _append_durably(path: Path, lines: list[bytes]) -> None:
-    append_lines(path, lines)
-
-
 def quarantine_path(path: Path) -> Path:
     """Where ``doctor --fix`` keeps the unreadable lines of ``path``."""
     return path.with_name(path.name + ".quarantine.jsonl")
@@ -101,7 +97,7 @@ def doctor(store: LearningStore, fix: bool = False, progress: Progress = None) -
             if fix and bad:
                 # Quarantine first: if we crash before the rename, the bad lines exist twice,
                 # never zero times.
-                _append_durably(quarantine_path(path), bad)
+                append_lines(quarantine_path(path), bad)
                 _replace_atomically(path, keep)
                 check.quarantined = len(bad)
         checks.append(check)
@@ -137,7 +133,7 @@ def _append_many(store: LearningStore, kind: str, records: list[Record]) -> None
         by_month[record.month()].append(dump_record(record.to_json_dict()))
     with store.locked(kind):
         for month, lines in sorted(by_month.items()):
-            _append_durably(store.kind_dir(kind) / f"{month}.jsonl", lines)
+            append_lines(store.kind_dir(kind) / f"{month}.jsonl", lines)
 
 
 def import_conversations(store: LearningStore, path: str | os.PathLike[str], progress: Progress = None,
