@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import subprocess
 import sys
 from typing import Any, Callable
 
-from .auth import add_user, is_loopback, sign_in_configured
+from .security.directory import sign_in_configured
+from .security.network import is_loopback
 from .cli.common import config_parser, dispatch
 from .config import PROJECT_ROOT, Config
 
@@ -79,20 +78,6 @@ def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
         return 0
 
 
-def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
-
-    password = os.environ.get("DMAC_NEW_PASSWORD") or getpass.getpass(f"Password for {args.name}: ")
-    if not os.environ.get("DMAC_NEW_PASSWORD") and getpass.getpass("Repeat it: ") != password:
-        print("The passwords differ; nothing changed.", file=sys.stderr)
-        return 2
-    if len(password) < 8:
-        print("Use at least 8 characters; nothing changed.", file=sys.stderr)
-        return 2
-    path = add_user(args.name, password)
-    print(f"User {args.name!r} can sign in now (hash stored in {path}).")
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = config_parser(
         "python -m dmac_core",
@@ -109,24 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
     p.set_defaults(handler=_cmd_serve)
 
-    p = sub.add_parser("add-user", help="add or replace a sign-in user in .streamlit/secrets.toml")
-    p.add_argument("name", help="user name (letters, digits, - _ .)")
-    p.set_defaults(handler=_cmd_add_user)
-
     for register in _registrars():
         register(sub)
     return parser
 
 
 def _registrars() -> list[Callable[[Any], None]]:
-    # lazily, for start-up time: `serve` and `add-user` need none of the command groups' modules
+    # lazily, for start-up time: `serve` and `setup` need none of the command groups' modules
     from .cli.evaluation import register as register_evaluation
     from .cli.logs import register as register_store
     from .cli.training import register as register_training
+    from .cli.users import register as register_users
     from .cli.versions import register as register_versions
     from .training.export import register as register_export
 
-    return [register_training, register_versions, register_evaluation, register_store, register_export]
+    return [register_users, register_training, register_versions, register_evaluation, register_store, register_export]
 
 
 def main(argv: list[str] | None = None) -> int:

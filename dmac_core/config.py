@@ -277,12 +277,25 @@ class UIConfig(_Strict):
     progress_refresh_s: float = Field(1.0, gt=0)
 
 
+class SecurityConfig(_Strict):
+    """Sign-in hardening: sessions that end by themselves, throttling and lockouts."""
+
+    session_idle_minutes: float = Field(60, gt=0)
+    session_max_hours: float = Field(12, gt=0)
+    max_failures_per_name: int = Field(5, ge=1)
+    max_failures_per_client: int = Field(20, ge=1)
+    failure_window_minutes: float = Field(15, gt=0)
+    lockout_minutes: float = Field(15, gt=0)
+    max_parallel_sign_ins: int = Field(2, ge=1)
+
+
 class Config(_Strict):
     data_dir: str = "data"
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {LEARNER: LocalModelConfig()})
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
     # Set by load_config, not by the file: where this config came from (for messages).
     source: str = Field("<defaults>", exclude=True)
 

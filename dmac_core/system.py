@@ -33,6 +33,9 @@ from .insights.topics import topic_table
 from .learner.registry import ModelRegistry, RegistryError
 from .logs.records import Feedback, RecordError
 from .logs.store import FileHealth, LearningStore
+from .security.directory import LOCAL_USER
+from .security.roles import PermissionDenied, Role
+from .security.service import SecurityService
 from .serving.attachments import ImageError, image_path, store_image
 from .serving.errors import RoutingError
 from .serving.router import AUTO, ChatResult, ModelManager, ModelStatus
@@ -47,8 +50,8 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
     "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "ImageError", "JobAlreadyRunning",
-    "LearningSystem", "NotEnoughData", "RecordError", "RegistryError", "RoutingError", "SeedModelManager",
-    "SuiteError", "WorkError",
+    "LOCAL_USER", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError", "RegistryError", "Role",
+    "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
 
 
@@ -73,7 +76,12 @@ class LearningSystem:
         self.model_manager = ModelManager(self.config, self.store, self.backends)
         # the seed's ``from dmac_core import model_manager``: the router plus feedback and training
         self.seed = SeedModelManager(self.model_manager, self.store, self.jobs)
-        self.scheduler = TrainingScheduler(self.jobs, self.store, self.config)
+        # roles, users, sign-in and the audit log; every verb below that changes something
+        # checks the caller's role through it first
+        self.security = SecurityService(self.config)
+        self.scheduler = TrainingScheduler(
+            self.jobs, self.store, self.config,
+            on_started=lambda reason: self.security.audit.record("scheduler", "train", via="schedule", reason=reason))
 
     @property
     def local_backend(self) -> Any:
@@ -165,6 +173,8 @@ class LearningSystem:
         """Load the served version now, in the job thread: when a run was promoted its GGUF copy
         is ready (the gate made it), and loading it here spares the first analyst the wait.
         A failure is raised, so the run records it (the next chat answer reports it too)."""
+        if self.registry.served_id() == version_id:
+            self.security.audit.record("gate", "promote", via="training", version=version_id, previous=previous_id)
         self.local_backend.current()
 
     # -- what the pages do: each page reads like a short script over these verbs --------------
@@ -185,18 +195,23 @@ class LearningSystem:
     def display_name(self, model: str) -> str:
         return self.model_manager.display_name(model)
 
-    def chat_stream(self, conversation: list[dict[str, Any]], model: str = AUTO, user: str = "anonymous",
+    def chat_stream(self, conversation: list[dict[str, Any]], model: str = AUTO, user: str = LOCAL_USER,
                     session_id: str | None = None) -> Iterator[Any]:
         """Answer the last question of ``conversation`` through the router: text pieces as they
-        come, then one :class:`ChatResult` (the interaction is logged by then)."""
+        come, then one :class:`ChatResult` (the interaction is logged by then). Raises
+        :class:`PermissionDenied` at once when ``user`` may not chat."""
+        self.security.require(user, "chat")
         return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id)
 
-    def rate(self, interaction_id: str, rating: int, note: str = "", user: str = "anonymous") -> Feedback:
-        """Record an analyst's 1–5 rating (and note) of a logged answer; raises :class:`RecordError`."""
+    def rate(self, interaction_id: str, rating: int, note: str = "", user: str = LOCAL_USER) -> Feedback:
+        """Record an analyst's 1–5 rating (and note) of a logged answer; raises :class:`RecordError`
+        (or :class:`PermissionDenied`)."""
+        self.security.require(user, "rate")
         return self.store.append_feedback(interaction_id=interaction_id, rating=rating, feedback=note, user=user)
 
-    def attach_image(self, data: bytes) -> str:
+    def attach_image(self, data: bytes, user: str = LOCAL_USER) -> str:
         """Store a chat image by content hash; its reference. Raises :class:`ImageError`."""
+        self.security.require(user, "chat")
         return store_image(self.config.data_path, data)
 
     def image_file(self, ref: str) -> Path:
@@ -209,9 +224,11 @@ class LearningSystem:
 
     def save_review_edits(self, before: pd.DataFrame, after: pd.DataFrame, user: str) -> int:
         """Append a feedback record for every changed rating, note or correction; how many."""
+        self.security.require(user, "review")
         return apply_review_edits(self.store, before, after, user)
 
     def rate_all(self, rows: pd.DataFrame, rating: int, user: str) -> int:
+        self.security.require(user, "review")
         return bulk_rate(self.store, rows, rating, user)
 
     def feedback(self) -> pd.DataFrame:
@@ -225,13 +242,19 @@ class LearningSystem:
         """(value, label) of what a run can start from: the base, the served version, any version."""
         return start_choices(self.config, self.registry)
 
-    def start_training(self, user: str, start_from: str | None = None, trigger: str = "manual") -> Any:
+    def start_training(self, user: str, start_from: str | None = None, trigger: str = "manual",
+                       via: str = "web") -> Any:
         """"Train now": raises :class:`JobAlreadyRunning`, :class:`NotEnoughData` or a ``ValueError``
-        saying why nothing was started."""
-        return self.jobs.start(trigger=trigger, user=user, start_from=start_from)
+        saying why nothing was started (:class:`PermissionDenied` for a role below trainer)."""
+        self.security.require(user, "train")
+        run_id = self.jobs.start(trigger=trigger, user=user, start_from=start_from)
+        self.security.audit.record(user, "train", via=via, run=str(run_id), start_from=start_from or "config")
+        return run_id
 
-    def cancel_training(self) -> None:
+    def cancel_training(self, user: str = LOCAL_USER, via: str = "web") -> None:
+        self.security.require(user, "cancel")
         self.jobs.cancel()
+        self.security.audit.record(user, "cancel_training", via=via)
 
     def training_status(self) -> JobSnapshot | None:
         return self.jobs.status()
@@ -257,14 +280,23 @@ class LearningSystem:
         """The promotion gate's evidence for a version, if it went through the gate."""
         return self.registry.get(version_id).metadata.get("gate")
 
-    def promote(self, version_id: str, user: str) -> None:
-        """Serve ``version_id`` by an analyst's decision; raises :class:`RegistryError` (a version
-        whose files cannot be loaded is refused)."""
-        self.registry.promote(version_id, reason=f"promoted by hand by {user}")
+    def promote(self, version_id: str, user: str, via: str = "web", reason: str | None = None) -> None:
+        """Serve ``version_id`` by an admin's decision; raises :class:`RegistryError` (a version
+        whose files cannot be loaded is refused) or :class:`PermissionDenied`."""
+        self.security.require(user, "promote")
+        previous = self.registry.served_id()
+        self.registry.promote(version_id, reason=reason or f"promoted by hand by {user}")
+        self.security.audit.record(user, "promote", via=via, version=version_id, previous=previous)
 
-    def roll_back(self) -> None:
-        """Serve the version that was served before; raises :class:`RegistryError`."""
+    def roll_back(self, user: str = LOCAL_USER, via: str = "web") -> str:
+        """Serve the version that was served before (its id); raises :class:`RegistryError` or
+        :class:`PermissionDenied`."""
+        self.security.require(user, "rollback")
+        previous = self.registry.served_id()
         self.registry.rollback()
+        served = self.registry.served_id()
+        self.security.audit.record(user, "rollback", via=via, version=served, previous=previous)
+        return served
 
     # metrics and comparisons
     def evaluations(self) -> pd.DataFrame:
@@ -283,8 +315,10 @@ class LearningSystem:
         return parse_suite(text, name)
 
     def compare(self, items: list[dict[str, Any]], models: list[str], suite: str,
-                progress: Callable[[int], None] | None = None, max_new_tokens: int = 64) -> Any:
+                progress: Callable[[int], None] | None = None, max_new_tokens: int = 64,
+                user: str = LOCAL_USER) -> Any:
         """The same items through several models and versions, with paired-bootstrap intervals."""
+        self.security.require(user, "evaluate")
         return self.evaluator(progress=progress).compare_models(items, models, suite=suite,
                                                                 max_new_tokens=max_new_tokens)
 
@@ -319,6 +353,7 @@ class LearningSystem:
     def work_on(self, item: QueueItem, action: str, user: str, **details: Any) -> Feedback:
         """One action on a queue item ("answer", "rate" or "teacher"; see
         :func:`~dmac_core.insights.active.work_item`); the teacher is asked through the router."""
+        self.security.require(user, "review")
         return work_item(self.store, item, action, user=user, manager=self.model_manager, **details)
 
     def learner_answers(self, limit: int = 50) -> list[dict[str, Any]]:

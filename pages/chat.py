@@ -8,7 +8,7 @@ import streamlit as st
 
 from dmac_core.system import AUTO, ChatResult, ImageError, RecordError, RoutingError
 from dmac_core.views.inert import inert_markdown
-from pages.common import current_user, services, show_log_health
+from pages.common import can, current_user, not_allowed, services, show_log_health
 
 system = services()
 # Shown under an answer that did not end by itself (the local learner reports why it stopped).
@@ -98,10 +98,13 @@ for message in history:
             ended = FINISH_NOTES.get(message.get("finish_reason") or "")
             if ended:
                 st.warning(ended, icon="✂️")
-            if message.get("content"):
+            if message.get("content") and can("rate"):
                 rating_controls(message)
 
 # -- input, guard, call, render -------------------------------------------------------------
+if not can("chat"):
+    not_allowed("Asking questions", "chat")
+    st.stop()
 prompt = st.chat_input("Ask a question…", key="chat_input")
 if prompt is not None:
     if not prompt.strip():
@@ -110,7 +113,7 @@ if prompt is not None:
     question: dict = {"role": "user", "content": prompt}
     if attachment is not None:
         try:
-            question["images"] = [system.attach_image(attachment.getvalue())]
+            question["images"] = [system.attach_image(attachment.getvalue(), user=current_user())]
         except ImageError as exc:
             st.error(str(exc))
             st.stop()

@@ -1,4 +1,4 @@
-"""Shared page helpers: the cached services, the signed-in user, notices. UI only."""
+"""Shared page helpers: the cached services, the signed-in user and their role, notices. UI only."""
 
 from __future__ import annotations
 
@@ -20,6 +20,22 @@ def services() -> LearningSystem:
 def current_user() -> str:
     """The signed-in user, or "local" when sign-in is not configured (loopback only)."""
     return str(st.session_state.get("dmac_user") or "local")
+
+
+def can(action: str) -> bool:
+    """Whether the signed-in user's role allows ``action`` (``"chat"``, ``"train"``, ``"promote"``…)."""
+    return services().security.can(current_user(), action)
+
+
+def role_label() -> str:
+    role = services().security.role_of(current_user())
+    return role.label if role else "no role"
+
+
+def not_allowed(what: str, action: str) -> None:
+    """Say, in place of a control, that the user's role does not allow it and which role would."""
+    needed = services().security.required_role(action)
+    st.caption(f"🔒 {what}: your role ({role_label()}) cannot; it needs {needed} or above.")
 
 
 def show_log_health(system: LearningSystem) -> None:

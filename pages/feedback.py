@@ -8,7 +8,7 @@ import streamlit as st
 from dmac_core.system import RecordError
 from dmac_core.views.csv_export import csv_bytes
 from dmac_core.views.review import PURPOSES, analyst_counts, attached_images, filter_review, rating_summary
-from pages.common import current_user, services, show_log_health
+from pages.common import can, current_user, not_allowed, services, show_log_health
 
 system = services()
 
@@ -38,6 +38,7 @@ purposes = far.multiselect("Asked for", list(PURPOSES), default=["chat"], key="f
 shown = filter_review(table, models, months, ratings, purposes)
 
 # -- render ----------------------------------------------------------------------------------
+may_review = can("review")
 rated = shown["rating"].notna().sum()
 c1, c2, c3 = st.columns(3)
 c1.metric("Answers shown", len(shown))
@@ -47,7 +48,7 @@ edited = st.data_editor(
     shown,
     width="stretch",
     hide_index=True,
-    disabled=[c for c in shown.columns if c not in ("rating", "feedback", "correction")],
+    disabled=[c for c in shown.columns if not may_review or c not in ("rating", "feedback", "correction")],
     column_config={
         "ts": st.column_config.DatetimeColumn("When (UTC)", format="YYYY-MM-DD HH:mm"),
         "rating": st.column_config.NumberColumn("Rating", min_value=1, max_value=5, step=1, format="%d ⭐"),
@@ -62,16 +63,19 @@ edited = st.data_editor(
     key="fb_editor",
 )
 save_col, bulk_col, bulk_button_col = st.columns([1, 1, 1])
-if save_col.button("💾 Save changes", key="fb_save"):
+if not may_review:
+    not_allowed("Changing ratings", "review")
+elif save_col.button("💾 Save changes", key="fb_save"):
     try:
         count = system.save_review_edits(shown, edited, current_user())
         st.success(f"Saved {count} change{'s' if count != 1 else ''} as {current_user()}.")
     except RecordError as exc:
         st.error(str(exc))
-bulk_value = bulk_col.selectbox("Rate all shown as", [5, 4, 3, 2, 1], key="fb_bulk_value")
-if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
-    st.session_state.fb_bulk_pending = (len(shown), int(bulk_value))  # asked once more before writing
-pending = st.session_state.get("fb_bulk_pending")
+if may_review:
+    bulk_value = bulk_col.selectbox("Rate all shown as", [5, 4, 3, 2, 1], key="fb_bulk_value")
+    if bulk_button_col.button(f"Rate all {len(shown)} shown", key="fb_bulk"):
+        st.session_state.fb_bulk_pending = (len(shown), int(bulk_value))  # asked once more before writing
+pending = st.session_state.get("fb_bulk_pending") if may_review else None
 if pending is not None:
     count, value = pending
     st.warning(f"Rate all {count} shown answers {value}/5 as {current_user()}? Each becomes a new rating "

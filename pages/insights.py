@@ -10,7 +10,7 @@ import streamlit as st
 from dmac_core.system import RecordError, RoutingError, WorkError
 from dmac_core.views.inert import inert_markdown
 from dmac_core.views.insights import confidence_frame, queue_frame
-from pages.common import current_user, services, show_log_health
+from pages.common import can, current_user, not_allowed, services, show_log_health
 
 system = services()
 
@@ -73,38 +73,41 @@ with queue_tab:
                            f"{'—' if pd.isna(answer['rating']) else answer['rating']}")
                 st.markdown(inert_markdown(answer["response"]))
         teacher = system.premium_model()
-        mine, rate, ask = st.columns(3)
-        with mine:
-            text = st.text_area("Your answer (becomes a correction, rated 5)", key="ins_answer")
-            if st.button("Save my answer", key="ins_answer_save"):
-                try:
-                    system.work_on(item, "answer", user=current_user(), answer=text)
-                    st.success("Saved as a correction: DeepSeek-RL trains on it next time.")
-                except (WorkError, RecordError) as exc:
-                    st.error(str(exc))
-        with rate:
-            choices = item.answers
-            pick = st.selectbox("Answer", range(len(choices)), key="ins_rate_pick",
-                                format_func=lambda i: f"{choices[i]['model'] or 'imported'}: {choices[i]['response'][:40]}")
-            stars = st.selectbox("Rating", [5, 4, 3, 2, 1], key="ins_rate_value")
-            if st.button("Save rating", key="ins_rate_save"):
-                try:
-                    system.work_on(item, "rate", user=current_user(), rating=int(stars),
-                                   interaction_id=choices[pick]["interaction_id"])
-                    st.success(f"Rated {stars}/5.")
-                except (WorkError, RecordError) as exc:
-                    st.error(str(exc))
-        with ask:
-            label = system.display_name(teacher) if teacher else "premium model"
-            st.caption(f"Ask {label} and keep its answer as a reference (its usage caps apply).")
-            if st.button(f"Ask {label}", key="ins_teacher", disabled=teacher is None):
-                try:
-                    with st.spinner(f"Asking {label}…"):
-                        record = system.work_on(item, "teacher", user=current_user(), teacher=teacher)
-                    st.success(f"{label} answered; saved as its reference, rated {record.rating}/5 under {record.user} (not as your rating).")
-                    st.markdown(inert_markdown(record.response))
-                except (WorkError, RoutingError, RecordError, ValueError) as exc:
-                    st.error(str(exc))
+        if not can("review"):
+            not_allowed("Answering, rating or asking a teacher", "review")
+        else:
+            mine, rate, ask = st.columns(3)
+            with mine:
+                text = st.text_area("Your answer (becomes a correction, rated 5)", key="ins_answer")
+                if st.button("Save my answer", key="ins_answer_save"):
+                    try:
+                        system.work_on(item, "answer", user=current_user(), answer=text)
+                        st.success("Saved as a correction: DeepSeek-RL trains on it next time.")
+                    except (WorkError, RecordError) as exc:
+                        st.error(str(exc))
+            with rate:
+                choices = item.answers
+                pick = st.selectbox("Answer", range(len(choices)), key="ins_rate_pick",
+                                    format_func=lambda i: f"{choices[i]['model'] or 'imported'}: {choices[i]['response'][:40]}")
+                stars = st.selectbox("Rating", [5, 4, 3, 2, 1], key="ins_rate_value")
+                if st.button("Save rating", key="ins_rate_save"):
+                    try:
+                        system.work_on(item, "rate", user=current_user(), rating=int(stars),
+                                       interaction_id=choices[pick]["interaction_id"])
+                        st.success(f"Rated {stars}/5.")
+                    except (WorkError, RecordError) as exc:
+                        st.error(str(exc))
+            with ask:
+                label = system.display_name(teacher) if teacher else "premium model"
+                st.caption(f"Ask {label} and keep its answer as a reference (its usage caps apply).")
+                if st.button(f"Ask {label}", key="ins_teacher", disabled=teacher is None):
+                    try:
+                        with st.spinner(f"Asking {label}…"):
+                            record = system.work_on(item, "teacher", user=current_user(), teacher=teacher)
+                        st.success(f"{label} answered; saved as its reference, rated {record.rating}/5 under {record.user} (not as your rating).")
+                        st.markdown(inert_markdown(record.response))
+                    except (WorkError, RoutingError, RecordError, ValueError) as exc:
+                        st.error(str(exc))
 
 # -- explanations --------------------------------------------------------------------------------
 with explain_tab:

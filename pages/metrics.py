@@ -9,7 +9,7 @@ from dmac_core.system import MIN_PAIRED_ITEMS, BackendError, SuiteError
 from dmac_core.views.charts import accuracy_figure, eval_metrics_frame, loss_figure, version_metrics_figure
 from dmac_core.views.csv_export import csv_bytes
 from dmac_core.views.review import usage_table
-from pages.common import services, show_log_health
+from pages.common import can, current_user, not_allowed, services, show_log_health
 
 
 def csv_button(frame: pd.DataFrame, name: str, key: str) -> None:
@@ -89,7 +89,9 @@ suite_name = st.selectbox("Items", list(SUITE_LABELS), format_func=SUITE_LABELS.
                           help="Or upload your own test set below; it is used instead when given.")
 upload = st.file_uploader("Test set (YAML or JSONL: prompt, optional reference)", type=["yaml", "yml", "jsonl"],
                           key="metrics_suite_upload")
-if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
+if not can("evaluate"):
+    not_allowed("Running a comparison", "evaluate")
+elif st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
     try:
         items = system.parse_test_set(upload.getvalue().decode("utf-8"), upload.name) if upload else suites.get(suite_name, [])
         if not items:
@@ -101,9 +103,10 @@ if st.button("Run comparison", key="metrics_compare", disabled=len(picked) < 1):
             done[0] += n
             bar.progress(min(done[0] / total, 1.0), text=f"Generating answers… {done[0]}/{total}")
 
-        comparison = system.compare(items, picked, suite=upload.name if upload else suite_name, progress=advance)
+        comparison = system.compare(items, picked, suite=upload.name if upload else suite_name, progress=advance,
+                                    user=current_user())
         st.session_state.metrics_comparison = comparison
-    except (SuiteError, ValueError, KeyError, UnicodeDecodeError, RuntimeError, BackendError) as exc:
+    except (SuiteError, ValueError, KeyError, UnicodeDecodeError, RuntimeError, BackendError, PermissionError) as exc:
         # a bad test set, a cap the comparison would pass (nothing was asked), a model that cannot answer
         st.warning(str(exc))
 comparison = st.session_state.get("metrics_comparison")

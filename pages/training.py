@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dmac_core.system import JobAlreadyRunning, NotEnoughData, RegistryError
+from dmac_core.system import JobAlreadyRunning, NotEnoughData, PermissionDenied, RegistryError
 from dmac_core.views.charts import loss_figure
 from dmac_core.views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, runs_table
-from pages.common import current_user, services, show_log_health
+from pages.common import can, current_user, not_allowed, services, show_log_health
 
 system = services()
 learner = system.config.learner
@@ -57,12 +57,14 @@ start_from = st.selectbox(
     help="Transfer learning: continue a registered version instead of starting a fresh adapter on the base model.",
 )
 start_col, cancel_col = st.columns([1, 1])
-if start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
+if not can("train"):
+    not_allowed("Train now", "train")
+elif start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
     try:
         system.start_training(user=current_user(), start_from=start_from)
         st.toast("Training started")
-    except (JobAlreadyRunning, NotEnoughData, RuntimeError, ValueError) as exc:  # StartError is a ValueError
-        st.warning(str(exc))
+    except (JobAlreadyRunning, NotEnoughData, PermissionDenied, RuntimeError, ValueError) as exc:
+        st.warning(str(exc))  # StartError is a ValueError
 if not learner.learning_enabled:
     st.info("Learning is switched off (models.deepseek.learning_enabled: false).", icon="ℹ️")
 
@@ -80,10 +82,13 @@ def live_progress() -> None:
     st.progress(min(step / total, 1.0), text=label)
     if snapshot.message:
         (st.error if snapshot.state == "failed" else st.caption)(snapshot.message)
-    if snapshot.state in ("queued", "running"):
+    if snapshot.state in ("queued", "running") and can("cancel"):
         if st.button("⏹ Cancel", key="train_cancel"):
-            system.cancel_training()
-            st.toast("Cancelling after the current step…")
+            try:
+                system.cancel_training(user=current_user())
+                st.toast("Cancelling after the current step…")
+            except PermissionDenied as exc:
+                st.warning(str(exc))
     if snapshot.events:
         st.plotly_chart(loss_figure(snapshot.events, title="Live loss"), key="train_live_loss")
     # When a run ends, redraw the whole page once so the run list and the served version agree.
@@ -126,17 +131,20 @@ if gated:
         if not rated.empty:
             st.markdown("**Rated answers, asked again**")
             st.dataframe(rated, hide_index=True, width="stretch", key="train_gate_rated")
+if not can("promote"):
+    not_allowed("Serving another version or rolling back", "promote")
+    st.stop()
 pick_col, promote_col, rollback_col = st.columns([2, 1, 1])
 choice = pick_col.selectbox("Version", list(versions["version"]), key="train_version_pick")
 if promote_col.button("Serve this version", key="train_promote", disabled=choice == system.served_version()):
     try:
         system.promote(choice, user=current_user())
         st.rerun()
-    except RegistryError as exc:
+    except (RegistryError, PermissionDenied) as exc:
         st.warning(str(exc))
 if rollback_col.button("↩️ Roll back", key="train_rollback", help="Serve the version that was served before"):
     try:
-        system.roll_back()
+        system.roll_back(user=current_user())
         st.rerun()
-    except RegistryError as exc:
+    except (RegistryError, PermissionDenied) as exc:
         st.warning(str(exc))

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dmac_core.auth import add_user, check_credentials, hash_password, is_loopback, load_users, verify_password
+from dmac_core.security.directory import add_user, load_users
+from dmac_core.security.network import is_loopback
+from dmac_core.security.passwords import check_credentials, hash_password, verify_password
 from dmac_core.config import PROJECT_ROOT
 
 
@@ -50,8 +52,8 @@ def test_serve_refuses_a_public_address_without_users(tmp_path: Path) -> None:
     assert "add-user" in result.stderr
 
 
-def test_oidc_settings_count_as_sign_in(tmp_path: Path) -> None:
-    from dmac_core.auth import oidc_configured, sign_in_configured
+def test_oidc_settings_count_as_sign_in_only_with_an_allow_list(tmp_path: Path) -> None:
+    from dmac_core.security.directory import oidc_configured, sign_in_configured
 
     secrets = tmp_path / "secrets.toml"
     assert not sign_in_configured(secrets)
@@ -59,7 +61,11 @@ def test_oidc_settings_count_as_sign_in(tmp_path: Path) -> None:
         '[auth]\nredirect_uri = "http://x/oauth2callback"\ncookie_secret = "s"\nclient_id = "id"\n'
         'client_secret = "c"\nserver_metadata_url = "https://idp/.well-known/openid-configuration"\n'
     )
-    assert oidc_configured(secrets) and sign_in_configured(secrets)
+    # single sign-on without an allow-list admits nobody, so it does not make listening publicly safe
+    assert oidc_configured(secrets) and not sign_in_configured(secrets)
+    with secrets.open("a") as handle:
+        handle.write('[auth.allow]\n"@example.com" = "analyst"\n')
+    assert sign_in_configured(secrets)
 
 
 def test_a_user_name_with_a_dot_can_sign_in(tmp_path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import LEARNER, Config
 from ..evaluation.metrics import MIN_PAIRED_ITEMS
-from .common import run_subcommands
+from .common import authorize, run_subcommands
 
 SUMMARY_COLUMNS = ["model", "model_version", "rouge1", "rouge2", "rougeL", "bleu", "key_term_recall", "loss",
                    "token_accuracy", "latency_ms_mean", "tokens_out_mean", "errors"]
@@ -60,6 +60,7 @@ def run_evaluate(args: argparse.Namespace, config: Config) -> int:
     from ..evaluation.evaluator import SuiteError, load_suite
     from ..system import LearningSystem
 
+    authorize(args, config, "evaluate")
     system = LearningSystem(config)
     try:
         if args.suite in ("rated", "general", "held-out", "heldout"):

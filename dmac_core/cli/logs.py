@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..config import Config
 from ..logs.maintenance import delete_user, doctor, export, import_conversations
 from ..logs.store import LearningStore
-from .common import run_subcommands
+from .common import authorize, run_subcommands
 
 
 def _store(config: Config) -> LearningStore:
@@ -40,6 +40,7 @@ def _bar(description: str, unit: str = "it") -> tuple[Callable[[int, int], None]
 
 def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
     """Check every log file; with ``--fix`` quarantine unreadable lines. Exit 1 if any remain."""
+    authorize(args, config, "configure" if args.fix else "view")
     update, close = _bar("checking logs", "B")
     try:
         checks = doctor(_store(config), fix=args.fix, progress=update)
@@ -65,6 +66,7 @@ def cmd_doctor(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_import(args: argparse.Namespace, config: Config) -> int:
     """Import past conversations (JSONL or CSV) into the logs."""
+    authorize(args, config, "import")
     if not Path(args.file).is_file():
         print(f"No such file: {args.file}", file=sys.stderr)
         return 2
@@ -83,6 +85,7 @@ def cmd_import(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_export(args: argparse.Namespace, config: Config) -> int:
     """Export the logs as Parquet tables or as TRL-ready JSONL datasets."""
+    authorize(args, config, "export")
     out = Path(args.out) if args.out else config.data_path / "exports"
     learner = config.learner
     update, close = _bar(f"exporting {args.format}")
@@ -98,6 +101,7 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
     """Remove one user's interactions and feedback (a privacy request)."""
+    security = authorize(args, config, "delete_user_data")
     if not args.yes:
         answer = input(f"Delete every interaction and rating of user {args.name!r} from {config.data_path}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
@@ -108,6 +112,7 @@ def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
         counts = delete_user(_store(config), args.name, progress=update)
     finally:
         close()
+    security.audit.record(args.acting_user, "delete_user_data", via="cli", target=args.name, **counts)
     total = counts["interactions"] + counts["feedback"] + counts["fragments"]
     print(f"Deleted {total} records of user {args.name!r}: {counts['interactions']} interactions, "
           f"{counts['feedback']} feedback records, {counts['fragments']} unreadable fragments.")

@@ -16,7 +16,7 @@ from ..training.dataset import NotEnoughData
 from ..training.job import JobAlreadyRunning, LearningDisabled, NothingToResume
 from ..training.scheduler import TrainingScheduler
 from ..training.transfer import StartError
-from .common import run_subcommands
+from .common import authorize, run_subcommands
 
 
 def register(subparsers: Any) -> None:
@@ -45,6 +45,7 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
 
     # The workbench's own services: the same gate (through the served runtime), teacher and
     # warm-up as "Train now" on the Training page.
+    security = authorize(args, config, "train")
     system = LearningSystem(config)
     store, jobs = system.store, system.jobs
     trigger = "cli"
@@ -62,6 +63,7 @@ def train_command(args: argparse.Namespace, config: Config) -> int:
     except (NotEnoughData, JobAlreadyRunning, LearningDisabled, NothingToResume, StartError) as exc:
         print(f"Not training: {exc}", file=sys.stderr)
         return 2
+    security.audit.record(args.acting_user, "train", via="cli", run=info.run_id, trigger=trigger)
     print(f"Run {info.run_id} ({info.method}) in {info.run_dir}" + (f", resumed from {info.resumed_from}" if info.resumed_from else ""))
     bar = tqdm(total=0, unit="step", dynamic_ncols=True)
     seen = 0

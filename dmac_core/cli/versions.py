@@ -16,6 +16,7 @@ import pandas as pd
 from ..config import Config
 from ..learner.registry import ModelRegistry, RegistryError
 from ..views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, versions_table
+from .common import authorize
 
 
 def register(subparsers: Any) -> None:
@@ -35,16 +36,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=rollback_command)
 
 
-def _registry(config: Config) -> ModelRegistry:
-    """The workbench's own model registry (the same wiring as the pages)."""
+def _system(config: Config) -> Any:
+    """The workbench's own services (the same wiring and checks as the pages)."""
     from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
 
-    return LearningSystem(config).registry
+    return LearningSystem(config)
 
 
 def versions_command(args: argparse.Namespace, config: Config) -> int:
     """Print the versions table, newest first (the served one marked), or one version's gate evidence."""
-    registry = _registry(config)
+    authorize(args, config, "view")
+    registry = _system(config).registry
     if getattr(args, "version", None):
         return _print_evidence(registry, args.version)
     table = versions_table(registry)
@@ -81,22 +83,23 @@ def _print_evidence(registry: ModelRegistry, version_id: str) -> int:
 
 def promote_command(args: argparse.Namespace, config: Config) -> int:
     """Serve ``args.version``; exit 2 with the registry's message when it does not exist."""
-    registry = _registry(config)
+    system = _system(config)
     try:
-        version = registry.promote(args.version, reason=args.reason or "promoted from the command line")
+        system.promote(args.version, user=args.acting_user, via="cli",
+                       reason=args.reason or f"promoted from the command line by {args.acting_user}")
     except RegistryError as exc:
         print(f"Not promoted: {exc}", file=sys.stderr)
         return 2
-    print(f"{version.id} is now served.")
+    print(f"{system.served_version()} is now served.")
     return 0
 
 
 def rollback_command(args: argparse.Namespace, config: Config) -> int:
     """Serve the previously served version; exit 2 when there is nothing to roll back to."""
     try:
-        version = _registry(config).rollback()
+        served = _system(config).roll_back(user=args.acting_user, via="cli")
     except RegistryError as exc:
         print(f"Not rolled back: {exc}", file=sys.stderr)
         return 2
-    print(f"Rolled back: {version.id} is now served.")
+    print(f"Rolled back: {served} is now served.")
     return 0

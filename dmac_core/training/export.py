@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
+from ..cli.common import config_parser, dispatch
 from ..fsio import fsync_path
 from ..learner.base_model import bundled_gguf_path
 from ..learner.gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
@@ -213,7 +213,9 @@ def export_command(args: argparse.Namespace, config: Any) -> int:
     """Run the export; print where it went; return the process exit code."""
     from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
 
-    registry = LearningSystem(config).registry  # the workbench's own registry
+    system = LearningSystem(config)
+    system.security.require(args.acting_user, "export")
+    registry = system.registry  # the workbench's own registry
     version = registry.served_id() if args.version == "served" else args.version
     try:
         out = export_version(registry, version, config.base_model_path(), args.out, dtype=args.dtype,
@@ -228,11 +230,10 @@ def export_command(args: argparse.Namespace, config: Any) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m dmac_core.training.export VERSION --out DIR`` on its own."""
 
-    parser = argparse.ArgumentParser(prog="python -m dmac_core.training.export")
-    parser.add_argument("--config", default=None, help="config file (default: $DMAC_CONFIG or config/config.yaml)")
+    parser = config_parser("python -m dmac_core.training.export")
     _add_arguments(parser)
-    args = parser.parse_args(argv)
-    return export_command(args, load_config(args.config))
+    parser.set_defaults(handler=export_command)
+    return dispatch(parser, argv)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,11 @@ class TrainingScheduler:
         store: LearningStore,
         config: Config,
         clock: Callable[[], datetime] = utc_now,
+        on_started: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_started(reason)`` is called after each run it starts (the workbench audits it)."""
         self.jobs = jobs
+        self.on_started = on_started
         self.store = store
         self.config = config
         self.clock = clock
@@ -111,6 +114,8 @@ class TrainingScheduler:
             self.last_reason = f"due ({reason}) but not started: {exc}"
             return None
         self.last_reason = f"started: {reason}"
+        if self.on_started is not None:
+            self.on_started(reason)
         log.info("scheduled training run started: %s", reason)
         return reason
 

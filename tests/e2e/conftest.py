@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from dmac_core.auth import add_user
+from dmac_core.security.directory import add_user
 from dmac_core.config import PROJECT_ROOT
 from tests.conftest import tiny_config_dict, write_config
 

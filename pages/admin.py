@@ -1,0 +1,90 @@
+"""Admin: users and roles, sign-in lockouts, and the audit log of privileged actions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dmac_core.system import PermissionDenied, Role
+from pages.common import can, current_user, services
+
+system = services()
+security = system.security
+actor = current_user()
+
+# -- title, guard ------------------------------------------------------------------------------
+st.title("🛡️ Admin")
+st.caption("Who may do what on this workbench, who is locked out after failed sign-ins, and who did what.")
+if not can("manage_users"):
+    st.error("This page is for admins.", icon="⛔")
+    st.stop()
+roles = [role.label for role in sorted(Role, reverse=True)]
+
+# -- users and roles ---------------------------------------------------------------------------
+st.subheader("Users and roles")
+st.caption("viewer: reads every page · analyst: chats, rates, reviews · trainer: trains, cancels, evaluates, "
+           "imports and exports · admin: users, deletion, promote and roll back. Single-sign-on accounts get the "
+           "role of their e-mail, else of their @domain; accounts matching neither are refused.")
+users = pd.DataFrame(security.users_table(actor))
+if users.empty:
+    st.info("No users yet: sign-in is off and the workbench listens on this machine only.", icon="ℹ️")
+else:
+    st.dataframe(users, hide_index=True, width="stretch", key="admin_users")
+with st.form("admin_set_role"):
+    left, right = st.columns(2)
+    who = left.text_input("User, e-mail or @domain", key="admin_role_user")
+    role = right.selectbox("Role", roles, index=roles.index("analyst"), key="admin_role_value")
+    if st.form_submit_button("Set role"):
+        try:
+            security.set_role(actor, who.strip(), role)
+            st.success(f"{who.strip()} is now {role}.")
+        except (ValueError, PermissionDenied) as exc:
+            st.error(str(exc))
+with st.form("admin_add_user", clear_on_submit=True):
+    left, middle, right = st.columns(3)
+    name = left.text_input("New user name", key="admin_new_user")
+    password = middle.text_input("Password (at least 8 characters)", type="password", key="admin_new_password")
+    new_role = right.selectbox("Role", roles, index=roles.index("analyst"), key="admin_new_role")
+    if st.form_submit_button("Add user"):
+        try:
+            granted = security.add_user(actor, name.strip(), password, Role.parse(new_role))
+            st.success(f"{name.strip()} can sign in now, as {granted.label}.")
+        except (ValueError, PermissionDenied) as exc:
+            st.error(str(exc))
+if not users.empty:
+    left, right = st.columns([2, 1])
+    gone = left.selectbox("Remove a user or allow-list entry", list(users["user"]), key="admin_remove_pick")
+    if right.button("Remove", key="admin_remove"):
+        try:
+            security.remove_user(actor, gone)
+            st.success(f"{gone} removed. Their logged answers and ratings stay until their data is deleted "
+                       "(`python -m dmac_core delete-user`).")
+            st.rerun()
+        except (ValueError, PermissionDenied) as exc:
+            st.error(str(exc))
+
+# -- lockouts ----------------------------------------------------------------------------------
+st.subheader("Sign-in lockouts")
+lockouts = security.lockouts(actor)
+if not lockouts:
+    st.info("Nobody is locked out.", icon="✅")
+else:
+    st.dataframe(pd.DataFrame([{"locked": lock.kind, "who": lock.key, "failures": lock.failures,
+                                "until (UTC)": pd.Timestamp(lock.locked_until, unit="s").strftime("%Y-%m-%d %H:%M")}
+                               for lock in lockouts]), hide_index=True, key="admin_lockouts")
+    left, right = st.columns([2, 1])
+    key = left.selectbox("Lift the lockout of", [lock.key for lock in lockouts], key="admin_unlock_pick")
+    if right.button("Unlock", key="admin_unlock"):
+        security.unlock(actor, key)
+        st.success(f"{key} may sign in again.")
+        st.rerun()
+
+# -- audit log -------------------------------------------------------------------------------
+st.subheader("Audit log")
+entries = security.audit_entries(actor, limit=500)
+if not entries:
+    st.info("Nothing recorded yet: training, promotions, roll-backs, deletions and user changes appear here.",
+            icon="ℹ️")
+else:
+    st.caption(f"The newest {len(entries)} events. Kept in the data directory's audit/ folder; never training data.")
+    st.dataframe(pd.DataFrame(entries), hide_index=True, width="stretch", key="admin_audit")
