@@ -180,9 +180,20 @@ def _scan(store: LearningStore, user: str, journal: Journal) -> Footprint:
     for row in interactions:
         if fp.removes_interaction(row) and str(row.get("id")) not in fp.machine_ids:
             fp.add_interaction(row)
+    others = {normalize_prompt(str(r.get("prompt") or "")) for r in interactions if not fp.removes_interaction(r)}
+    by_id = {str(r.get("id")): r for r in interactions}
+
+    def add(row: dict[str, Any]) -> None:
+        linked = by_id.get(str(row.get("interaction_id")))
+        if linked is not None:
+            mine = linked.get("user") == user or str(linked.get("id")) in fp.interaction_ids
+        else:  # stand-alone: the question is theirs unless someone else asked it too
+            mine = row.get("user") == user and normalize_prompt(str(row.get("prompt") or "")) not in others
+        fp.add_feedback(row, prompt_is_theirs=mine)
+
     for row in feedback:
         if fp.removes_feedback(row):
-            fp.add_feedback(row)
+            add(row)
     # Machine-made interactions quote texts from both logs, so they are found once both are read;
     # ratings of them (a teacher's reference) then go too.
     for row in interactions:
@@ -191,7 +202,7 @@ def _scan(store: LearningStore, user: str, journal: Journal) -> Footprint:
             fp.images.update(image_refs(row))
     for row in feedback:
         if str(row.get("id")) not in fp.feedback_ids and fp.removes_feedback(row):
-            fp.add_feedback(row)
+            add(row)
     for row in interactions:
         if not fp.removes_interaction(row):
             fp.kept_images.update(image_refs(row))

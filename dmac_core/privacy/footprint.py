@@ -24,7 +24,7 @@ from ..evaluation.splits import normalize_prompt
 # "ok" would match other people's lines. Ids and the user field still match those lines.
 MIN_RAW_TEXT = 12
 # A torn fragment may hold only the start of a long text: its first bytes are looked for too.
-RAW_PREFIX = 48
+RAW_PREFIX = 24
 # Interactions logged by the workbench itself, whose prompt quotes an analyst's question:
 # a teacher's rewrite request (see training.teacher.rewrite_prompt) and an evaluation call.
 MACHINE_PURPOSES = ("teacher", "evaluation")
@@ -40,6 +40,8 @@ class Footprint:
     machine_ids: set[str] = field(default_factory=set)  # teacher/evaluation interactions quoting them
     prompts: set[str] = field(default_factory=set)  # normalised
     texts: set[str] = field(default_factory=set)  # as written
+    notes: set[str] = field(default_factory=set)  # their comments on answers (stripped)
+    answers: set[str] = field(default_factory=set)  # answers to their prompts, their corrections (stripped)
     images: set[str] = field(default_factory=set)  # image refs their records (and machine ones) hold
     kept_images: set[str] = field(default_factory=set)  # image refs other records hold
 
@@ -54,6 +56,8 @@ class Footprint:
         self.interaction_ids.add(str(row.get("id")))
         self.prompts.add(normalize_prompt(row.get("prompt") or ""))
         self.add_texts(row.get("prompt"), row.get("response"))
+        if isinstance(row.get("response"), str) and row["response"].strip():
+            self.answers.add(row["response"].strip())
         for message in row.get("messages") or []:
             if isinstance(message, dict):
                 self.add_texts(message.get("content"))
@@ -61,11 +65,23 @@ class Footprint:
                     self.prompts.add(normalize_prompt(message["content"]))
         self.images.update(image_refs(row))
 
-    def add_feedback(self, row: dict[str, Any]) -> None:
-        """Record a feedback record that goes (theirs, or another's on their interaction)."""
+    def add_feedback(self, row: dict[str, Any], prompt_is_theirs: bool) -> None:
+        """Record a feedback record that goes: theirs, or another's on their interaction.
+
+        Its prompt and answer are theirs when it rates one of their interactions or stands alone
+        with a question nobody else asked (``prompt_is_theirs``); their comment and correction
+        on someone else's answer are theirs, that answer and its question are not.
+        """
         self.feedback_ids.add(str(row.get("id")))
-        self.prompts.add(normalize_prompt(row.get("prompt") or ""))
-        self.add_texts(row.get("prompt"), row.get("response"), row.get("feedback"), row.get("correction"))
+        if prompt_is_theirs:
+            self.prompts.add(normalize_prompt(row.get("prompt") or ""))
+            self.add_texts(row.get("prompt"), row.get("response"))
+        if row.get("user") == self.user:
+            self.add_texts(row.get("feedback"), row.get("correction"))
+            if isinstance(row.get("feedback"), str) and row["feedback"].strip():
+                self.notes.add(row["feedback"].strip())
+            if isinstance(row.get("correction"), str) and row["correction"].strip():
+                self.answers.add(row["correction"].strip())
 
     def quotes_them(self, row: dict[str, Any]) -> bool:
         """Whether a machine-made interaction (teacher rewrite, evaluation call) carries their text."""
@@ -74,8 +90,10 @@ class Footprint:
         prompt = str(row.get("prompt") or "")
         if row.get("purpose") == "evaluation":
             return normalize_prompt(prompt) in self.prompts
-        # a rewrite request quotes "Question:\n<prompt>\n\nAnswer:\n<answer>..."
-        return any(f"Question:\n{text}\n\nAnswer:\n" in prompt for text in self.texts)
+        # a rewrite request: "Question:\n<prompt>\n\nAnswer:\n<answer>\n\nReviewer's feedback:\n<comment>"
+        question = prompt.partition("Question:\n")[2].partition("\n\nAnswer:\n")[0]
+        comment = prompt.rpartition("Reviewer's feedback:\n")[2].strip()
+        return normalize_prompt(question) in self.prompts or comment in self.notes
 
     # -- recognising them ----------------------------------------------------------------
     @property
@@ -99,7 +117,11 @@ class Footprint:
         record_ids = item.get("record_ids")
         if isinstance(record_ids, list) and self.feedback_ids.intersection(map(str, record_ids)):
             return True
-        return any(normalize_prompt(p) in self.prompts for p in _questions(item.get("prompt")))
+        if any(normalize_prompt(p) in self.prompts for p in _questions(item.get("prompt"))):
+            return True
+        # a reference or training target that is their answer or correction (to anyone's question)
+        return any(text.strip() in self.answers for key in ("reference", "completion", "chosen", "rejected")
+                   for text in _texts(item.get(key)))
 
     def scrub(self, value: Any) -> int:
         """Remove their items from every list of dicts inside ``value`` (in place); return how many."""
@@ -150,6 +172,15 @@ def _questions(prompt: Any) -> list[str]:
         return [prompt]
     if isinstance(prompt, list):
         return [str(m.get("content")) for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+    return []
+
+
+def _texts(value: Any) -> list[str]:
+    """A text field of an item: a string, or the contents of a list of messages."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(m.get("content")) for m in value if isinstance(m, dict)]
     return []
 
 

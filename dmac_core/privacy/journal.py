@@ -76,5 +76,8 @@ class Journal:
         self.save()
 
     def remove(self) -> None:
-        """The deletion is complete: nothing is left to resume."""
+        """The deletion is complete: nothing is left to resume. Temporary copies a killed run left
+        (ids only) go too; no other run of this deletion writes them now (the logs are locked)."""
         self.path.unlink(missing_ok=True)
+        for orphan in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            orphan.unlink(missing_ok=True)
