@@ -4,6 +4,8 @@ Every rewrite of a log file happens under the store's write lock of that kind (w
 goes to a temporary file that is fsync-ed, renamed over the log, and the directory is synced:
 a crash leaves either the old file or the new one, never a mix. Nothing readable is dropped
 by ``doctor``; the unreadable lines it removes are kept in ``<file>.quarantine.jsonl``.
+Deleting one user everywhere under the data directory is :mod:`dmac_core.privacy.deletion`,
+which rewrites log lines with :func:`edit_lines`.
 """
 
 from __future__ import annotations
