@@ -13,8 +13,9 @@ import pandas as pd
 
 from dmac_core.cli.logs import cmd_delete_user, cmd_doctor, main
 from dmac_core.config import Config
-from dmac_core.logs.maintenance import delete_user, doctor, export, quarantine_path
+from dmac_core.logs.maintenance import doctor, export, quarantine_path
 from dmac_core.logs.store import LearningStore
+from dmac_core.privacy.deletion import delete_user_data
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,13 +90,13 @@ def test_delete_user_removes_exactly_that_user(tmp_path: Path) -> None:
     path = store.month_files("interactions")[0]
     with open(path, "ab") as handle:
         handle.write(b'{"id":"frag","user":"ana","prompt":"secret\n')
-    counts = delete_user(store, "ana")
-    assert counts == {"interactions": 3, "feedback": 4, "fragments": 1}
+    removed = delete_user_data(store, "ana").removed
+    assert (removed["interactions"], removed["feedback"], removed["log fragments"]) == (3, 4, 1)
     fresh = LearningStore(tmp_path)
     assert {r["user"] for r in fresh.records("interactions")} == {"bob"}
     assert [(r["user"], r["prompt"]) for r in fresh.records("feedback")] == [("bob", "q3")]
     assert b"secret" not in path.read_bytes()
-    assert delete_user(fresh, "ana") == {"interactions": 0, "feedback": 0, "fragments": 0}
+    assert delete_user_data(fresh, "ana").total == 0
 
 
 def test_cli_handlers_in_process(tmp_path: Path, capsys) -> None:
@@ -104,7 +105,8 @@ def test_cli_handlers_in_process(tmp_path: Path, capsys) -> None:
     assert cmd_doctor(Namespace(fix=False), config) == 0
     assert "interactions/" in capsys.readouterr().out
     assert cmd_delete_user(Namespace(name="bob", yes=True), config) == 0
-    assert "Deleted 2 records of user 'bob'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Deleted 2 items of user 'bob'" in out and "No model version was trained on their data." in out
     assert {r["user"] for r in store.records("interactions")} == {"ana"}
     source = tmp_path / "old.jsonl"
     source.write_text(json.dumps({"prompt": "x", "response": "y", "ts": "2024-12-24T12:00:00Z", "rating": 5}) + "\n")
@@ -141,7 +143,7 @@ def test_delete_user_also_removes_the_snapshot_holding_their_records(tmp_path: P
     reader.wait_for_snapshots()
     snapshot = path.with_name(f".{path.name}.arrow")
     assert b"ana" in snapshot.read_bytes()
-    delete_user(store, "ana")
+    delete_user_data(store, "ana")
     assert not snapshot.exists()
     again = LearningStore(tmp_path, snapshot_min_bytes=1)
     assert set(again.interactions()["user"]) == {"bob"}

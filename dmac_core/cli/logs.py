@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config
-from ..logs.maintenance import delete_user, doctor, export, import_conversations
+from ..logs.maintenance import doctor, export, import_conversations
 from ..logs.store import LearningStore
+from ..privacy.deletion import DeletionRefused, delete_user_data
 from .common import authorize, run_subcommands
 
 
@@ -100,22 +101,35 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
-    """Remove one user's interactions and feedback (a privacy request)."""
+    """Remove one user's data from everywhere under the data directory (a privacy request)."""
     security = authorize(args, config, "delete_user_data")
     if not args.yes:
-        answer = input(f"Delete every interaction and rating of user {args.name!r} from {config.data_path}? [y/N] ")
+        answer = input(f"Delete every record, rating and derived copy of user {args.name!r} from "
+                       f"{config.data_path}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("Nothing deleted.")
             return 1
-    update, close = _bar("rewriting logs", "files")
+    update, close = _bar("deleting user data", "steps")
     try:
-        counts = delete_user(_store(config), args.name, progress=update)
+        report = delete_user_data(_store(config), args.name, progress=update)
+    except DeletionRefused as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     finally:
         close()
-    security.audit.record(args.acting_user, "delete_user_data", via="cli", target=args.name, **counts)
-    total = counts["interactions"] + counts["feedback"] + counts["fragments"]
-    print(f"Deleted {total} records of user {args.name!r}: {counts['interactions']} interactions, "
-          f"{counts['feedback']} feedback records, {counts['fragments']} unreadable fragments.")
+    security.audit.record(args.acting_user, "delete_user_data", via="cli", target=args.name, items=report.total,
+                          versions=report.versions)
+    if report.resumed:
+        print("An interrupted deletion of this user was found and finished.")
+    print(f"Deleted {report.total} items of user {args.name!r}:")
+    width = max(len(place) for place in report.removed)
+    for place, count in report.removed.items():
+        print(f"  {place:<{width}}  {count}")
+    if report.versions:
+        print(f"Model versions trained on their data (retire them; their weights cannot be untrained): "
+              f"{', '.join(report.versions)} (runs {', '.join(report.runs)})")
+    else:
+        print("No model version was trained on their data.")
     return 0
 
 
@@ -151,10 +165,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_export)
 
     p = subparsers.add_parser(
-        "delete-user", help="delete one user's interactions and ratings (privacy request)",
-        description="Remove every interaction and feedback record of a user, feedback by others on that "
-        "user's interactions, and unreadable fragments naming the user. Each log file is replaced "
-        "atomically while writers wait; prints how many records were removed.")
+        "delete-user", help="delete one user's data everywhere under the data directory (privacy request)",
+        description="Remove a user's interactions and feedback, feedback by others on them, and every copy of "
+        "their text under the data directory: eval items, runs' datasets and gate items, teacher and replay "
+        "caches, insights caches, exports, quarantine files, snapshots, and images only they sent. Files are "
+        "replaced atomically while writers wait; an interrupted deletion is finished by running it again. "
+        "Prints a count per place and the model versions trained on their data.")
     p.add_argument("name", help="the user name as logged")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(handler=cmd_delete_user)

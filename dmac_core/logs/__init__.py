@@ -1,2 +1,3 @@
 """The learning logs: append-only JSONL records by month (interactions, feedback,
-evaluations), their parsing, Arrow snapshots and maintenance (doctor, delete-user)."""
+evaluations), their parsing, Arrow snapshots and maintenance (doctor, import, export, and the
+line edits delete-user uses)."""

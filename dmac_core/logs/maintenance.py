@@ -1,9 +1,11 @@
-"""Maintenance of the learning logs: doctor, import, export and deleting one user's records.
+"""Maintenance of the learning logs: doctor, import, export and line-by-line rewrites.
 
 Every rewrite of a log file happens under the store's write lock of that kind (writers wait),
 goes to a temporary file that is fsync-ed, renamed over the log, and the directory is synced:
 a crash leaves either the old file or the new one, never a mix. Nothing readable is dropped
 by ``doctor``; the unreadable lines it removes are kept in ``<file>.quarantine.jsonl``.
+Deleting one user everywhere under the data directory is :mod:`dmac_core.privacy.deletion`,
+which rewrites log lines with :func:`edit_lines`.
 """
 
 from __future__ import annotations
@@ -281,43 +283,27 @@ def export(store: LearningStore, out_dir: str | os.PathLike[str], fmt: str, prog
     return written
 
 
-# -- privacy -----------------------------------------------------------------------------
-def delete_user(store: LearningStore, user: str, progress: Progress = None) -> dict[str, int]:
-    """Remove every interaction and feedback record of ``user``; return counts per kind.
-
-    Feedback by others on this user's interactions goes too (it repeats their prompt and
-    answer), and so do unreadable fragments that name the user. Both kinds stay locked for
-    the whole operation, so no writer adds records in between; each file is replaced
-    atomically.
-    """
-    counts = {"interactions": 0, "feedback": 0, "fragments": 0}
-    marker = b'"user":' + dump_record(user)
-    files = [path for kind in ("interactions", "feedback") for path in store.month_files(kind)]
-    done = 0
-    deleted_ids: set[str] = set()
-    with store.locked("interactions"), store.locked("feedback"):
-        for kind in ("interactions", "feedback"):
-            for path in store.month_files(kind):
-                keep, removed = [], 0
-                data = path.read_bytes()
-                for raw in _lines(data):
-                    row = parse_line(raw, REQUIRED_FIELDS[kind]) if raw.strip() else None
-                    if row is None:
-                        if raw.strip() and marker in raw.replace(b" ", b""):
-                            counts["fragments"] += 1
-                            removed += 1
-                            continue
-                        keep.append(raw)
-                    elif row.get("user") == user or (kind == "feedback" and row.get("interaction_id") in deleted_ids):
-                        counts[kind] += 1
-                        removed += 1
-                        if kind == "interactions":
-                            deleted_ids.add(str(row["id"]))
-                    else:
-                        keep.append(raw)
-                if removed:
-                    _replace_atomically(path, keep)
-                done += 1
-                if progress:
-                    progress(done, len(files))
-    return counts
+# -- line edits (used by delete-user) ---------------------------------------------------
+def edit_lines(path: Path, edit: Callable[[bytes], bytes | None]) -> int:
+    """Pass every non-blank line of ``path`` through ``edit`` (the line to keep, changed or not,
+    or None to drop it) and replace the file atomically when any line changed; return how many
+    changed or went. A missing file has none. The caller holds the write lock of what ``path``
+    belongs to, so no append lands between the read and the rename."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    keep: list[bytes] = []
+    changed = 0
+    for raw in _lines(data):
+        if not raw.strip():
+            keep.append(raw)
+            continue
+        out = edit(raw)
+        if out is None or out != raw:
+            changed += 1
+        if out is not None:
+            keep.append(out)
+    if changed:
+        _replace_atomically(path, keep)
+    return changed
