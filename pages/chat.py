@@ -39,6 +39,7 @@ with st.sidebar:
             other = ", ".join(f"{n} {purpose}" for purpose, n in sorted(s.requests_by_purpose.items()))
             st.caption(
                 f"today: {s.requests_today} requests{f' ({other})' if other else ''}, {s.tokens_today:,} tokens"
+                + (f", {s.requests_in_flight} in flight" if s.requests_in_flight else "")
                 + (f" · caps: {caps}" if caps else "")
             )
     st.session_state.setdefault("chat_upload_round", 0)

@@ -120,11 +120,14 @@ def test_daily_request_cap_moves_traffic_and_holds_after_restart(tmp_path: Path)
     assert restarted.respond("q").model == "cheap"  # counted from the logs, not from memory
 
 
-def test_token_cap_counts_tokens_in_and_out(tmp_path: Path) -> None:
-    config = api_config(tmp_path, caps={"premium": {"tokens_per_day": 10}})
+def test_token_cap_counts_tokens_in_and_out_and_the_next_calls_estimate(tmp_path: Path) -> None:
+    config = api_config(tmp_path, caps={"premium": {"tokens_per_day": 20}})
+    config.models["premium"].max_output_tokens = 1  # a call may use 1 + "q" (1) + one message (4) = 6 tokens
     manager = manager_for(config, premium=ScriptedBackend("premium"), cheap=ScriptedBackend("cheap"))
-    models = [manager.respond("q").model for _ in range(3)]
-    assert models == ["premium", "premium", "cheap"]  # 5 tokens per answer
+    results = [manager.respond("q") for _ in range(4)]
+    # 5 tokens per answer (3 in, 2 out): after three, 15 + 6 would pass 20 (counting tokens out alone, 6 + 6 would not)
+    assert [r.model for r in results] == ["premium", "premium", "premium", "cheap"]
+    assert results[3].route_reason == "premium: 15/20 tokens today, this call may use up to 6 → auto/priority: cheap"
 
 
 def test_failure_falls_back_logs_the_error_and_cools_down(tmp_path: Path) -> None:

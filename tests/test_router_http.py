@@ -140,16 +140,17 @@ def test_canary_key_never_appears_in_logs_or_records(keys: None, tmp_path: Path,
 def test_thinking_tokens_count_against_the_token_cap_and_an_empty_answer_falls_back(
     keys: None, tmp_path: Path, fake_gemini: FakeServer, fake_openai: FakeServer
 ) -> None:
-    # 10 visible answer tokens, 900 spent thinking: the day's 900 tokens are used up
+    # 10 visible answer tokens, 900 spent thinking. Each call reserves up to 2048 answer + 1024
+    # thinking + ~8 prompt tokens, so a cap of 3,200 admits the next call only if the thinking is not counted
     fake_gemini.enqueue(Reply(text="Gemini says hi.", tokens_in=20, tokens_out=10, thoughts_tokens=900))
     fake_openai.set_instant("DeepSeek answers.")
-    config = http_config(tmp_path, fake_gemini, fake_openai, caps={"gemini": {"tokens_per_day": 900}})
+    config = http_config(tmp_path, fake_gemini, fake_openai, caps={"gemini": {"tokens_per_day": 3200}})
     system = LearningSystem(config)
     first = system.model_manager.respond("hello")
     assert first.model == "gemini" and first.tokens_out == 910
     [record] = system.store.records("interactions")
     assert (record["tokens_out"], record["thoughts_tokens"]) == (910, 900)
-    # 930 of 900 tokens used: the next request goes elsewhere (counting the answer alone, 30 were used)
+    # 930 used, 930 + 3,080 > 3,200: the next request goes elsewhere (counting the answer alone, 30 + 3,080 fit)
     second = system.model_manager.respond("hello again")
     assert second.model == "deepseek_api" and "gemini" in second.route_reason
     assert len(fake_gemini.requests) == 1

@@ -416,7 +416,7 @@ class Evaluator:
             model_config = getattr(backend, "config", None)
             budget = (max_new_tokens or getattr(model_config, "max_output_tokens", 0) or 0)
             budget += getattr(model_config, "thinking_budget", None) or 0
-            shortfall = day_budget_shortfall(name, self.router.usage.usage(name), self.config.routing.caps.get(name),
+            shortfall = day_budget_shortfall(name, self.router.usage_now(name), self.config.routing.caps.get(name),
                                              n_items, n_items * (budget + 200))
             if shortfall:
                 raise BudgetError(f"Not started, no call made: evaluating {n_items} items would pass a cap — "
@@ -428,7 +428,7 @@ class Evaluator:
         # item with an error: it is not scored, and the result counts it in "errors".
         caps = self.config.routing.caps.get(name)
         deadline = time.monotonic() + 65
-        while minute_cap_reached(name, self.router.usage.usage(name), caps) and time.monotonic() < deadline:
+        while minute_cap_reached(name, self.router.usage_now(name), caps) and time.monotonic() < deadline:
             time.sleep(0.5)  # a per-minute cap paces the evaluation instead of failing its items
         started = time.perf_counter()
         try:

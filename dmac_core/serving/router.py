@@ -4,6 +4,13 @@ Every answer from every model, and every failed attempt, becomes an interaction 
 ``route_reason`` saying which model answered and why (e.g. "auto/priority: gemini:
 1000/1000 requests today → deepseek_api"). The seed's async API
 (``generate``, ``provide_feedback``, ``train_deepseek``) lives here too.
+
+A call to a model with caps reserves its request and an estimate of its tokens before it starts
+(:mod:`.reservations`: checked and reserved under one lock, across processes), so concurrent
+sessions cannot pass a cap between them. The reservation ends when the call's record is
+written; that record counts against the caps unless the call never reached the server (a
+connection that could not be made, a request refused before it was sent): a request sent counts,
+answered or not.
 """
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from ..insights.routing import TopicRouter
 from ..logs.store import LearningStore
 from .attachments import image_support, message_images
 from .errors import RoutingError
-from .usage import UsageCounter, cap_exceeded
+from .reservations import Reservation, ReservationBook
+from .token_estimate import call_tokens
+from .usage import Usage, UsageCounter, cap_exceeded
 
 AUTO = "auto"
 
@@ -57,6 +66,8 @@ class ModelStatus:
     caps: dict[str, int | None]
     # today's requests that were not chat, by purpose (evaluation, teacher); included above
     requests_by_purpose: dict[str, int] = field(default_factory=dict)
+    # calls admitted and still waiting for their answer (not in the counts above)
+    requests_in_flight: int = 0
     # What runs the model, for backends that say (the local learner: llama.cpp or torch, and why)
     runtime: str = ""
     # A setup step still under way that changes how the model runs (llama.cpp being compiled
@@ -78,6 +89,7 @@ class ModelManager:
         self.store = store
         self.backends = backends
         self.usage = UsageCounter(store)
+        self.reservations = ReservationBook(self.usage, store.data_dir / "usage")
         self._rng = rng or random.Random()
         self._cooldown_until: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -104,7 +116,20 @@ class ModelManager:
         left = self.in_cooldown(name)
         if left > 0:
             return f"{name}: cooling down for {left:.0f}s after errors"
-        return cap_exceeded(name, self.usage.usage(name), self.config.routing.caps.get(name))
+        caps = self.config.routing.caps.get(name)
+        return cap_exceeded(name, self.usage_now(name), caps) if caps is not None else None
+
+    def usage_now(self, name: str) -> Usage:
+        """``name``'s usage today: the logged calls and those in flight (every process's)."""
+        return self.reservations.usage(name)
+
+    def _reserve(self, name: str, messages: list[Message], options: dict[str, Any]) -> Reservation | None | str:
+        """Hold ``name``'s place under its caps for one call (None: the model has no caps), or
+        say why the call is not admitted."""
+        caps = self.config.routing.caps.get(name)
+        if caps is None:
+            return None
+        return self.reservations.reserve(name, caps, call_tokens(messages, self.config.models[name], options))
 
     def candidates(
         self, model: str | None = None, prompt: str | None = None, images: bool = False,
@@ -209,6 +234,7 @@ class ModelManager:
         error: str | None = None,
         latency_ms: float | None = None,
         purpose: str = "chat",
+        request_sent: bool = True,
     ) -> str:
         record = self.store.append_interaction(
             purpose=purpose,
@@ -234,6 +260,8 @@ class ModelManager:
             **({"thoughts_tokens": generation.extra["thoughts_tokens"]}
                if generation and generation.extra.get("thoughts_tokens") else {}),
             error=error,
+            # a failed call that never reached the server does not count against the caps
+            **({} if request_sent else {"request_sent": False}),
         )
         return record.id
 
@@ -263,6 +291,12 @@ class ModelManager:
                 notes.append(skip)
                 continue
             backend = self.backends[name]
+            reservation = self._reserve(name, messages, options)
+            if isinstance(reservation, str):  # the cap was reached since the candidates were listed
+                if model and model != AUTO:
+                    raise RoutingError(f"{self.display_name(name)} cannot answer now — {reservation}")
+                notes.append(reservation)
+                continue
             started = time.perf_counter()
             reason = self._route_reason(model, name, notes)
             emitted = False
@@ -276,6 +310,7 @@ class ModelManager:
                             name=name, messages=messages, generation=item, route_reason=reason, user=user,
                             session_id=session_id, purpose=purpose,
                         )
+                        self.reservations.release(reservation)  # the record counts from now on
                         note = item.extra.get("route_note")
                         yield ChatResult(
                             text=item.text, model=name, model_version=item.model_version,
@@ -292,11 +327,16 @@ class ModelManager:
                 self._capture(
                     name=name, messages=messages, generation=None, route_reason=reason, user=user,
                     session_id=session_id, error=str(exc)[:500], latency_ms=(time.perf_counter() - started) * 1000,
-                    purpose=purpose,
+                    purpose=purpose, request_sent=emitted or request_sent(exc),
                 )
+                self.reservations.release(reservation)
                 if emitted:
                     raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
                 notes.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
+            finally:
+                # any other way out (an unexpected error, a reader that stopped reading) writes no
+                # record: the call stops holding its place (a no-op when released above)
+                self.reservations.release(reservation)
         raise RoutingError("No model could answer: " + "; ".join(notes))
 
     def respond(self, prompt_or_messages: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
@@ -314,7 +354,7 @@ class ModelManager:
         for name, model_config in self.config.models.items():
             backend = self.backends.get(name)
             availability = backend.available() if backend else None
-            usage = self.usage.usage(name)
+            usage = self.usage_now(name)
             caps = self.config.routing.caps.get(name)
             rows.append(
                 ModelStatus(
@@ -326,12 +366,24 @@ class ModelManager:
                     requests_today=usage.requests_today,
                     tokens_today=usage.tokens_today,
                     requests_by_purpose=usage.requests_by_purpose,
+                    requests_in_flight=usage.requests_in_flight,
                     caps=caps.model_dump() if caps else {},
                     runtime=backend.runtime_status() if backend is not None and hasattr(backend, "runtime_status") else "",
                     setup_note=backend.setup_note() if backend is not None and hasattr(backend, "setup_note") else "",
                 )
             )
         return rows
+
+
+def request_sent(error: BackendError) -> bool:
+    """Whether a failed call reached the server, so it counts against the caps. An HTTP status
+    came from the server; a timeout or an empty answer means it was working on the request. A
+    connection that could not be made, or a request refused before sending (no key, a message
+    the API cannot take) sent nothing. The SDKs also call a connection dropped after sending a
+    "connection" error, and that one is not counted either: they do not tell the two apart."""
+    if error.status is not None:
+        return True
+    return error.kind not in ("connection", "auth", "bad_request")
 
 
 def _first_item(iterator: Iterator[Any]) -> Iterator[Any]:

@@ -1,4 +1,5 @@
-"""Usage per model (requests and tokens per UTC day and per minute), counted from the logs.
+"""Usage per model (requests and tokens per UTC day and per minute), counted from the logs,
+and the cap rules that judge it.
 
 The counts come from the interaction records themselves, so caps hold across restarts and
 across processes. The counter tails the current month's file itself: it remembers its byte
@@ -30,6 +31,28 @@ class Usage:
     tokens_last_minute: int = 0
     # today's requests that were not chat, by purpose ("evaluation", "teacher"): all count in caps
     requests_by_purpose: dict[str, int] = field(default_factory=dict)
+    # calls admitted but not yet logged (see serving.reservations), with their token estimate:
+    # they count in both the day's and the minute's window until their record replaces them
+    requests_in_flight: int = 0
+    tokens_in_flight: int = 0
+
+    @property
+    def requests_day(self) -> int:
+        """Today's requests, the logged ones and those in flight."""
+        return self.requests_today + self.requests_in_flight
+
+    @property
+    def tokens_day(self) -> int:
+        """Today's tokens, the logged ones and the estimates of calls in flight."""
+        return self.tokens_today + self.tokens_in_flight
+
+    @property
+    def requests_minute(self) -> int:
+        return self.requests_last_minute + self.requests_in_flight
+
+    @property
+    def tokens_minute(self) -> int:
+        return self.tokens_last_minute + self.tokens_in_flight
 
 
 def _tokens(row: dict[str, Any]) -> int:
@@ -89,8 +112,8 @@ class UsageCounter:
         minute_ago = now - timedelta(minutes=1)
         for row in self._new_rows(month):
             ts_text = str(row.get("ts", ""))
-            if not ts_text.startswith(day):
-                continue
+            if not ts_text.startswith(day) or row.get("request_sent") is False:
+                continue  # another day's, or a failed call that never reached the server
             try:
                 ts = parse_ts(ts_text)
             except ValueError:
@@ -121,43 +144,53 @@ class UsageCounter:
             )
 
 
-def cap_exceeded(model: str, usage: Usage, caps: CapsConfig | None) -> str | None:
-    """A short reason when ``model`` is at or over one of its caps, else None."""
+def cap_exceeded(model: str, usage: Usage, caps: CapsConfig | None, tokens: int = 0) -> str | None:
+    """A short reason when one more call of ``model`` (of up to ``tokens`` tokens) is not
+    admitted, else None. Calls in flight count at their estimate. A request cap admits a call
+    while fewer than the cap are used; a token cap while the tokens used plus ``tokens`` fit
+    (``tokens`` = 0: while any are left, the preview the status panel and routing show)."""
     if caps is None:
         return None
     checks = (
-        (caps.requests_per_day, usage.requests_today, "requests today"),
-        (caps.tokens_per_day, usage.tokens_today, "tokens today"),
-        (caps.requests_per_minute, usage.requests_last_minute, "requests this minute"),
-        (caps.tokens_per_minute, usage.tokens_last_minute, "tokens this minute"),
+        (caps.requests_per_day, usage.requests_day, 0, "requests today"),
+        (caps.tokens_per_day, usage.tokens_day, tokens, "tokens today"),
+        (caps.requests_per_minute, usage.requests_minute, 0, "requests this minute"),
+        (caps.tokens_per_minute, usage.tokens_minute, tokens, "tokens this minute"),
     )
-    for limit, used, what in checks:
-        if limit is not None and used >= limit:
-            return f"{model}: {used}/{limit} {what}"
+    for limit, used, more, what in checks:
+        if limit is not None and (used >= limit or used + more > limit):
+            call = f", this call may use up to {more}" if used < limit else ""
+            return f"{model}: {used}/{limit} {what}{_in_flight_note(usage)}{call}"
     return None
+
+
+def _in_flight_note(usage: Usage) -> str:
+    return f" ({usage.requests_in_flight} in flight)" if usage.requests_in_flight else ""
 
 
 def day_budget_shortfall(model: str, usage: Usage, caps: CapsConfig | None, requests: int,
                          tokens: int) -> str | None:
     """Why ``requests`` calls of up to ``tokens`` tokens in all would pass ``model``'s daily caps
     (with the numbers), or None when they fit. Checked before a batch of calls starts (an
-    evaluation), so it is refused whole instead of failing half-way."""
+    evaluation), so it is refused whole instead of failing half-way. Calls in flight (other
+    sessions') count as used."""
     if caps is None:
         return None
-    if caps.requests_per_day is not None and usage.requests_today + requests > caps.requests_per_day:
-        left = max(0, caps.requests_per_day - usage.requests_today)
-        return (f"{model}: needs {requests:,} requests, {left:,} of its {caps.requests_per_day:,} a day are left "
-                f"({usage.requests_today:,} used today)")
-    if caps.tokens_per_day is not None and usage.tokens_today + tokens > caps.tokens_per_day:
-        left = max(0, caps.tokens_per_day - usage.tokens_today)
+    used = f"{usage.requests_today:,} used today{f', {usage.requests_in_flight:,} in flight' if usage.requests_in_flight else ''}"
+    if caps.requests_per_day is not None and usage.requests_day + requests > caps.requests_per_day:
+        left = max(0, caps.requests_per_day - usage.requests_day)
+        return f"{model}: needs {requests:,} requests, {left:,} of its {caps.requests_per_day:,} a day are left ({used})"
+    if caps.tokens_per_day is not None and usage.tokens_day + tokens > caps.tokens_per_day:
+        left = max(0, caps.tokens_per_day - usage.tokens_day)
         return (f"{model}: may use up to {tokens:,} tokens, {left:,} of its {caps.tokens_per_day:,} a day are left "
-                f"({usage.tokens_today:,} used today)")
+                f"({usage.tokens_today:,} used today{f', up to {usage.tokens_in_flight:,} in flight' if usage.tokens_in_flight else ''})")
     return None
 
 
 def minute_cap_reached(model: str, usage: Usage, caps: CapsConfig | None) -> bool:
-    """Whether ``model`` is at one of its per-minute caps (a batch of calls waits, then goes on)."""
+    """Whether ``model`` is at one of its per-minute caps, calls in flight included (a batch of
+    calls waits, then goes on)."""
     if caps is None:
         return False
     return any(limit is not None and used >= limit for limit, used in (
-        (caps.requests_per_minute, usage.requests_last_minute), (caps.tokens_per_minute, usage.tokens_last_minute)))
+        (caps.requests_per_minute, usage.requests_minute), (caps.tokens_per_minute, usage.tokens_minute)))

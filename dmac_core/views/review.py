@@ -244,6 +244,8 @@ def usage_table(statuses: list[Any]) -> pd.DataFrame:
                 "requests today": s.requests_today,
                 "of which evaluation": s.requests_by_purpose.get("evaluation", 0),
                 "of which teacher": s.requests_by_purpose.get("teacher", 0),
+                # admitted calls still waiting for an answer: they hold their place under the caps
+                "in flight": s.requests_in_flight,
                 "requests/day cap": caps.get("requests_per_day"),
                 "tokens today": s.tokens_today, "tokens/day cap": caps.get("tokens_per_day"),
             }
