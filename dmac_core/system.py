@@ -201,7 +201,7 @@ class LearningSystem:
         come, then one :class:`ChatResult` (the interaction is logged by then). Raises
         :class:`PermissionDenied` at once when ``user`` may not chat."""
         self.security.require(user, "chat")
-        return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id)
+        return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id or "")
 
     def rate(self, interaction_id: str, rating: int, note: str = "", user: str = LOCAL_USER) -> Feedback:
         """Record an analyst's 1–5 rating (and note) of a logged answer; raises :class:`RecordError`

@@ -266,3 +266,14 @@ def test_cli_commands_check_the_acting_users_role_and_are_audited(tiny_config: C
     assert "bob" in users and "trainer" in users
     audit = _cli(["audit", "--as", "ann"], tiny_config, secrets).stdout
     assert '"action": "set_role"' in audit and '"via": "cli"' in audit and '"target": "bob"' in audit
+
+
+def test_a_chat_without_a_session_id_is_logged(tiny_config: Config, secrets: Path) -> None:
+    from dmac_core.system import ChatResult, LearningSystem
+
+    system = LearningSystem(tiny_config)
+    items = list(system.chat_stream([{"role": "user", "content": "Say hello"}], model="deepseek"))
+    result = items[-1]
+    assert isinstance(result, ChatResult) and result.interaction_id
+    logged = system.store.interactions()
+    assert list(logged["id"]) == [result.interaction_id] and list(logged["user"]) == ["local"]
