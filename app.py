@@ -35,7 +35,6 @@ def _end_session(notice: str | None = None) -> None:
     if via == "sso":
         st.session_state["dmac_sso_signed_out"] = True
         st.logout()
-    st.rerun()
 
 
 def sign_in_page() -> None:
@@ -53,7 +52,8 @@ def sign_in_page() -> None:
             password = st.text_input("Password", type="password", key="sign_in_password")
             submitted = st.form_submit_button("Sign in")
         if submitted:
-            result = security.sign_in(user, password, st.context.ip_address or "unknown")
+            address = st.context.ip_address  # None behind some proxies and in tests: one shared bucket
+            result = security.sign_in(user, password, address if isinstance(address, str) and address else "unknown")
             if result.user:
                 _start_session(result.user, "password")
                 st.rerun()
@@ -76,6 +76,7 @@ def _signed_in_user() -> str | None:
                                           st.session_state["dmac_last_seen"], now)
         if expired:
             _end_session(expired)
+            return None
         st.session_state["dmac_last_seen"] = now
         return str(st.session_state["dmac_user"])
     if security.single_sign_on() and st.user.is_logged_in and not st.session_state.get("dmac_sso_signed_out"):
@@ -111,6 +112,7 @@ def main() -> None:
         st.error(f"{user} has no role on this workbench any more. Ask an admin.", icon="⛔")
         if st.button("Sign out", key="sign_out_no_role"):
             _end_session()
+            st.rerun()
         st.stop()
     pages = [
         st.Page("pages/chat.py", title="Chat", icon="💬", default=True),
@@ -121,6 +123,7 @@ def main() -> None:
     ]
     if security.can(user, "manage_users"):
         pages.append(st.Page("pages/admin.py", title="Admin", icon="🛡️"))
+    page = st.navigation(pages)  # before the sidebar: elements drawn ahead of it go when the page changes
     with st.sidebar:
         st.caption(f"Signed in as **{user}** · role **{role.label}**")
         served = system.served_version()
@@ -131,7 +134,8 @@ def main() -> None:
                      "back or another version is served (Training page).", icon="⛔")
         if required and st.button("Sign out", key="sign_out"):
             _end_session("You are signed out.")
-    st.navigation(pages).run()
+            st.rerun()
+    page.run()
 
 
 main()

@@ -23,6 +23,13 @@ REAL_BASE_MODEL = PROJECT_ROOT / "data" / "base" / BUNDLED_BASE_MODEL_NAME
 
 
 
+@pytest.fixture(autouse=True)
+def _no_developer_secrets(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never read the developer's .streamlit/secrets.toml (its users and roles would change
+    who may do what); a test that needs sign-in writes its own file."""
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path_factory.getbasetemp() / "no-secrets.toml"))
+
+
 def build_tiny_model(target: Path, hidden_size: int = 16, intermediate_size: int = 32) -> Path:
     """A randomly initialised ~1M-parameter Llama that shares the bundled model's tokenizer
     and chat template, so every code path runs exactly as with the real model, only fast.

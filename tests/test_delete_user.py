@@ -221,7 +221,7 @@ def test_the_journal_keeps_ids_not_text_and_a_rerun_finds_feedback_on_deleted_in
 def test_cli_prints_counts_and_the_versions_to_retire(tmp_path: Path, capsys) -> None:
     data = tmp_path / "data"
     _build(data)
-    assert cmd_delete_user(Namespace(name="ana", yes=True), Config(data_dir=str(data), storage={"fsync": False})) == 0
+    assert cmd_delete_user(Namespace(name="ana", yes=True, acting_user="local"), Config(data_dir=str(data), storage={"fsync": False})) == 0
     out = capsys.readouterr().out
     assert "Deleted " in out and "eval items" in out and "training examples" in out and "images" in out
     assert "v0001" in out and "v0002" not in out

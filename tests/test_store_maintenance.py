@@ -102,9 +102,9 @@ def test_delete_user_removes_exactly_that_user(tmp_path: Path) -> None:
 def test_cli_handlers_in_process(tmp_path: Path, capsys) -> None:
     store = _rated_store(tmp_path)
     config = _config(tmp_path)
-    assert cmd_doctor(Namespace(fix=False), config) == 0
+    assert cmd_doctor(Namespace(fix=False, acting_user="local"), config) == 0
     assert "interactions/" in capsys.readouterr().out
-    assert cmd_delete_user(Namespace(name="bob", yes=True), config) == 0
+    assert cmd_delete_user(Namespace(name="bob", yes=True, acting_user="local"), config) == 0
     out = capsys.readouterr().out
     assert "Deleted 2 items of user 'bob'" in out and "No model version was trained on their data." in out
     assert {r["user"] for r in store.records("interactions")} == {"ana"}

@@ -96,3 +96,30 @@ def test_chat_rate_train_and_see_metrics(app_server: tuple[str, Path], page: Any
     page.get_by_text("Evaluations per model version").wait_for()
     screenshot(page, "04-metrics")
     assert page.dialogs == []  # type: ignore[attr-defined]
+
+
+def test_sign_out_ends_the_session_and_an_idle_session_ends_by_itself(tmp_path: Path, tiny_model_dir: Path,
+                                                                       page: Any) -> None:
+    from tests.conftest import tiny_config_dict
+    from tests.e2e.conftest import start_app, stop_app
+
+    config = tiny_config_dict(tmp_path / "data", tiny_model_dir)
+    config["security"] = {"session_idle_minutes": 0.1}  # 6 s without a click ends a session
+    process, url, _ = start_app(tmp_path, config)
+    try:
+        sign_in(page, url)
+        open_page(page, "Admin")  # the first user is the admin
+        page.get_by_text("Sign-in lockouts").wait_for()
+        page.get_by_role("button", name="Sign out").click()
+        page.get_by_text("You are signed out.").wait_for()
+        page.goto(url + "/training")
+        page.get_by_role("heading", name=re.compile("Sign in")).wait_for()
+        sign_in(page, url)
+        page.get_by_role("heading", name=re.compile("Chat")).first.wait_for()
+        page.wait_for_timeout(7_000)
+        page.get_by_role("link", name=re.compile("Feedback")).first.click()
+        page.get_by_text("without activity").wait_for()
+        assert page.get_by_test_id("stChatInputTextArea").count() == 0
+        screenshot(page, "09-session-expired")
+    finally:
+        stop_app(process)
