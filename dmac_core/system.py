@@ -33,6 +33,7 @@ from .insights.topics import topic_table
 from .learner.registry import ModelRegistry, RegistryError
 from .logs.records import Feedback, RecordError
 from .logs.store import FileHealth, LearningStore
+from .privacy.deletion import DeletionRefused, DeletionReport, delete_user_data
 from .security.directory import LOCAL_USER
 from .security.roles import PermissionDenied, Role
 from .security.service import SecurityService
@@ -49,7 +50,8 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "ImageError", "JobAlreadyRunning",
+    "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "DeletionRefused", "ImageError",
+    "JobAlreadyRunning",
     "LOCAL_USER", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError", "RegistryError", "Role",
     "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
@@ -297,6 +299,16 @@ class LearningSystem:
         served = self.registry.served_id()
         self.security.audit.record(user, "rollback", via=via, version=served, previous=previous)
         return served
+
+    def delete_user_data(self, user: str, target: str, via: str = "web",
+                         progress: Callable[[int, int], None] | None = None) -> DeletionReport:
+        """Remove ``target``'s text from every place under the data directory (admin only; see
+        :mod:`dmac_core.privacy.deletion`); raises :class:`DeletionRefused` while a run trains."""
+        self.security.require(user, "delete_user_data")
+        report = delete_user_data(self.store, target, progress=progress)
+        self.security.audit.record(user, "delete_user_data", via=via, target=target, items=report.total,
+                                   versions=report.versions)
+        return report
 
     # metrics and comparisons
     def evaluations(self) -> pd.DataFrame:

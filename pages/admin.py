@@ -1,11 +1,11 @@
-"""Admin: users and roles, sign-in lockouts, and the audit log of privileged actions."""
+"""Admin: users and roles, sign-in lockouts, deleting a user's data, and the audit log."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dmac_core.system import PermissionDenied, Role
+from dmac_core.system import DeletionRefused, PermissionDenied, Role
 from pages.common import can, current_user, services
 
 system = services()
@@ -77,6 +77,37 @@ else:
     if right.button("Unlock", key="admin_unlock"):
         security.unlock(actor, key)
         st.success(f"{key} may sign in again.")
+        st.rerun()
+
+# -- deleting a user's data -------------------------------------------------------------------
+st.subheader("Delete a user's data")
+st.caption("A privacy request: their interactions and ratings, others' ratings of their answers, and every copy of "
+           "their text under the data directory (evaluations, training runs' data, caches, quarantine, exports, "
+           "images only they sent). Safe to repeat: a deletion cut short finishes when run again.")
+target = st.text_input("User name (or SSO e-mail) whose data goes", key="admin_delete_user").strip()
+if target and st.button(f"Delete every record of {target}", key="admin_delete"):
+    st.session_state.admin_delete_pending = target  # asked once more before anything is removed
+pending = st.session_state.get("admin_delete_pending")
+if pending:
+    st.warning(f"Delete everything {pending} wrote, and every copy of it? This cannot be undone.")
+    yes, no = st.columns(2)
+    if yes.button(f"Yes, delete {pending}'s data", key="admin_delete_confirm"):
+        del st.session_state["admin_delete_pending"]
+        bar = st.progress(0.0, text="Deleting…")
+        try:
+            report = system.delete_user_data(actor, pending,
+                                             progress=lambda done, total: bar.progress(min(done / max(total, 1), 1.0)))
+        except (DeletionRefused, PermissionDenied) as exc:
+            st.error(str(exc))
+        else:
+            st.success(f"Deleted {report.total} items of {pending}.")
+            st.dataframe(pd.DataFrame({"place": list(report.removed), "removed": list(report.removed.values())}),
+                         hide_index=True, key="admin_delete_report")
+            if report.versions:
+                st.warning("Model versions trained on their data (weights cannot be untrained; serve another "
+                           f"version): {', '.join(report.versions)}")
+    if no.button("Cancel", key="admin_delete_cancel"):
+        del st.session_state["admin_delete_pending"]
         st.rerun()
 
 # -- audit log -------------------------------------------------------------------------------

@@ -73,3 +73,24 @@ def test_an_admin_changes_a_role_and_sees_the_audit_log(app_env: Config) -> None
     set_role("bob", Role.VIEWER, secrets)  # changed in the file: applies at the next sign-in or click
     at = sign_in("bob", "password-bob-1")
     assert any("role **viewer**" in c.value for c in at.sidebar.caption)
+
+
+def test_an_admin_deletes_a_users_data_from_the_admin_page_after_confirming(app_env: Config) -> None:
+    from dmac_core.logs.store import LearningStore
+
+    users(("ann", Role.ADMIN))
+    store = LearningStore(app_env.data_path, fsync=False)
+    gone = store.append_interaction(prompt="Carl's secret plan", response="noted", model="deepseek", user="carl")
+    kept = store.append_interaction(prompt="Ann's question", response="fine", model="deepseek", user="ann")
+    at = sign_in("ann", "password-ann-1")
+    at.switch_page("pages/admin.py").run()
+    at.text_input(key="admin_delete_user").input("carl").run()
+    at.button(key="admin_delete").click().run()
+    assert "This cannot be undone" in at.warning[0].value
+    assert [r["id"] for r in store.records("interactions")] == [gone.id, kept.id]  # nothing before the yes
+    at.button(key="admin_delete_confirm").click().run()
+    assert not at.exception, at.exception
+    assert at.success[0].value.startswith("Deleted 1 items of carl")
+    assert [r["id"] for r in store.records("interactions")] == [kept.id]
+    audit = [d.value for d in at.dataframe if "actor" in d.value.columns][0]
+    assert list(audit["action"])[0] == "delete_user_data" and list(audit["target"])[0] == "carl"

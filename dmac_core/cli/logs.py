@@ -14,7 +14,7 @@ from typing import Any, Callable
 from ..config import Config
 from ..logs.maintenance import doctor, export, import_conversations
 from ..logs.store import LearningStore
-from ..privacy.deletion import DeletionRefused, delete_user_data
+from ..privacy.deletion import DeletionRefused
 from .common import authorize, run_subcommands
 
 
@@ -102,7 +102,10 @@ def cmd_export(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
     """Remove one user's data from everywhere under the data directory (a privacy request)."""
-    security = authorize(args, config, "delete_user_data")
+    from ..system import LearningSystem  # lazily, for start-up time: `--help` builds no services
+
+    system = LearningSystem(config)
+    system.security.require(args.acting_user, "delete_user_data")  # before asking anything
     if not args.yes:
         answer = input(f"Delete every record, rating and derived copy of user {args.name!r} from "
                        f"{config.data_path}? [y/N] ")
@@ -111,14 +114,12 @@ def cmd_delete_user(args: argparse.Namespace, config: Config) -> int:
             return 1
     update, close = _bar("deleting user data", "steps")
     try:
-        report = delete_user_data(_store(config), args.name, progress=update)
+        report = system.delete_user_data(args.acting_user, args.name, via="cli", progress=update)
     except DeletionRefused as exc:
         print(str(exc), file=sys.stderr)
         return 2
     finally:
         close()
-    security.audit.record(args.acting_user, "delete_user_data", via="cli", target=args.name, items=report.total,
-                          versions=report.versions)
     if report.resumed:
         print("An interrupted deletion of this user was found and finished.")
     print(f"Deleted {report.total} items of user {args.name!r}:")
