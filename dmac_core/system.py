@@ -50,10 +50,9 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "DeletionRefused", "ImageError",
-    "JobAlreadyRunning",
-    "LOCAL_USER", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError", "RegistryError", "Role",
-    "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
+    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "DeletionRefused",
+    "ImageError", "JobAlreadyRunning", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError",
+    "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
 
 
@@ -249,9 +248,9 @@ class LearningSystem:
         """"Train now": raises :class:`JobAlreadyRunning`, :class:`NotEnoughData` or a ``ValueError``
         saying why nothing was started (:class:`PermissionDenied` for a role below trainer)."""
         self.security.require(user, "train")
-        run_id = self.jobs.start(trigger=trigger, user=user, start_from=start_from)
-        self.security.audit.record(user, "train", via=via, run=str(run_id), start_from=start_from or "config")
-        return run_id
+        info = self.jobs.start(trigger=trigger, user=user, start_from=start_from)
+        self.security.audit.record(user, "train", via=via, run=info.run_id, start_from=start_from or "config")
+        return info
 
     def cancel_training(self, user: str = LOCAL_USER, via: str = "web") -> None:
         self.security.require(user, "cancel")

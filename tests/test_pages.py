@@ -126,6 +126,10 @@ def test_training_page_continues_a_chosen_version(app_env: Config) -> None:
     at.selectbox(key="train_version_pick").set_value("v0002").run()
     at.button(key="train_promote").click().run()
     assert system.registry.served_id() == "v0002"
+    events = [(e["action"], e.get("version"), e.get("previous")) for e in system.security.audit.entries()]
+    assert events[:2] == [("promote", "v0002", "v0001"), ("rollback", "v0001", "v0002")]
+    assert ("promote", "v0002", "v0001") in [(e["action"], e.get("version"), e.get("previous"))  # by the gate
+                                             for e in system.security.audit.entries() if e["actor"] == "gate"]
 
 
 def test_train_now_finishes_and_the_run_its_chart_and_the_gate_evidence_appear(app_env: Config) -> None:
@@ -289,3 +293,7 @@ def test_a_run_from_the_page_the_cli_and_a_launcher_takes_the_same_steps(app_env
         assert taught == runs["manual"]["lineage"]["counts"]["sft_train"] > 0, trigger  # the same data
         assert version.metadata["scope"]["questions"] == taught and (version.path / "scope.npy").exists(), trigger
     assert runs["distributed"]["hyper_parameters"]["world_size"] == 1
+    # who trained is in the audit log, from the page and from the command line
+    audit = dmac_core.get_learning_system().security.audit.entries()
+    trained = [(e["actor"], e["via"], e["run"]) for e in audit if e["action"] == "train"]
+    assert sorted(trained) == sorted([("local", "web", runs["manual"]["run_id"]), ("local", "cli", runs["cli"]["run_id"])])

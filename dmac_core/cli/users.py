@@ -15,7 +15,7 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from ..config import Config
 from ..security.roles import ROLE_NAMES, Role
@@ -23,39 +23,39 @@ from ..security.service import SecurityService
 from .common import authorize
 
 
+def _change(change: Callable[[], str]) -> int:
+    """Run one change of the user directory; print what it did, or why nothing changed (exit 2)."""
+    try:
+        done = change()
+    except ValueError as exc:
+        print(f"{exc}; nothing changed.", file=sys.stderr)
+        return 2
+    print(done)
+    return 0
+
+
 def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
     password = os.environ.get("DMAC_NEW_PASSWORD") or getpass.getpass(f"Password for {args.name}: ")
     if not os.environ.get("DMAC_NEW_PASSWORD") and getpass.getpass("Repeat it: ") != password:
         print("The passwords differ; nothing changed.", file=sys.stderr)
         return 2
-    try:
-        role = SecurityService(config).add_user(args.acting_user, args.name, password,
-                                                Role.parse(args.role) if args.role else None, via="cli")
-    except ValueError as exc:
-        print(f"{exc}; nothing changed.", file=sys.stderr)
-        return 2
-    print(f"User {args.name!r} can sign in now, as {role.label}.")
-    return 0
+    role = Role.parse(args.role) if args.role else None
+
+    def add() -> str:
+        granted = SecurityService(config).add_user(args.acting_user, args.name, password, role, via="cli")
+        return f"User {args.name!r} can sign in now, as {granted.label}."
+
+    return _change(add)
 
 
 def _cmd_set_role(args: argparse.Namespace, config: Config) -> int:
-    try:
-        SecurityService(config).set_role(args.acting_user, args.name, args.role, via="cli")
-    except ValueError as exc:
-        print(f"{exc}; nothing changed.", file=sys.stderr)
-        return 2
-    print(f"{args.name} is now {args.role}.")
-    return 0
+    return _change(lambda: SecurityService(config).set_role(args.acting_user, args.name, args.role, via="cli")
+                   or f"{args.name} is now {args.role}.")
 
 
 def _cmd_remove_user(args: argparse.Namespace, config: Config) -> int:
-    try:
-        SecurityService(config).remove_user(args.acting_user, args.name, via="cli")
-    except ValueError as exc:
-        print(f"{exc}; nothing changed.", file=sys.stderr)
-        return 2
-    print(f"{args.name} can no longer sign in (their logged data stays: see delete-user).")
-    return 0
+    return _change(lambda: SecurityService(config).remove_user(args.acting_user, args.name, via="cli")
+                   or f"{args.name} can no longer sign in (their logged data stays: see delete-user).")
 
 
 def _cmd_users(args: argparse.Namespace, config: Config) -> int:
