@@ -11,11 +11,11 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator
 
 SCHEMA_VERSION = 1
 
-RecordKind = Literal["interactions", "feedback", "evals"]
+RecordKind = Literal["interactions", "feedback", "evals", "votes"]
 
 
 class RecordError(ValueError):
@@ -125,7 +125,40 @@ class EvalResult(Record):
     eval_key: str | None = None  # hash of everything the result depends on (reused while unchanged)
 
 
-RECORD_TYPES: dict[str, type[Record]] = {"interactions": Interaction, "feedback": Feedback, "evals": EvalResult}
+VOTE_CHOICES = ("a", "b", "tie", "both_bad")
+
+
+class Vote(Record):
+    """A blind side-by-side verdict: two answers to the same prompt, shown as A and B.
+
+    ``choice`` is ``"a"`` or ``"b"`` (that side is better), ``"tie"`` (equally good) or
+    ``"both_bad"`` (neither is acceptable). Each side links the interaction that answered and
+    names its model (and, for the learner, its version) so a leaderboard can be built from the
+    votes alone, even after the interactions are rotated away.
+    """
+
+    user: str = "anonymous"
+    prompt: str
+    interaction_a: str = Field(min_length=1)
+    interaction_b: str = Field(min_length=1)
+    model_a: str = Field(min_length=1)
+    model_b: str = Field(min_length=1)
+    version_a: str | None = None
+    version_b: str | None = None
+    choice: Literal["a", "b", "tie", "both_bad"]
+    note: str = ""
+
+    @field_validator("interaction_b")
+    @classmethod
+    def _two_answers(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("interaction_a"):
+            raise ValueError("a vote compares two different answers; interaction_a and interaction_b are the same")
+        return value
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    "interactions": Interaction, "feedback": Feedback, "evals": EvalResult, "votes": Vote,
+}
 
 
 def validate_record(kind: str, data: dict[str, Any]) -> Record:

@@ -35,18 +35,19 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
 
 from ..fsio import exclusive_lock, fsync_path, write_all
 from .parsing import parse_arrow, parse_lines, pyarrow_modules, records_frame, string_type
-from .records import EvalResult, Feedback, Interaction, Record, RecordError, validate_record
+from .records import EvalResult, Feedback, Interaction, Record, RecordError, Vote, validate_record
 from .snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
 
-KINDS = ("interactions", "feedback", "evals")
+KINDS = ("interactions", "feedback", "evals", "votes")
 # Required keys per kind: enough to tell a record from a fragment that happens to be JSON,
 # without paying for full validation of millions of lines on every read.
 REQUIRED_FIELDS = {
     "interactions": ("id", "ts", "model", "prompt", "response"),
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
+    "votes": ("id", "ts", "interaction_a", "interaction_b", "choice"),
 }
 # Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
 # typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
@@ -242,6 +243,29 @@ class LearningStore:
         assert isinstance(record, EvalResult)
         self.append("evals", record)
         return record
+
+    def append_vote(self, **fields: Any) -> Vote:
+        """Validate and append a blind-comparison vote; both interactions must be logged.
+
+        Refuses an unknown interaction id, two answers to different prompts, a choice other
+        than a / b / tie / both_bad; nothing is written then.
+        """
+        record = validate_record("votes", fields)
+        assert isinstance(record, Vote)
+        sides = [self.get_interaction(record.interaction_a), self.get_interaction(record.interaction_b)]
+        for name, row in zip((record.interaction_a, record.interaction_b), sides):
+            if row is None:
+                raise RecordError(f"Refused vote, nothing written: no interaction with id {name!r}")
+        if sides[0]["prompt"] != sides[1]["prompt"]:  # type: ignore[index]
+            raise RecordError("Refused vote, nothing written: the two answers are to different prompts")
+        self.append("votes", record)
+        return record
+
+    def votes(self) -> pd.DataFrame:
+        """Every blind-comparison vote, oldest first."""
+        with self._cache_lock:
+            version = self._version("votes")
+            return self._cached_frame("votes", version, lambda: records_frame(self.records("votes"), Vote.columns()))
 
     # -- incremental parsing -----------------------------------------------------------
     def _refresh_file(self, kind: str, path: Path) -> _FileCache:
