@@ -6,6 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | md5sum | cut -c1-12)
 HOST ?= 127.0.0.1
 PORT ?= 8501
+API_PORT ?= 8502
 # llama.cpp serves the local model. PyPI has only its source, so it is compiled here, for this
 # CPU, once per venv (about 4–5 minutes on 2 cores; pip caches the wheel, so later venvs take
 # seconds). `make run` builds it in the background and opens the workbench at once (the torch
@@ -34,7 +35,7 @@ base-model: $(STAMP)
 	@$(PY) -m dmac_core setup
 
 run: $(STAMP) llama-cpp-background base-model
-	$(PY) -m dmac_core serve --address $(HOST) --port $(PORT)
+	$(PY) -m dmac_core serve --address $(HOST) --port $(PORT) --api-port $(API_PORT)
 
 # DMAC_REQUIRE_LLAMA_CPP: the llama.cpp tests fail (not skip) when setup was to build it.
 test: setup browser

@@ -57,20 +57,22 @@ def _prepare_serving(config: Config) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace, config: Config) -> int:
-
-    if not is_loopback(args.address) and not sign_in_configured():
+    settings = config.gateway
+    api_port = settings.port if args.api_port is None else args.api_port
+    api_address = args.api_address or settings.address
+    exposed = [address for address, on in ((args.address, True), (api_address, settings.enabled and api_port))
+               if on and not is_loopback(address)]
+    if exposed and not sign_in_configured():
         print(
-            f"Refusing to listen on {args.address}: the workbench would be reachable by others without sign-in.\n"
+            f"Refusing to listen on {exposed[0]}: the workbench would be reachable by others without sign-in.\n"
             "Add a user first: python -m dmac_core add-user NAME   (then run again), configure OIDC\n"
             "([auth] in .streamlit/secrets.toml, see the README), or use --address 127.0.0.1.",
             file=sys.stderr,
         )
         return 2
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"),
-        "--server.address", args.address, "--server.port", str(args.port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-    ]
+    # One process for the pages and the API (workbench.py), so both share one loaded learner.
+    command = [sys.executable, str(PROJECT_ROOT / "workbench.py"), "--address", args.address,
+               "--port", str(args.port), "--api-address", api_address, "--api-port", str(api_port)]
     print(f"DMac Learning Workbench on http://{args.address}:{args.port}  (Ctrl+C to stop)", flush=True)
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT)
@@ -89,9 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("setup", help="convert the bundled model once (idempotent)")
     p.set_defaults(handler=_cmd_setup)
 
-    p = sub.add_parser("serve", help="start the workbench in the browser (Streamlit)")
+    p = sub.add_parser("serve", help="start the workbench: the pages in the browser and the OpenAI-compatible API")
     p.add_argument("--address", default="127.0.0.1", help="listen address (default 127.0.0.1; others need sign-in)")
     p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument("--api-address", default=None,
+                   help="the API's listen address (default: gateway.address in config, 127.0.0.1)")
+    p.add_argument("--api-port", type=int, default=None,
+                   help="the API's port (default: gateway.port in config, 8502; 0 switches the API off)")
     p.set_defaults(handler=_cmd_serve)
 
     for register in _registrars():
@@ -101,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _registrars() -> list[Callable[[Any], None]]:
     # lazily, for start-up time: `serve` and `setup` need none of the command groups' modules
+    from .cli.api_keys import register as register_api_keys
     from .cli.evaluation import register as register_evaluation
     from .cli.logs import register as register_store
     from .cli.training import register as register_training
@@ -108,7 +115,7 @@ def _registrars() -> list[Callable[[Any], None]]:
     from .cli.versions import register as register_versions
     from .training.export import register as register_export
 
-    return [register_users, register_training, register_versions, register_evaluation, register_store, register_export]
+    return [register_users, register_api_keys, register_training, register_versions, register_evaluation, register_store, register_export]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -289,6 +289,17 @@ class SecurityConfig(_Strict):
     max_parallel_sign_ins: int = Field(2, ge=1)
 
 
+class GatewayConfig(_Strict):
+    """The OpenAI-compatible API served next to the pages (same process, same loaded learner)."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1"  # other addresses need sign-in configured (users, hence API keys)
+    port: int = Field(8502, ge=1, le=65535)
+    max_body_bytes: int = Field(1_000_000, ge=1_000)  # a larger request body is refused with 413
+    requests_per_minute_per_key: int | None = Field(60, ge=1)  # per API key; a key may set its own
+    max_stream_wait_s: float = Field(600, gt=0)  # longest wait for the next piece of a streamed answer
+
+
 class Config(_Strict):
     data_dir: str = "data"
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {LEARNER: LocalModelConfig()})
@@ -296,6 +307,7 @@ class Config(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     # Set by load_config, not by the file: where this config came from (for messages).
     source: str = Field("<defaults>", exclude=True)
 

@@ -36,6 +36,7 @@ from .logs.store import FileHealth, LearningStore
 from .privacy.deletion import DeletionRefused, DeletionReport, delete_user_data
 from .security.directory import LOCAL_USER
 from .security.roles import PermissionDenied, Role
+from .security.api_keys import ApiKeyError
 from .security.service import SecurityService
 from .serving.attachments import ImageError, image_path, store_image
 from .serving.errors import RoutingError
@@ -50,7 +51,7 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "DeletionRefused",
+    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ApiKeyError", "BackendError", "ChatResult", "DeletionRefused",
     "ImageError", "JobAlreadyRunning", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError",
     "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
@@ -197,18 +198,34 @@ class LearningSystem:
         return self.model_manager.display_name(model)
 
     def chat_stream(self, conversation: list[dict[str, Any]], model: str = AUTO, user: str = LOCAL_USER,
-                    session_id: str | None = None) -> Iterator[Any]:
+                    session_id: str | None = None, **options: Any) -> Iterator[Any]:
         """Answer the last question of ``conversation`` through the router: text pieces as they
         come, then one :class:`ChatResult` (the interaction is logged by then). Raises
-        :class:`PermissionDenied` at once when ``user`` may not chat."""
+        :class:`PermissionDenied` at once when ``user`` may not chat. ``model`` is ``auto``, a
+        configured model or a learner version (``deepseek@v0003``); ``options`` go to the router
+        (``max_new_tokens``, ``temperature``, ``record_id``, ``on_route``)."""
         self.security.require(user, "chat")
-        return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id or "")
+        return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id or "",
+                                                 **options)
 
-    def rate(self, interaction_id: str, rating: int, note: str = "", user: str = LOCAL_USER) -> Feedback:
-        """Record an analyst's 1–5 rating (and note) of a logged answer; raises :class:`RecordError`
-        (or :class:`PermissionDenied`)."""
+    def rate(self, interaction_id: str | None, rating: int, note: str = "", user: str = LOCAL_USER,
+             correction: str | None = None, prompt: str | None = None, response: str | None = None) -> Feedback:
+        """Record an analyst's 1–5 rating (note, corrected answer) of a logged answer — by its id,
+        or by ``prompt`` + ``response`` as the seed's API does; raises :class:`RecordError` (or
+        :class:`PermissionDenied`)."""
         self.security.require(user, "rate")
-        return self.store.append_feedback(interaction_id=interaction_id, rating=rating, feedback=note, user=user)
+        return self.store.append_feedback(interaction_id=interaction_id, rating=rating, feedback=note, user=user,
+                                          correction=correction, prompt=prompt, response=response)
+
+    def model_catalog(self) -> list[tuple[str, str | None]]:
+        """Every model a request can name — ``auto``, each configured model, each registered
+        learner version (``deepseek@v0003``) — with why it cannot answer now (None: it can)."""
+        router = self.model_manager
+        named = [(name, router.unavailable_reason(name)) for name in self.config.models]
+        versions = [(f"{LEARNER}@{v}", router.unavailable_reason(f"{LEARNER}@{v}")) for v in self.version_ids()]
+        any_up = any(reason is None for _, reason in named)
+        auto_reason = None if any_up else "no configured model can answer now"
+        return [(AUTO, auto_reason), *named, *versions]
 
     def attach_image(self, data: bytes, user: str = LOCAL_USER) -> str:
         """Store a chat image by content hash; its reference. Raises :class:`ImageError`."""

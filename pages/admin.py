@@ -1,11 +1,11 @@
-"""Admin: users and roles, sign-in lockouts, deleting a user's data, and the audit log."""
+"""Admin: users and roles, API keys, sign-in lockouts, deleting a user's data, and the audit log."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dmac_core.system import DeletionRefused, PermissionDenied, Role
+from dmac_core.system import ApiKeyError, DeletionRefused, PermissionDenied, Role
 from pages.common import can, current_user, services
 
 system = services()
@@ -62,6 +62,45 @@ if not users.empty:
             st.rerun()
         except (ValueError, PermissionDenied) as exc:
             st.error(str(exc))
+
+# -- API keys --------------------------------------------------------------------------------
+st.subheader("API keys")
+gateway = system.config.gateway
+st.caption(f"Keys of the OpenAI-compatible API (http://{gateway.address}:{gateway.port}/v1). A key acts for its user "
+           "with the user's role at the time of each request; every answer is logged under that user. Shown once "
+           "when created, stored hashed.")
+created = st.session_state.pop("admin_new_api_key", None)
+if created:
+    st.success(f"Key {created[0]} for {created[1]}: copy it now, it is not shown again.")
+    st.code(created[2], language=None)
+with st.form("admin_api_key", clear_on_submit=True):
+    left, middle, right = st.columns(3)
+    owner = left.text_input("For user", key="admin_key_user")
+    label = middle.text_input("Label (what it is for)", key="admin_key_label")
+    limit = right.number_input("Requests a minute (0: the default)", min_value=0, value=0, step=10,
+                               key="admin_key_limit")
+    if st.form_submit_button("Create key"):
+        try:
+            key, record = security.create_api_key(actor, owner.strip(), label, int(limit) or None)
+            st.session_state.admin_new_api_key = (record.id, record.user, key)
+            st.rerun()
+        except (ApiKeyError, PermissionDenied) as exc:
+            st.error(str(exc))
+keys = pd.DataFrame(security.api_key_table(actor))
+if keys.empty:
+    st.info("No API keys yet.", icon="ℹ️")
+else:
+    for column in ("created", "revoked"):
+        keys[column] = keys[column].map(lambda t: pd.Timestamp(t, unit="s").strftime("%Y-%m-%d %H:%M") if t else "")
+    st.dataframe(keys, hide_index=True, width="stretch", key="admin_api_keys")
+    live = [row["id"] for _, row in keys.iterrows() if not row["revoked"]]
+    if live:
+        left, right = st.columns([2, 1])
+        doomed = left.selectbox("Revoke the key", live, key="admin_revoke_pick")
+        if right.button("Revoke", key="admin_revoke"):
+            security.revoke_api_key(actor, doomed)
+            st.success(f"Key {doomed} is revoked: refused from the next request on.")
+            st.rerun()
 
 # -- lockouts ----------------------------------------------------------------------------------
 st.subheader("Sign-in lockouts")

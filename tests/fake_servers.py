@@ -49,6 +49,7 @@ class Reply:
     chunks: int = 3
     thoughts_tokens: int = 0  # Gemini: tokens spent thinking (billed as output, not in the text)
     finish: str = "STOP"  # Gemini's finishReason on the last chunk
+    chunk_delay: float = 0.0  # seconds between the pieces of a streamed answer (a slow model)
 
 
 @dataclass
@@ -231,7 +232,9 @@ class FakeServer:
                         # Stream without a length: close the connection to end the body.
                         self.send_header("Connection", "close")
                         self.end_headers()
-                        for piece in pieces:
+                        for i, piece in enumerate(pieces):
+                            if i and reply.chunk_delay and server._stop.wait(reply.chunk_delay):
+                                return  # shutting down
                             self.wfile.write(piece)
                             self.wfile.flush()
                         self.close_connection = True

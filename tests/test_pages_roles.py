@@ -7,6 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+import dmac_core
 from dmac_core.config import PROJECT_ROOT, Config
 from dmac_core.security.directory import add_user, set_role
 from dmac_core.security.roles import Role
@@ -94,3 +95,26 @@ def test_an_admin_deletes_a_users_data_from_the_admin_page_after_confirming(app_
     assert [r["id"] for r in store.records("interactions")] == [kept.id]
     audit = [d.value for d in at.dataframe if "actor" in d.value.columns][0]
     assert list(audit["action"])[0] == "delete_user_data" and list(audit["target"])[0] == "carl"
+
+
+def test_an_admin_creates_an_api_key_shown_once_and_revokes_it(app_env: Config) -> None:
+    users(("ann", Role.ADMIN), ("bob", Role.ANALYST))
+    at = sign_in("ann", "password-ann-1")
+    at.switch_page("pages/admin.py").run()
+    assert any("No API keys yet" in i.value for i in at.info)
+    at.text_input(key="admin_key_user").input("bob")
+    at.text_input(key="admin_key_label").input("notebook")
+    at.number_input(key="admin_key_limit").set_value(30)
+    [b for b in at.button if b.label == "Create key"][0].click().run()
+    assert not at.exception, at.exception
+    key = at.code[0].value
+    security = dmac_core.get_learning_system().security
+    record = security.key_user(key)
+    assert record is not None and (record.user, record.label, record.requests_per_minute) == ("bob", "notebook", 30)
+    table = [d.value for d in at.dataframe if "label" in d.value.columns][0]
+    assert list(table["user"]) == ["bob"] and "sha256" not in table.columns and key not in table.to_string()
+    at.run()  # the next render no longer shows the key
+    assert not at.code
+    at.button(key="admin_revoke").click().run()
+    assert security.key_user(key) is None
+    assert [e["action"] for e in security.audit.entries()][:2] == ["revoke_api_key", "create_api_key"]

@@ -41,7 +41,7 @@ from ..learner.loading import (
     version_fingerprint,
 )
 from ..learner.precision import resolve_dtype
-from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion, version_base
+from ..learner.registry import BASE_VERSION, ModelRegistry, ModelVersion, RegistryError, version_base
 from ..learner.scope import Routing, read_scope
 from .base import Availability, BackendError, Generation, Message, StreamItem
 
@@ -389,10 +389,23 @@ class LocalBackend:
         assert final is not None
         return final
 
-    def stream(self, messages: list[Message], **options: Any) -> Iterator[StreamItem]:
-        if not self.available().ok:
-            raise BackendError(f"{self.name}: {self.available().reason}", kind="unavailable")
-        loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
+    def has_version(self, version_id: str) -> bool:
+        """Whether ``version_id`` is registered (``"base"`` always is)."""
+        try:
+            self.registry.get(version_id)
+        except RegistryError:
+            return False
+        return True
+
+    def stream(self, messages: list[Message], version: str | None = None, **options: Any) -> Iterator[StreamItem]:
+        """The served version's answer, or ``version``'s when one is asked for by id (an API
+        client naming ``deepseek@v0003``, a blind comparison of two versions)."""
+        if version is not None and version != self.served_version():
+            loaded = self.load_version(version)  # BackendError when it cannot be loaded
+        else:
+            if not self.available().ok:
+                raise BackendError(f"{self.name}: {self.available().reason}", kind="unavailable")
+            loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
         yield from self.stream_with(loaded, messages, **options)
 
     def answer_with(self, loaded: LoadedModel, messages: list[Message], **options: Any) -> Generation:

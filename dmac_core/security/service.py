@@ -8,6 +8,8 @@ from typing import Any
 
 from ..config import Config
 from . import directory
+from .directory import LOCAL_USER
+from .api_keys import ApiKey, ApiKeyError, ApiKeyStore
 from .audit import AuditLog
 from .roles import REQUIRED_ROLE, PermissionDenied, Role, allowed, require
 from .sessions import SessionPolicy, session_expiry
@@ -28,6 +30,7 @@ class SecurityService:
                            max_client_failures=policy.max_failures_per_client,
                            window_s=policy.failure_window_minutes * 60, lockout_s=policy.lockout_minutes * 60,
                            max_parallel=policy.max_parallel_sign_ins))
+        self.api_keys = ApiKeyStore(config.data_path / "security" / "api-keys.json")
         self.session_policy = SessionPolicy(idle_s=policy.session_idle_minutes * 60,
                                             max_s=policy.session_max_hours * 3600)
 
@@ -107,7 +110,8 @@ class SecurityService:
         if name == actor:
             raise ValueError("You cannot remove yourself; another admin can")
         directory.remove_user(name, self.secrets)
-        self.audit.record(actor, "remove_user", via=via, target=name)
+        revoked = self.api_keys.revoke_all(name)
+        self.audit.record(actor, "remove_user", via=via, target=name, **({"api_keys_revoked": revoked} if revoked else {}))
 
     def lockouts(self, actor: str) -> list[Lockout]:
         self.require(actor, "manage_users")
@@ -120,10 +124,38 @@ class SecurityService:
         self.audit.record(actor, "unlock", via=via, target=key, lifted=lifted)
         return lifted
 
+    # -- API keys (the gateway's credentials) ------------------------------------------------
+    def create_api_key(self, actor: str, user: str, label: str = "", requests_per_minute: int | None = None,
+                       via: str = "web") -> tuple[str, ApiKey]:
+        """A new API key acting for ``user`` (admin only): ``(key, record)``; the key is shown this once."""
+        self.require(actor, "manage_users")
+        if directory.role_of(user, self.secrets) is None:
+            raise ApiKeyError(f"{user!r} has no role here; add the user first (add-user, or the Admin page)"
+                              + ("" if self.sign_in_required() else f"; without users, keys act for {LOCAL_USER!r}"))
+        key, record = self.api_keys.create(user, label, requests_per_minute)
+        self.audit.record(actor, "create_api_key", via=via, target=user, key_id=record.id)
+        return key, record
+
+    def revoke_api_key(self, actor: str, key_id: str, via: str = "web") -> ApiKey:
+        """Revoke an API key by id (admin only)."""
+        self.require(actor, "manage_users")
+        record = self.api_keys.revoke(key_id)
+        self.audit.record(actor, "revoke_api_key", via=via, target=record.user, key_id=key_id)
+        return record
+
+    def api_key_table(self, actor: str) -> list[dict[str, Any]]:
+        """Every API key's id, user, label, limit, creation and revocation (admin only; no secrets)."""
+        self.require(actor, "manage_users")
+        return [key.public() for key in self.api_keys.keys()]
+
+    def key_user(self, presented: str) -> ApiKey | None:
+        """The live API key ``presented`` is (None: unknown, malformed or revoked)."""
+        return self.api_keys.check(presented)
+
     def audit_entries(self, actor: str, limit: int | None = 500) -> list[dict[str, Any]]:
         """The audit log, newest first (admin only)."""
         self.require(actor, "manage_users")
         return self.audit.entries(limit)
 
 
-__all__ = ["PermissionDenied", "Role", "SecurityService", "SignInResult"]
+__all__ = ["ApiKey", "ApiKeyError", "PermissionDenied", "Role", "SecurityService", "SignInResult"]

@@ -19,7 +19,8 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterator
 
 from ..backends.base import Backend, BackendError, Generation, Message, chat_messages
 from ..backends.retry import call_with_retries
@@ -28,12 +29,31 @@ from ..insights.embeddings import get_embedder
 from ..insights.routing import TopicRouter
 from ..logs.store import LearningStore
 from .attachments import image_support, message_images
-from .errors import RoutingError
+from .errors import OVER_CAP, UNAVAILABLE, UNKNOWN_MODEL, RoutingError
 from .reservations import Reservation, ReservationBook
 from .token_estimate import call_tokens
 from .usage import Usage, UsageCounter, cap_exceeded
 
 AUTO = "auto"
+# "deepseek@v0003": the learner's version v0003, whichever version is served
+VERSION_SEPARATOR = "@"
+
+
+def split_model(model: str | None) -> tuple[str | None, str | None]:
+    """``"deepseek@v0003"`` → ``("deepseek", "v0003")``; a plain name has no version."""
+    if model and VERSION_SEPARATOR in model:
+        name, version = model.split(VERSION_SEPARATOR, 1)
+        return name, version
+    return model, None
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Why a model is passed over for a request, and when trying again could help."""
+
+    kind: str  # errors.UNAVAILABLE | errors.OVER_CAP | errors.UNKNOWN_MODEL
+    reason: str
+    retry_after: float | None = None
 
 
 @dataclass
@@ -104,20 +124,47 @@ class ModelManager:
         """Seconds of cooldown left for ``name`` (0 when healthy)."""
         return max(0.0, self._cooldown_until.get(name, 0.0) - time.monotonic())
 
-    def _skip_reason(self, name: str, images: bool = False) -> str | None:
+    def _skip(self, name: str, images: bool = False, version: str | None = None) -> Skip | None:
         backend = self.backends.get(name)
         if backend is None:
-            return f"{name}: not configured"
-        availability = backend.available()
-        if not availability.ok:
-            return f"{name}: {availability.reason}"
+            return Skip(UNKNOWN_MODEL, f"{name}: not configured")
+        if version is not None:
+            problem = self._version_problem(name, version)
+            if problem is not None:
+                return problem
+        else:
+            availability = backend.available()
+            if not availability.ok:
+                return Skip(UNAVAILABLE, f"{name}: {availability.reason}")
         if images and not (support := image_support(backend, self.display_name(name))).ok:
-            return f"{name}: {support.reason}"
+            return Skip(UNAVAILABLE, f"{name}: {support.reason}")
         left = self.in_cooldown(name)
         if left > 0:
-            return f"{name}: cooling down for {left:.0f}s after errors"
+            return Skip(UNAVAILABLE, f"{name}: cooling down for {left:.0f}s after errors", left)
         caps = self.config.routing.caps.get(name)
-        return cap_exceeded(name, self.usage_now(name), caps) if caps is not None else None
+        if caps is None:
+            return None
+        usage = self.usage_now(name)
+        reason = cap_exceeded(name, usage, caps)
+        return Skip(OVER_CAP, reason, _cap_wait(caps, usage)) if reason else None
+
+    def unavailable_reason(self, model: str) -> str | None:
+        """Why ``model`` (a name or ``name@version``) could not answer now, or None when it could."""
+        name, version = split_model(model)
+        skip = self._skip(name or "", version=version)
+        return skip.reason if skip else None
+
+    def _version_problem(self, name: str, version: str) -> Skip | None:
+        """Why ``name@version`` cannot answer: only the learner has versions; an unknown one is
+        unknown, an unloadable one unavailable."""
+        backend = self.backends[name]
+        has_version = getattr(backend, "has_version", None)
+        if has_version is None:
+            return Skip(UNKNOWN_MODEL, f"{name} has no versions (only the local learner does)")
+        if not has_version(version):
+            return Skip(UNKNOWN_MODEL, f"{name} has no version {version!r}")
+        problem = backend.version_problem(version)
+        return Skip(UNAVAILABLE, f"{name}@{version}: {problem}") if problem else None
 
     def usage_now(self, name: str) -> Usage:
         """``name``'s usage today: the logged calls and those in flight (every process's)."""
@@ -139,18 +186,26 @@ class ModelManager:
 
         ``prompt`` lets topic-aware routing rank by the prompt's topic; ``images`` skips models
         that cannot take images; ``notes`` (if given) receives a note on how models were ranked.
+        ``model`` may name a learner version (``"deepseek@v0003"``).
         """
+        return [(name, skip.reason if skip else None) for name, skip in self._ranked(model, prompt, images, notes)]
+
+    def _ranked(
+        self, model: str | None, prompt: str | None, images: bool, notes: list[str] | None,
+    ) -> list[tuple[str, Skip | None]]:
         if model and model != AUTO:
-            if model not in self.backends:
-                raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}")
-            skip = self._skip_reason(model, images)
+            name, version = split_model(model)
+            if name not in self.backends:
+                raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}", UNKNOWN_MODEL)
+            skip = self._skip(name, images, version)
             if skip:
-                raise RoutingError(f"{self.display_name(model)} cannot answer now — {skip}")
-            return [(model, None)]
+                raise RoutingError(f"{self.display_name(name)} cannot answer now — {skip.reason}", skip.kind,
+                                   skip.retry_after)
+            return [(name, None)]
         order = self.config.routing_order()
         if self.config.routing.strategy == "best_rated":
             order = self._rank_by_rating(order, prompt, notes)
-        return [(name, self._skip_reason(name, images)) for name in order]
+        return [(name, self._skip(name, images)) for name in order]
 
     def _topic_router(self) -> Any:
         if self.topic_router is None:
@@ -222,6 +277,9 @@ class ModelManager:
             with self._lock:
                 self._cooldown_until[name] = time.monotonic() + self.config.routing.cooldown_s
 
+    def _provider_model(self, name: str) -> str:
+        return str(getattr(self.config.models[name], "model", name))
+
     def _capture(
         self,
         *,
@@ -235,13 +293,15 @@ class ModelManager:
         latency_ms: float | None = None,
         purpose: str = "chat",
         request_sent: bool = True,
+        record_id: str | None = None,
     ) -> str:
         record = self.store.append_interaction(
+            **({"id": record_id} if record_id else {}),
             purpose=purpose,
             user=user,
             session_id=session_id,
             model=name,
-            provider_model=generation.provider_model if generation else str(getattr(self.config.models[name], "model", name)),
+            provider_model=generation.provider_model if generation else self._provider_model(name),
             model_version=generation.model_version if generation else None,
             messages=messages,
             prompt=str(messages[-1]["content"]),
@@ -272,34 +332,50 @@ class ModelManager:
         user: str = "anonymous",
         session_id: str = "",
         purpose: str = "chat",
+        record_id: str | None = None,
+        on_route: Callable[[str, str], None] | None = None,
         **options: Any,
     ) -> Iterator[str | ChatResult]:
         """Yield text deltas of the answer, then one :class:`ChatResult`.
 
         Fallback to the next model happens only before the first delta was shown; an error
         after that is raised (and logged) rather than silently mixing two models' answers.
-        ``purpose`` marks the logged interaction ("chat", "evaluation", "teacher").
+        ``purpose`` marks the logged interaction ("chat", "evaluation", "teacher");
+        ``record_id`` is the id its record gets (known to a caller before the answer starts);
+        ``on_route(model, reason)`` hears of each model tried, before it is asked. A caller
+        that stops reading mid-answer (a client gone) still leaves a complete record of what
+        was said so far, with ``finish_reason`` "cut_off".
         """
         messages = self._messages(prompt_or_messages)
         # Notes on the models passed over so far, in routing order: skips and failures.
         notes: list[str] = []
-        ranked = self.candidates(
-            model, prompt=str(messages[-1]["content"]), images=bool(message_images(messages)), notes=notes
-        )
+        skips: list[Skip] = []
+        _, version = split_model(model)
+        if version is not None:
+            options["version"] = version
+        ranked = self._ranked(model, str(messages[-1]["content"]), bool(message_images(messages)), notes)
         for name, skip in ranked:
             if skip:
-                notes.append(skip)
+                notes.append(skip.reason)
+                skips.append(skip)
                 continue
             backend = self.backends[name]
             reservation = self._reserve(name, messages, options)
             if isinstance(reservation, str):  # the cap was reached since the candidates were listed
+                cap_skip = Skip(OVER_CAP, reservation, _cap_wait(self.config.routing.caps[name], self.usage_now(name)))
                 if model and model != AUTO:
-                    raise RoutingError(f"{self.display_name(name)} cannot answer now — {reservation}")
+                    raise RoutingError(f"{self.display_name(name)} cannot answer now — {reservation}", OVER_CAP,
+                                       cap_skip.retry_after)
                 notes.append(reservation)
+                skips.append(cap_skip)
                 continue
             started = time.perf_counter()
             reason = self._route_reason(model, name, notes)
-            emitted = False
+            if on_route is not None:
+                on_route(name, reason)
+            pieces: list[str] = []
+            answered = False
+            stream: Iterator[Any] | None = None
             try:
                 stream = call_with_retries(
                     lambda: _first_item(backend.stream(messages, **options)), max_retries=self._max_retries(name)
@@ -308,8 +384,9 @@ class ModelManager:
                     if isinstance(item, Generation):
                         interaction_id = self._capture(
                             name=name, messages=messages, generation=item, route_reason=reason, user=user,
-                            session_id=session_id, purpose=purpose,
+                            session_id=session_id, purpose=purpose, record_id=record_id,
                         )
+                        answered = True
                         self.reservations.release(reservation)  # the record counts from now on
                         note = item.extra.get("route_note")
                         yield ChatResult(
@@ -319,7 +396,7 @@ class ModelManager:
                             tokens_out=item.tokens_out, finish_reason=item.finish_reason,
                         )
                         return
-                    emitted = True
+                    pieces.append(item)
                     yield item
                 raise BackendError(f"{name}: the stream ended without a final answer", kind="error")
             except BackendError as exc:
@@ -327,17 +404,37 @@ class ModelManager:
                 self._capture(
                     name=name, messages=messages, generation=None, route_reason=reason, user=user,
                     session_id=session_id, error=str(exc)[:500], latency_ms=(time.perf_counter() - started) * 1000,
-                    purpose=purpose, request_sent=emitted or request_sent(exc),
+                    purpose=purpose, request_sent=bool(pieces) or request_sent(exc),
+                    record_id=record_id if pieces else None,
                 )
                 self.reservations.release(reservation)
-                if emitted:
+                if pieces:
                     raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
                 notes.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
+                skips.append(Skip(UNAVAILABLE, notes[-1], exc.retry_after))
+            except GeneratorExit:
+                # the reader stopped mid-answer: stop the model, keep what it said as the record
+                if stream is not None and hasattr(stream, "close"):
+                    stream.close()
+                if not answered:
+                    self._capture(
+                        name=name, messages=messages, route_reason=reason, user=user, session_id=session_id,
+                        purpose=purpose, record_id=record_id,
+                        generation=Generation(
+                            text="".join(pieces), provider_model=self._provider_model(name),
+                            model_version=version or _served_version(backend),
+                            latency_ms=(time.perf_counter() - started) * 1000, finish_reason=CUT_OFF),
+                    )
+                raise
             finally:
-                # any other way out (an unexpected error, a reader that stopped reading) writes no
-                # record: the call stops holding its place (a no-op when released above)
+                # any other way out (an unexpected error) writes no record: the call stops holding
+                # its place (a no-op when released above)
                 self.reservations.release(reservation)
-        raise RoutingError("No model could answer: " + "; ".join(notes))
+        if skips and all(skip.kind == OVER_CAP for skip in skips):
+            waits = [skip.retry_after for skip in skips if skip.retry_after is not None]
+            raise RoutingError("Every model is at a usage cap: " + "; ".join(notes), OVER_CAP,
+                               min(waits) if waits else None)
+        raise RoutingError("No model could answer: " + "; ".join(notes), UNAVAILABLE)
 
     def respond(self, prompt_or_messages: str | list[Message], model: str | None = None, **kwargs: Any) -> ChatResult:
         """Answer synchronously (see :meth:`respond_stream`)."""
@@ -373,6 +470,27 @@ class ModelManager:
                 )
             )
         return rows
+
+
+# finish_reason of an answer whose reader went away before it ended (the record keeps what was said)
+CUT_OFF = "cut_off"
+
+
+def _served_version(backend: Backend) -> str | None:
+    served = getattr(backend, "served_version", None)
+    return served() if served is not None else None
+
+
+def _cap_wait(caps: Any, usage: Usage, now: datetime | None = None) -> float:
+    """Seconds until a capped model may be asked again: the next UTC day for a daily cap that is
+    used up, else the next minute."""
+    now = now or datetime.now(timezone.utc)
+    day_full = any(limit is not None and used >= limit for limit, used in (
+        (caps.requests_per_day, usage.requests_day), (caps.tokens_per_day, usage.tokens_day)))
+    if day_full:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return max(1.0, (midnight - now).total_seconds())
+    return 60.0
 
 
 def request_sent(error: BackendError) -> bool:
