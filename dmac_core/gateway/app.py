@@ -29,6 +29,7 @@ from ..security.api_keys import KEY_PREFIX, ApiKey, ApiKeyError
 from ..security.directory import LOCAL_USER
 from ..security.roles import PermissionDenied
 from ..serving.errors import OVER_CAP, UNKNOWN_MODEL, RoutingError
+from ..serving.router import ChatResult
 from ..system import LearningSystem
 from .answers import AnswerWorker, Event
 from .limits import KeyRateLimiter
@@ -185,12 +186,21 @@ class Gateway:
     async def chat(self, caller: Caller, chat: ChatRequest) -> Response:
         self.system.security.require(caller.user, "chat")
         record_id = new_id()
-        loop = asyncio.get_running_loop()
+        headers = {"X-DMac-Interaction-Id": record_id}
+        if not chat.stream:
+            # the whole answer in a pooled thread; a client gone meanwhile changes nothing: the
+            # answer completes and is recorded like any other
+            try:
+                result = await asyncio.to_thread(self._whole_answer, caller, chat, record_id)
+            except Exception as exc:  # noqa: BLE001 - each failure becomes its HTTP error
+                raise routing_failure(exc) from None
+            headers["X-DMac-Route-Reason"] = header_text(result.route_reason)
+            return JSONResponse(completion_body(result), headers=headers)
         worker = AnswerWorker(
             lambda on_route: self.system.chat_stream(
                 chat.messages, model=chat.model, user=caller.user, session_id=caller.session_id,
                 record_id=record_id, on_route=on_route, **chat.options),
-            loop).begin()
+            asyncio.get_running_loop()).begin()
         wait = self.settings.max_stream_wait_s
         # Wait for the first piece of text before answering: until then the router may still
         # refuse or fall back, and the client gets the proper status instead of a broken stream.
@@ -201,28 +211,19 @@ class Gateway:
             first = await worker.next(wait)
         if first.kind == "error":
             raise routing_failure(first.value)
-        headers = {"X-DMac-Interaction-Id": record_id}
         if routed is not None:
             headers["X-DMac-Route-Reason"] = header_text(routed.reason)
-        if not chat.stream:
-            text: list[str] = []
-            event = first
-            try:
-                while event.kind != "done":
-                    if event.kind == "error":
-                        raise routing_failure(event.value)
-                    if event.kind == "delta":
-                        text.append(event.value)
-                    event = await worker.next(wait)
-            finally:
-                worker.abandon()  # a client gone while waiting: the answer is cut off, and recorded
-            result = event.value
-            headers["X-DMac-Route-Reason"] = header_text(result.route_reason)
-            return JSONResponse(completion_body(result), headers=headers)
         model = routed.value if routed is not None and chat.model == "auto" else chat.model
         return StreamingResponse(self._events(worker, first, record_id, model, chat.include_usage),
                                  media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def _whole_answer(self, caller: Caller, chat: ChatRequest, record_id: str) -> ChatResult:
+        for item in self.system.chat_stream(chat.messages, model=chat.model, user=caller.user,
+                                            session_id=caller.session_id, record_id=record_id, **chat.options):
+            if isinstance(item, ChatResult):
+                return item
+        raise RuntimeError("the router ended without an answer")
 
     async def _events(self, worker: AnswerWorker, first: Event, record_id: str, model: str,
                       include_usage: bool) -> AsyncIterator[bytes]:

@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -52,25 +52,30 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
 
 
 def start_app(
-    tmp_path: Path, config_data: dict[str, Any], with_user: bool = True
+    tmp_path: Path, config_data: dict[str, Any], with_user: bool = True, api_port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """Start the workbench with ``config_data``; returns (process, base url, data dir)."""
+    """Start the workbench with ``config_data``; returns (process, base url, data dir). With
+    ``api_port`` it starts as ``make run`` does (``workbench.py``: the pages and the
+    OpenAI-compatible API in one process), else the pages alone (``streamlit run app.py``)."""
     data_dir = Path(config_data["data_dir"])
     config = write_config(tmp_path / "config.yaml", config_data)
     secrets = tmp_path / "secrets.toml"
     if with_user:
         add_user(E2E_USER, E2E_PASSWORD, secrets)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ, "DMAC_CONFIG": str(config), "DMAC_SECRETS": str(secrets),
         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
     }
     log = open(tmp_path / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    if api_port is None:
+        command = [sys.executable, "-m", "streamlit", "run", str(PROJECT_ROOT / "app.py"), "--server.address",
+                   "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+                   "--browser.gatherUsageStats", "false"]
+    else:
+        command = [sys.executable, str(PROJECT_ROOT / "workbench.py"), "--address", "127.0.0.1", "--port", str(port),
+                   "--api-port", str(api_port)]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, process)
