@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,33 @@ def secrets_path(path: Path | str | None = None) -> Path:
     return Path(path or os.environ.get("DMAC_SECRETS") or DEFAULT_SECRETS_PATH)
 
 
+# The parsed secrets file per path, with the (inode, mtime, size) it was parsed at. A page render
+# and every API request ask for roles several times; each asks the file system whether the file
+# changed (one stat) instead of parsing it again. Edits replace the file (a new inode), so a
+# change is never missed. Callers only read the parsed data.
+_parsed: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_parsed_lock = threading.Lock()
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        stat = path.stat()
+    except FileNotFoundError:
+        return {}
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    with _parsed_lock:
+        cached = _parsed.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from exc
+    with _parsed_lock:
+        _parsed[str(path)] = (stamp, data)
+    return data
 
 
 def _table(data: dict[str, Any], dotted: str) -> dict[str, str]:
