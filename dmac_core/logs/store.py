@@ -48,7 +48,7 @@ REQUIRED_FIELDS = {
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
     "votes": ("id", "ts", "interaction_a", "interaction_b", "choice"),
-    "judgments": ("id", "ts", "judge", "rubric_id", "kind", "parsed"),
+    "judgments": ("id", "ts", "judge", "rubric_id", "kind"),
 }
 # Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
 # typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
