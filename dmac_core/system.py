@@ -453,9 +453,12 @@ class LearningSystem:
         return second_opinion.queue_summary(self.store)
 
     def raters(self) -> list[str]:
-        """Analysts who rated anything, and the configured users: who a second opinion can go to."""
-        rated = set(ratings_by_analyst(self.store)["user"])
-        return sorted(rated | {row["user"] for row in roles_table(self.security.secrets)})
+        """Who a second opinion can go to: the configured users, those who rated anything, and
+        the local user without sign-in — each only while their role allows rating."""
+        names = set(ratings_by_analyst(self.store)["user"]) | {row["user"] for row in roles_table(self.security.secrets)}
+        if not self.security.sign_in_required():
+            names.add(LOCAL_USER)
+        return sorted(name for name in names if self.security.can(name, "rate"))
 
 
 class SeedModelManager:
