@@ -303,3 +303,22 @@ def test_deleting_a_user_removes_judgments_of_their_answers_and_their_second_opi
     assert len(judge_prompts) == 1 and "payroll" not in judge_prompts[0]  # the judge call quoting eve went too
     assert [r["interaction_id"] for r in second_opinion.assignments(fresh)] == [others]
     assert report.removed["second opinions"] == 1
+
+
+# -- command line --------------------------------------------------------------------------------
+def test_leaderboard_and_judge_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dmac_core.__main__ import main
+
+    config = api_config(tmp_path)
+    store = LearningStore(config.data_path, fsync=False)
+    for i in range(4):
+        vote(store, i, ("premium", None), ("cheap", None), "a")
+    assert main(["--config", config.source, "leaderboard", "--pair", "premium", "cheap"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:2] == ["1", "premium"]
+    assert "4 votes fitted" in out and "P(premium beats cheap) = " in out and "too few votes to tell" in out
+    assert main(["--config", config.source, "leaderboard", "--pair", "premium", "nobody"]) == 2
+    assert main(["--config", config.source, "judge"]) == 2
+    assert "No judge is configured" in capsys.readouterr().err
+    assert main(["--config", config.source, "judge", "--agreement-only"]) == 0
+    assert "No judge labels yet." in capsys.readouterr().out
