@@ -322,3 +322,40 @@ def test_leaderboard_and_judge_commands(tmp_path: Path, capsys: pytest.CaptureFi
     assert "No judge is configured" in capsys.readouterr().err
     assert main(["--config", config.source, "judge", "--agreement-only"]) == 0
     assert "No judge labels yet." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_train_now_uses_qualified_judge_labels_and_records_them_in_the_runs_lineage(make_config: Any,
+                                                                                   agree: bool) -> None:
+    import json
+
+    from dmac_core.system import LearningSystem
+    from dmac_core.training.dataset import NotEnoughData
+
+    config = make_config(validation_fraction=0.0)
+    config.judge.min_items, config.judge.agreement_bar = 3, 0.6
+    system = LearningSystem(config)
+    store, rid = system.store, rubric_id("R")
+    for i, stars in enumerate([5, 4, 2]):  # two SFT targets from analysts: fewer than min_examples (4)
+        iid = answer(store, f"Rated question {i}?", "gemini", f"Rated answer {i}.")
+        store.append_feedback(interaction_id=iid, rating=stars, user="ana")
+        store.append_judgment(judge="gemini", rubric_id=rid, rubric="R", kind="score", interaction_id=iid,
+                              score=stars if agree else 6 - stars, parsed=True)
+    labelled = []
+    for i in range(2):
+        iid = answer(store, f"Unrated question {i}?", "gemini", f"Unrated answer {i}.")
+        labelled.append(store.append_judgment(judge="gemini", rubric_id=rid, rubric="R", kind="score",
+                                              interaction_id=iid, score=5, parsed=True).id)
+    if not agree:  # the judge disagrees with analysts: its labels do not count, so nothing starts
+        with pytest.raises(NotEnoughData, match="Only 2 rated answers"):
+            system.jobs.start(trigger="test")
+        return
+    info = system.jobs.start(trigger="test")
+    system.jobs.cancel()
+    system.jobs.wait(timeout=120)
+    data = json.loads((info.run_dir / "data.json").read_text())
+    judged = [ex for ex in data["sft_train"] if ex.get("judge_label")]
+    assert sorted(ex["completion"][0]["content"] for ex in judged) == ["Unrated answer 0.", "Unrated answer 1."]
+    lineage = json.loads((info.run_dir / "run.json").read_text())["lineage"]
+    assert sorted(lineage["judge_labels"]["judgment_ids"]) == sorted(labelled)
+    assert lineage["judge_labels"]["judges"][0]["n_items"] == 3
