@@ -359,3 +359,22 @@ def test_train_now_uses_qualified_judge_labels_and_records_them_in_the_runs_line
     lineage = json.loads((info.run_dir / "run.json").read_text())["lineage"]
     assert sorted(lineage["judge_labels"]["judgment_ids"]) == sorted(labelled)
     assert lineage["judge_labels"]["judges"][0]["n_items"] == 3
+
+
+def test_pair_verdicts_are_stored_and_checked_against_the_analysts_votes(tmp_path: Path) -> None:
+    from dmac_core.signals.judge import judge_pairs, pair_prompt, pairs_to_judge
+
+    store = LearningStore(tmp_path, fsync=False)
+    for i, choice in enumerate(["a", "b", "a"]):
+        vote(store, i, ("premium", None), ("cheap", None), choice)
+    items = pairs_to_judge(store, "gemini", "R", limit=10)
+    assert [i["prompt"] for i in items] == ["Question 2?", "Question 1?", "Question 0?"]
+    respond = ScriptedJudge(store, ["A is clearer. Verdict: A", "Verdict: A", "Both fine, I suppose."])
+    run = judge_pairs(store, respond, "gemini", "R", items, user="tia", errors=(RoutingError,))
+    assert respond.calls[0][0] == pair_prompt("R", "Question 2?", "premium answer 2", "cheap answer 2")
+    assert [(j.choice, j.parsed) for j in run.judgments] == [("a", True), ("a", True), (None, False)]
+    assert pairs_to_judge(store, "gemini", "R", limit=10) == []
+    [row] = judge_agreement(store, JudgeConfig()).to_dict("records")
+    # verdicts on questions 2 (a = vote a) and 1 (a ≠ vote b); question 0's reply had no verdict
+    assert (row["pair_accuracy"], row["n_votes"], row["unparsed"], row["n_items"]) == (0.5, 2, 1, 0)
+    assert not row["qualifies"]
