@@ -63,7 +63,7 @@ def test_an_unbeaten_entry_gets_a_finite_strength_and_bad_outcomes_are_refused()
     fitted = fit([Outcome("a", "b", 1.0)] * 10, samples=50)
     assert np.isfinite(fitted.strength).all() and fitted.strength[0] > fitted.strength[1]
     p, low, high = fitted.win_probability("a", "b")
-    assert 0.5 < p < 1 and low <= p <= high
+    assert 0.5 < p < 1 and low - 1e-9 <= p <= high + 1e-9  # ten identical votes: every resample is the same
     with pytest.raises(ValueError, match="itself"):
         fit([Outcome("a", "a", 1.0)])
     with pytest.raises(ValueError, match="score"):

@@ -70,14 +70,16 @@ def win_matrix(pairs: np.ndarray, scores: np.ndarray, k: int, weights: np.ndarra
     return wins
 
 
-def fit_matrix(wins: np.ndarray, prior: float = DEFAULT_PRIOR, tol: float = 1e-10, max_steps: int = 100) -> np.ndarray:
+def fit_matrix(wins: np.ndarray, prior: float = DEFAULT_PRIOR, tol: float = 1e-10, max_steps: int = 100,
+               start: np.ndarray | None = None) -> np.ndarray:
     """MAP strengths (centred) for a win matrix, by Newton's method on the log-posterior
-    ``Σ W_ij log σ(θ_i − θ_j) − prior/2 Σ θ_i²`` (strictly concave for ``prior`` > 0)."""
+    ``Σ W_ij log σ(θ_i − θ_j) − prior/2 Σ θ_i²`` (strictly concave for ``prior`` > 0, so any
+    ``start`` converges to the same optimum; a near one only saves steps)."""
     if prior <= 0:
         raise ValueError("prior must be positive: without it an unbeaten entry has no finite strength")
     k = len(wins)
     games = wins + wins.T
-    theta = np.zeros(k)
+    theta = np.zeros(k) if start is None else np.array(start, dtype=float)
     for _ in range(max_steps):
         p = _sigmoid(theta[:, None] - theta[None, :])
         gradient = (wins - games * p).sum(axis=1) - prior * theta
@@ -109,15 +111,18 @@ def fit(
             raise ValueError(f"an outcome compares {o.a!r} with itself")
         if o.score not in (0.0, 0.5, 1.0):
             raise ValueError(f"an outcome's score is 1 (a won), 0 (b won) or 0.5 (tie), got {o.score!r}")
-    pairs = np.array([[position[o.a], position[o.b]] for o in outcomes])
-    scores = np.array([o.score for o in outcomes], dtype=float)
-    k = len(names)
-    strength = fit_matrix(win_matrix(pairs, scores, k), prior)
+    rows = np.array([[position[o.a], position[o.b], o.score] for o in outcomes])
+    # Votes with the same sides and result are interchangeable, so resampling the n votes is a
+    # multinomial draw over the distinct (a, b, result) kinds weighted by how often each occurred:
+    # the same bootstrap, at a cost that does not grow with the number of votes.
+    kinds, seen = np.unique(rows, axis=0, return_counts=True)
+    pairs, scores = kinds[:, :2].astype(int), kinds[:, 2]
+    k, n = len(names), len(outcomes)
+    strength = fit_matrix(win_matrix(pairs, scores, k, seen.astype(float)), prior)
     rng = np.random.default_rng(seed)
     draws = np.empty((samples, k))
-    n = len(outcomes)
     for b in range(samples):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n)).astype(float)
-        draws[b] = fit_matrix(win_matrix(pairs, scores, k, counts), prior)
+        counts = rng.multinomial(n, seen / n).astype(float)
+        draws[b] = fit_matrix(win_matrix(pairs, scores, k, counts), prior, start=strength)
     low, high = np.percentile(draws, [2.5, 97.5], axis=0) if samples else (strength * np.nan, strength * np.nan)
     return Strengths(names, strength, np.asarray(low), np.asarray(high), draws)
