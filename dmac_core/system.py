@@ -455,7 +455,8 @@ class LearningSystem:
     def raters(self) -> list[str]:
         """Who a second opinion can go to: the configured users, those who rated anything, and
         the local user without sign-in — each only while their role allows rating."""
-        names = set(ratings_by_analyst(self.store)["user"]) | {row["user"] for row in roles_table(self.security.secrets)}
+        names = set(ratings_by_analyst(self.store)["user"])
+        names |= {row["user"] for row in roles_table(self.security.secrets)}
         if not self.security.sign_in_required():
             names.add(LOCAL_USER)
         return sorted(name for name in names if self.security.can(name, "rate"))

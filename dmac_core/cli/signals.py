@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=judge_command)
 
     p = subparsers.add_parser("leaderboard", help="Bradley-Terry strengths from the blind side-by-side votes")
-    p.add_argument("--pair", nargs=2, metavar=("A", "B"), help="also print P(A beats B), e.g. deepseek@v0004 deepseek@v0003")
+    p.add_argument("--pair", nargs=2, metavar=("A", "B"),
+                   help="also print P(A beats B), e.g. deepseek@v0004 deepseek@v0003")
     p.set_defaults(handler=leaderboard_command)
 
 

@@ -54,7 +54,8 @@ def candidates(store: LearningStore, assignee: str) -> list[tuple[str, str]]:
             if len(users) == 1 and users[0] != assignee and item not in waiting]
 
 
-def assign(store: LearningStore, assignee: str, assigned_by: str, n: int, seed: int | None = None) -> list[dict[str, Any]]:
+def assign(store: LearningStore, assignee: str, assigned_by: str, n: int,
+           seed: int | None = None) -> list[dict[str, Any]]:
     """Assign up to ``n`` random candidates (see :func:`candidates`) to ``assignee``; the
     assignments written (fewer than ``n`` when fewer answers qualify). Raises ``ValueError``
     for ``n`` < 1; nothing is written then."""

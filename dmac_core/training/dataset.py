@@ -315,7 +315,8 @@ def add_judge_labels(data: TrainingData, labels: list[dict[str, Any]], cfg: Loca
     ``n_items`` and the ``interaction`` it scored. The caller passes only labels of judges that
     qualified; an answer that is already an analyst's example is not added again.
     """
-    seen = {(repr(ex["prompt"]), ex["completion"][0]["content"]) for ex in data.sft_train + data.sft_eval + data.kto + data.kto_eval}
+    analysts = data.sft_train + data.sft_eval + data.kto + data.kto_eval
+    seen = {(repr(ex["prompt"]), ex["completion"][0]["content"]) for ex in analysts}
     used: list[dict[str, Any]] = []
     for label in labels:
         interaction = label["interaction"]

@@ -305,7 +305,8 @@ class TrainingJobManager:
         start = resolve_start(start_from or config.learner.start_from, config, self.registry)  # StartError: nothing started
         apply_start(config, start)
         # Rewrites cached by earlier runs count now; new ones are asked for in the job thread.
-        data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load(),  # NotEnoughData: nothing started
+        # NotEnoughData: nothing started
+        data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load(),
                              judge_labels=qualified_labels(self.store, config.judge))
         chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
         check_enough(data, config.learner, chosen)
