@@ -73,7 +73,7 @@ class Leaderboard:
     n_votes: int
 
     def head_to_head(self, a: str, b: str) -> dict[str, Any]:
-        """P(``a`` beats ``b``) with its 95 % interval, their direct votes and a verdict in words."""
+        """P(``a`` beats ``b``) with its 95 % interval, and a verdict in words (see the module docstring)."""
         if a not in self.strengths.entries or b not in self.strengths.entries:
             missing = a if a not in self.strengths.entries else b
             raise ValueError(f"{missing!r} has no votes")
