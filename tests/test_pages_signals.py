@@ -99,3 +99,34 @@ def test_feedback_page_judges_unrated_answers_with_the_configured_judge(app_env:
     table = next(d.value for d in at.dataframe if "kappa" in d.value.columns)
     assert table["judge"].tolist() == ["deepseek"] and table["n_items"].tolist() == [0]
     assert table["qualifies"].tolist() == [False]
+
+
+def test_only_trainers_send_second_opinions_and_ask_the_judge(app_env: Config) -> None:
+    from dmac_core.security.roles import Role
+    from tests.test_pages_roles import sign_in, users
+
+    data = yaml.safe_load(Path(app_env.source).read_text())
+    data["judge"] = {"model": "deepseek"}
+    write_config(Path(app_env.source), data)
+    users(("ann", Role.ADMIN), ("bo", Role.ANALYST), ("tia", Role.TRAINER), ("viv", Role.VIEWER))
+    store = LearningStore(app_env.data_path, fsync=False)
+    iid = log(store, "What is a ledger?", "deepseek", "A ledger is a record of accounts.")
+    store.append_feedback(interaction_id=iid, rating=4, user="ann")
+
+    analyst = sign_in("bo", "password-bo-1")
+    analyst.switch_page("pages/feedback.py").run()
+    assert not analyst.exception, analyst.exception
+    keys = [b.key for b in analyst.button]
+    assert "fb_judge_run" not in keys and "fb_second_send" not in keys
+    assert any(c.value.startswith("🔒 Asking the judge: your role (analyst) cannot") for c in analyst.caption)
+
+    trainer = sign_in("tia", "password-tia-1")
+    trainer.switch_page("pages/feedback.py").run()
+    assert trainer.selectbox(key="fb_second_assignee").options == ["ann", "bo", "tia"]  # a viewer cannot rate
+    trainer.selectbox(key="fb_second_assignee").set_value("bo").run()
+    trainer.button(key="fb_second_send").click().run()
+    assert any("Sent 1 answer to bo" in s.value for s in trainer.success)
+
+    analyst.run()
+    assert analyst.subheader[0].value == "Waiting for your second opinion"
+    assert not analyst.dataframe  # the review table (it would show ann's rating) leaves it out until rated
