@@ -110,12 +110,14 @@ def _registrars() -> list[Callable[[Any], None]]:
     from .cli.api_keys import register as register_api_keys
     from .cli.evaluation import register as register_evaluation
     from .cli.logs import register as register_store
+    from .cli.signals import register as register_signals
     from .cli.training import register as register_training
     from .cli.users import register as register_users
     from .cli.versions import register as register_versions
     from .training.export import register as register_export
 
-    return [register_users, register_api_keys, register_training, register_versions, register_evaluation, register_store, register_export]
+    return [register_users, register_api_keys, register_training, register_versions, register_evaluation,
+            register_store, register_export, register_signals]
 
 
 def main(argv: list[str] | None = None) -> int:

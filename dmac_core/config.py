@@ -266,6 +266,44 @@ class RoutingConfig(_Strict):
     # best_rated only: rank models by their ratings on the prompt's topic (dmac_core.insights),
     # so a topic moves to the local learner once it is rated there as well as the others.
     topic_aware: bool = False
+    # best_rated only: what ranks models. "ratings": mean star rating; "votes": Bradley–Terry
+    # strength from blind side-by-side votes (dmac_core/signals/leaderboard.py), the learner by
+    # its served version; per topic when topic_aware. best_rated_min_samples then counts votes.
+    rank_by: Literal["ratings", "votes"] = "ratings"
+
+
+class LeaderboardConfig(_Strict):
+    """The Metrics page's leaderboard from blind votes (dmac_core/signals/leaderboard.py)."""
+
+    # Votes an entry needs before its strength is acted on; below it the board says "too few".
+    min_votes: int = Field(20, ge=1)
+    # "tie": a both-bad vote counts as a tie (neither is preferred); "exclude": it is left out
+    # of the strengths (still counted in the both_bad column).
+    both_bad: Literal["tie", "exclude"] = "tie"
+    # Resamplings of the votes behind each 95 % interval.
+    bootstrap_samples: int = Field(400, ge=50, le=10_000)
+
+
+DEFAULT_RUBRIC = (
+    "Rate the answer to the question from 1 to 5. 5: correct, complete and clear. 4: correct with "
+    "minor omissions. 3: partly correct or unclear. 2: mostly wrong or unhelpful. 1: wrong, "
+    "harmful or off-topic."
+)
+
+
+class JudgeConfig(_Strict):
+    """An LLM judge that scores unrated answers by a rubric (dmac_core/signals/judge.py).
+
+    Its labels become training material only while its agreement with analysts on the answers
+    they rated (quadratic-weighted Cohen's kappa, per judge and rubric) is at least
+    ``agreement_bar`` on at least ``min_items`` answers."""
+
+    model: str | None = None  # a key of models; None: no judge
+    rubric: str = Field(DEFAULT_RUBRIC, min_length=1)
+    agreement_bar: float = Field(0.6, ge=-1.0, le=1.0)
+    min_items: int = Field(30, ge=2)
+    # Answers one "Judge now" (or CLI run) sends to the judge at most: each is a routed call.
+    max_items: int = Field(20, ge=1, le=10_000)
 
 
 class StorageConfig(_Strict):
@@ -308,6 +346,8 @@ class Config(_Strict):
     ui: UIConfig = Field(default_factory=UIConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    leaderboard: LeaderboardConfig = Field(default_factory=LeaderboardConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     # Set by load_config, not by the file: where this config came from (for messages).
     source: str = Field("<defaults>", exclude=True)
 
@@ -321,6 +361,8 @@ class Config(_Strict):
         for name in self.routing.caps:
             if name not in self.models:
                 raise ValueError(f"routing.caps names {name!r}, which is not a key of models")
+        if self.judge.model is not None and self.judge.model not in self.models:
+            raise ValueError(f"judge.model names {self.judge.model!r}, which is not a key of models")
         return self
 
     # -- derived paths ---------------------------------------------------------------

@@ -29,18 +29,23 @@ from .insights.active import QueueItem, WorkError, build_queue, learner_entropy_
 from .insights.confidence import ConfidenceScorer
 from .insights.embeddings import get_embedder
 from .insights.explain import TokenScore, nearest_training_examples
-from .insights.topics import topic_table
+from .insights.topics import fit_topics, topic_table
 from .learner.registry import ModelRegistry, RegistryError
 from .logs.records import Feedback, RecordError
 from .logs.store import FileHealth, LearningStore
 from .privacy.deletion import DeletionRefused, DeletionReport, delete_user_data
-from .security.directory import LOCAL_USER
+from .security.directory import LOCAL_USER, roles_table
 from .security.roles import PermissionDenied, Role
 from .security.api_keys import ApiKeyError
 from .security.service import SecurityService
 from .serving.attachments import ImageError, image_path, store_image
 from .serving.errors import RoutingError
 from .serving.router import AUTO, ChatResult, ModelManager, ModelStatus
+from .signals import second_opinion
+from .signals.agreement import AnalystAgreement, analyst_agreement, ratings_by_analyst
+from .signals.judge import JudgeRun, answers_to_judge, judge_answers, judge_pairs, pairs_to_judge
+from .signals.judge_agreement import judge_agreement
+from .signals.leaderboard import Leaderboard, build_leaderboard, leaderboards_by_topic, vote_sides
 from .training.dataset import NotEnoughData
 from .training.gate import SUITE_GENERAL, SUITE_HELD_OUT, SUITE_RATED, PromotionGate
 from .training.job import JobAlreadyRunning, JobSnapshot, TrainingJobManager
@@ -51,8 +56,9 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ApiKeyError", "BackendError", "ChatResult", "DeletionRefused",
-    "ImageError", "JobAlreadyRunning", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError",
+    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ApiKeyError", "BackendError", "ChatResult",
+    "DeletionRefused", "ImageError", "JobAlreadyRunning", "JudgeRun", "Leaderboard", "LearningSystem", "NotEnoughData",
+    "PermissionDenied", "RecordError",
     "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
 
@@ -401,6 +407,77 @@ class LearningSystem:
     def nearest_examples(self, version_id: str, prompt: str) -> pd.DataFrame:
         """The training examples of ``version_id`` nearest to ``prompt`` (empty for the base)."""
         return nearest_training_examples(self.store, self.registry, version_id, prompt, self.embedder)
+
+    # signals: blind-vote leaderboard, the LLM judge, agreement between analysts
+    def vote_leaderboard(self) -> Leaderboard:
+        """Bradley–Terry strengths of every model and learner version from the blind votes."""
+        return build_leaderboard(vote_sides(self.store.votes()), self.config.leaderboard)
+
+    def vote_leaderboards_by_topic(self) -> dict[str, Leaderboard]:
+        """One leaderboard per Insights topic of the voted prompts (empty without votes)."""
+        sided = vote_sides(self.store.votes())
+        if sided.empty:
+            return {}
+        model = fit_topics(self.store, self.embedder)
+        if model is None:
+            return {}
+        return leaderboards_by_topic(sided, lambda prompts: model.assign(self.embedder.embed(prompts)), model.label,
+                                     self.config.leaderboard)
+
+    def judge_agreement(self) -> pd.DataFrame:
+        """Per judge and rubric: agreement with analysts and whether its labels may be trained on."""
+        return judge_agreement(self.store, self.config.judge)
+
+    def run_judge(self, user: str, what: str = "unrated", limit: int | None = None, via: str = "web") -> JudgeRun:
+        """Ask the configured judge (through the router) to score answers — ``what`` "unrated"
+        (labels) or "rated" (to measure its agreement) — or to compare voted pairs ("pairs").
+        Raises ``ValueError`` when no judge is configured, :class:`PermissionDenied` below trainer."""
+        self.security.require(user, "judge")
+        judge, rubric = self.config.judge.model, self.config.judge.rubric
+        if judge is None:
+            raise ValueError("No judge is configured: set judge.model to one of the models in config/config.yaml.")
+        if what not in ("unrated", "rated", "pairs"):
+            raise ValueError(f"what to judge: 'unrated', 'rated' or 'pairs', got {what!r}")
+        limit = limit or self.config.judge.max_items
+        errors = (RoutingError, BackendError)
+        if what == "pairs":
+            items = pairs_to_judge(self.store, judge, rubric, limit)
+            run = judge_pairs(self.store, self.model_manager.respond, judge, rubric, items, user, errors)
+        else:
+            items = answers_to_judge(self.store, judge, rubric, rated=what == "rated", limit=limit)
+            run = judge_answers(self.store, self.model_manager.respond, judge, rubric, items, user, errors)
+        self.security.audit.record(user, "judge", via=via, judge=judge, what=what, labels=len(run.judgments))
+        return run
+
+    def analyst_agreement(self) -> AnalystAgreement:
+        """Krippendorff's α between analysts, overall and per analyst, on answers rated by two or more."""
+        return analyst_agreement(ratings_by_analyst(self.store))
+
+    def assign_second_opinions(self, user: str, assignee: str, n: int) -> int:
+        """Send ``n`` answers rated by one other analyst to ``assignee`` for a blind second rating;
+        how many were assigned. Raises ``ValueError`` when ``assignee`` may not rate."""
+        self.security.require(user, "assign_reviews")
+        if not self.security.can(assignee, "rate"):
+            raise ValueError(f"{assignee!r} cannot rate answers (no analyst role), so cannot give a second opinion.")
+        rows = second_opinion.assign(self.store, assignee, user, n)
+        self.security.audit.record(user, "assign_second_opinions", assignee=assignee, items=len(rows))
+        return len(rows)
+
+    def second_opinions_for(self, user: str) -> list[dict[str, Any]]:
+        """Answers waiting for ``user``'s second opinion (prompt and answer, no earlier rating)."""
+        return second_opinion.waiting_for(self.store, user)
+
+    def second_opinion_summary(self) -> pd.DataFrame:
+        return second_opinion.queue_summary(self.store)
+
+    def raters(self) -> list[str]:
+        """Who a second opinion can go to: the configured users, those who rated anything, and
+        the local user without sign-in — each only while their role allows rating."""
+        names = set(ratings_by_analyst(self.store)["user"])
+        names |= {row["user"] for row in roles_table(self.security.secrets)}
+        if not self.security.sign_in_required():
+            names.add(LOCAL_USER)
+        return sorted(name for name in names if self.security.can(name, "rate"))
 
 
 class SeedModelManager:

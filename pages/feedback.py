@@ -1,5 +1,6 @@
 """Feedback review: every logged answer with its ratings and notes; fix a rating or write a
-corrected answer in place, rate a filtered selection in bulk, see who rated what."""
+corrected answer in place, rate a filtered selection in bulk, see who rated what; second
+opinions, agreement between analysts, and the LLM judge with its agreement."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import streamlit as st
 
 from dmac_core.system import RecordError
 from dmac_core.views.csv_export import csv_bytes
+from dmac_core.views.inert import inert_markdown
 from dmac_core.views.review import PURPOSES, analyst_counts, attached_images, filter_review, rating_summary
 from pages.common import can, current_user, not_allowed, services, show_log_health
 
@@ -20,10 +22,32 @@ st.caption(
 )
 show_log_health(system)
 table = system.review_table()
+# Answers waiting for this analyst's second opinion stay out of the table (it shows the first
+# rating) until they have rated them in the list just below.
+waiting = system.second_opinions_for(current_user())
+table = table[~table["interaction_id"].isin([item["interaction_id"] for item in waiting])]
 
+# -- second opinions: answers another analyst rated, to rate blind -------------------------------
+if waiting:
+    st.subheader("Waiting for your second opinion")
+    st.caption(f"{len(waiting)} answer{'s' if len(waiting) != 1 else ''} another analyst rated, sent to you for an "
+               "independent rating (theirs is hidden so it does not sway yours).")
+    if not can("rate"):
+        not_allowed("Rating", "rate")
+    for item in waiting[:10]:
+        with st.container(border=True):
+            st.markdown(f"**Question:** {inert_markdown(item['prompt'])}")
+            st.markdown(inert_markdown(item["response"]))
+            left, right = st.columns([1, 3])
+            stars = left.selectbox("Your rating", [5, 4, 3, 2, 1], index=None, key=f"fb_second_{item['interaction_id']}")
+            if can("rate") and right.button("Save rating", key=f"fb_second_save_{item['interaction_id']}",
+                                            disabled=stars is None):
+                system.rate(item["interaction_id"], int(stars), user=current_user())
+                st.rerun()
 # -- guard: empty state ----------------------------------------------------------------------
 if table.empty:
-    st.info("No answers logged yet — chat on the Chat page and rate a few answers.", icon="ℹ️")
+    if not waiting:
+        st.info("No answers logged yet — chat on the Chat page and rate a few answers.", icon="ℹ️")
     st.stop()
 
 # -- inputs ----------------------------------------------------------------------------------
@@ -33,7 +57,8 @@ months = middle.multiselect("Month", sorted(table["month"].dropna().unique(), re
 ratings = right.multiselect("Rating", [5, 4, 3, 2, 1, "unrated"], key="fb_ratings")
 purposes = far.multiselect("Asked for", list(PURPOSES), default=["chat"], key="fb_purposes",
                            help="chat: analysts' questions; evaluation: answers to test sets and comparisons; "
-                                "teacher: rewrites of commented answers before training. Only rated answers "
+                                "teacher: rewrites of commented answers before training; judge: the LLM judge's "
+                                "calls. Only rated answers "
                                 "are ever trained on.")
 shown = filter_review(table, models, months, ratings, purposes)
 
@@ -106,3 +131,72 @@ left.subheader("Ratings per model")
 left.dataframe(rating_summary(shown), hide_index=True, key="fb_summary")
 right.subheader("Per analyst")
 right.dataframe(analyst_counts(table), hide_index=True, key="fb_analysts")
+
+# -- second opinions: send rated answers to a second analyst -----------------------------------
+if can("assign_reviews"):
+    with st.expander("Send rated answers to a second analyst"):
+        st.caption("Draws answers rated by exactly one other analyst, at random, and shows them to the analyst "
+                   "you pick without the first rating — so agreement between analysts can be measured.")
+        raters = system.raters()
+        left, middle, right = st.columns([2, 1, 1])
+        assignee = left.selectbox("Analyst", raters, key="fb_second_assignee")
+        count = middle.number_input("Answers", min_value=1, max_value=200, value=10, key="fb_second_count")
+        if right.button("Send", key="fb_second_send", disabled=assignee is None):
+            try:
+                sent = system.assign_second_opinions(current_user(), str(assignee), int(count))
+                st.success(f"Sent {sent} answer{'s' if sent != 1 else ''} to {assignee}."
+                           + ("" if sent else " None qualifies: each needs exactly one rating, by someone else."))
+            except ValueError as exc:
+                st.error(str(exc))
+        summary = system.second_opinion_summary()
+        if not summary.empty:
+            st.dataframe(summary, hide_index=True, key="fb_second_summary")
+
+# -- agreement between analysts ------------------------------------------------------------------
+st.subheader("Agreement between analysts")
+agreement = system.analyst_agreement()
+if agreement.items == 0:
+    st.info("No answer is rated by two analysts yet, so agreement cannot be measured. Send some for a second "
+            "opinion (above).", icon="ℹ️")
+else:
+    a1, a2, a3 = st.columns(3)
+    a1.metric("Krippendorff's α (ordinal)", "—" if agreement.alpha != agreement.alpha else f"{agreement.alpha:.2f}",
+              help="1 = perfect agreement, 0 = chance, below 0 = systematic disagreement")
+    a2.metric("Answers rated by 2+ analysts", agreement.items)
+    a3.metric("Analysts", agreement.analysts)
+    if agreement.items < 30:
+        st.caption(f"On {agreement.items} answers α is still rough: treat it as a hint below about 30.")
+    st.dataframe(agreement.per_analyst, hide_index=True, key="fb_agreement_per_analyst",
+                 column_config={"alpha_vs_others": st.column_config.NumberColumn("α vs the others", format="%.2f"),
+                                "pairs": st.column_config.NumberColumn(
+                                    "pairs", help="(their rating, another analyst's rating) pairs α is computed on")})
+
+# -- the LLM judge -----------------------------------------------------------------------------------
+st.subheader("LLM judge")
+judge = system.config.judge
+if judge.model is None:
+    st.caption("No judge configured (judge.model in config/config.yaml).")
+else:
+    st.caption(f"{system.display_name(judge.model)} scores answers 1–5 by the rubric; its labels are trained on "
+               f"only while its weighted κ with analysts is ≥ {judge.agreement_bar} on ≥ {judge.min_items} rated "
+               "answers (column qualifies).")
+    if not can("judge"):
+        not_allowed("Asking the judge", "judge")
+    else:
+        choice = st.radio("Judge", ["unrated", "rated", "pairs"], horizontal=True, key="fb_judge_what",
+                          format_func={"unrated": f"label up to {judge.max_items} unrated answers",
+                                       "rated": f"score up to {judge.max_items} rated answers (measures agreement)",
+                                       "pairs": f"compare up to {judge.max_items} voted pairs"}.get)
+        if st.button("Judge now", key="fb_judge_run"):
+            with st.spinner("Asking the judge…"):
+                try:
+                    run = system.run_judge(current_user(), choice)
+                    st.success(f"{len(run.judgments)} label(s) written; {run.unparsed} replies had no readable "
+                               "score or verdict (recorded as unparsed).")
+                    if run.stopped:
+                        st.warning(f"Stopped early: {run.stopped}")
+                except ValueError as exc:
+                    st.error(str(exc))
+agreement_table = system.judge_agreement()
+if not agreement_table.empty:
+    st.dataframe(agreement_table, hide_index=True, key="fb_judge_agreement")

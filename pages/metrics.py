@@ -1,4 +1,5 @@
-"""Metrics: loss curves of each run, and ROUGE/BLEU/accuracy per model version."""
+"""Metrics: loss curves of each run, ROUGE/BLEU/accuracy per model version, and the leaderboard
+from blind side-by-side votes."""
 
 from __future__ import annotations
 
@@ -135,6 +136,41 @@ else:
     by_version = system.ratings_by_version()
     right.dataframe(by_version, hide_index=True, key="metrics_ratings_by_version")
     csv_button(by_version, "ratings-by-version", "metrics_ratings_csv")
+
+# -- leaderboard from blind votes -------------------------------------------------------------
+st.subheader("Leaderboard from blind votes")
+board = system.vote_leaderboard()
+if board.table.empty:
+    st.info("No blind votes yet — compare two answers side by side in Chat and vote.", icon="ℹ️")
+else:
+    st.caption(
+        "Bradley–Terry strength of each model and learner version, fitted on the analysts' blind A/B votes "
+        "(a tie counts half a win each way; a both-bad vote "
+        + ("counts as a tie" if system.config.leaderboard.both_bad == "tie" else "is left out of the strengths")
+        + "). A strength difference of 1 means odds of e : 1 (73 %) of being preferred; 0 is the average entry. "
+        "low / high: 95 % bootstrap interval over resampled votes. Details in the README."
+    )
+    st.dataframe(board.table, hide_index=True, key="metrics_leaderboard",
+                 column_config={"enough": st.column_config.CheckboxColumn(
+                     f"≥ {board.min_votes} votes", help="leaderboard.min_votes: fewer is too few to act on")})
+    thin = board.table.loc[~board.table["enough"], "entry"].tolist()
+    if thin:
+        st.info(f"Too few votes to tell for {', '.join(thin)} (fewer than {board.min_votes} each): "
+                "their place on the board can still change a lot.", icon="⚖️")
+    csv_button(board.table, "leaderboard", "metrics_leaderboard_csv")
+    entries = board.table["entry"].tolist()
+    if len(entries) >= 2:
+        left, right = st.columns(2)
+        first = left.selectbox("Does", entries, index=0, key="metrics_h2h_a")
+        second = right.selectbox("beat", [e for e in entries if e != first], index=0, key="metrics_h2h_b")
+        h2h = board.head_to_head(first, second)
+        st.metric(f"P({first} beats {second})", f"{h2h['p_a_beats_b']:.0%}",
+                  help="Under the fitted strengths, with its 95 % bootstrap interval below")
+        st.caption(f"95 % interval {h2h['low']:.0%} – {h2h['high']:.0%}: {h2h['verdict']}.")
+    if st.checkbox("Per Insights topic", key="metrics_leaderboard_topics"):
+        for label, topic_board in system.vote_leaderboards_by_topic().items():
+            with st.expander(f"Topic {label} — {topic_board.n_votes} votes"):
+                st.dataframe(topic_board.table, hide_index=True, key=f"metrics_leaderboard_topic_{label}")
 
 # -- usage -----------------------------------------------------------------------------------
 st.subheader("Usage against caps")

@@ -9,6 +9,10 @@ as well as the best other model, and not before.
 - Other models use their topic rating when they have one, else their global rating (the
   premium model's quality is the safe default where it has not been rated on the topic).
 - Ties go to the learner: "rated as well as" the premium model is enough (it is free).
+
+With ``routing.rank_by: votes`` the same rule runs on Bradley–Terry strengths fitted on the
+topic's blind votes (:mod:`dmac_core.signals.leaderboard`) instead of mean ratings, and a
+model counts as rated on a topic with ``min_samples`` votes there.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import threading
 import time
 from typing import Callable
 
+import pandas as pd
+
 from ..config import LEARNER
 from ..logs.store import LearningStore
+from ..signals.leaderboard import recent, routing_strengths, vote_sides
 from .embeddings import Embedder
 from .topics import TopicModel, fit_topics, topic_ratings
 
@@ -78,6 +85,7 @@ class TopicRouter:
         self._at = -1e18
         self._model: TopicModel | None = None
         self._ratings: dict[int, Ratings] = {}
+        self._votes: pd.DataFrame | None = None  # recent votes with their topic, for rank_by votes
 
     @property
     def embedder(self) -> Embedder:
@@ -92,23 +100,45 @@ class TopicRouter:
                 return
             self._model = fit_topics(self.store, self.embedder)
             self._ratings = topic_ratings(self.store, self.embedder, self.window_days) if self._model else {}
+            self._votes = None  # topics may have moved: votes are assigned again when asked for
             self._at = time.monotonic()
+
+    def topic_votes(self) -> pd.DataFrame:
+        """Recent votes (within ``window_days``) with their sides' entries and prompt's topic."""
+        self.refresh()
+        with self._lock:
+            if self._votes is None:
+                votes = vote_sides(recent(self.store.votes(), self.window_days), self.learner)
+                topics = self._model.assign(self.embedder.embed(votes["prompt"].tolist())) \
+                    if self._model is not None and len(votes) else []
+                self._votes = votes.assign(topic=list(topics)) if len(votes) else votes.assign(topic=[])
+            return self._votes
 
     def topic_of(self, prompt: str) -> int | None:
         """The prompt's topic, or None before any prompt was logged."""
         self.refresh()
         return None if self._model is None else self._model.topic_of(prompt, self.embedder)
 
-    def rank(self, order: list[str], prompt: str, overall: Ratings, min_samples: int) -> tuple[list[str], str]:
-        """Models for ``prompt`` in routing order, and a short note saying why."""
+    def rank(self, order: list[str], prompt: str, overall: Ratings, min_samples: int, by: str = "ratings",
+             served_version: str | None = None, both_bad: str = "tie") -> tuple[list[str], str]:
+        """Models for ``prompt`` in routing order, and a short note saying why. ``by`` "votes":
+        ``overall`` holds vote strengths, and the topic's strengths are fitted on its votes
+        (the learner by its ``served_version``)."""
         try:
             topic = self.topic_of(prompt)
         except Exception as exc:  # noqa: BLE001 - a broken insights cache must not stop chat
             return rank_models(order, {}, overall, min_samples, self.learner), f"topic unknown ({type(exc).__name__})"
         if topic is None:
             return rank_models(order, {}, overall, min_samples, self.learner), "no topics yet"
-        ratings = self._ratings.get(topic, {})
+        if by == "votes":
+            votes = self.topic_votes()
+            ratings = routing_strengths(votes[votes["topic"] == topic], served_version, self.learner, both_bad) \
+                if len(votes) else {}
+        else:
+            ratings = self._ratings.get(topic, {})
         assert self._model is not None
-        shown = ", ".join(f"{m} {mean:.1f} (n={n})" for m, (mean, n) in sorted(ratings.items())) or "unrated"
+        unit = "strength" if by == "votes" else ""
+        shown = ", ".join(f"{m} {unit}{' ' if unit else ''}{mean:.1f} (n={n})"
+                          for m, (mean, n) in sorted(ratings.items())) or ("no votes" if by == "votes" else "unrated")
         note = f"topic {topic} «{self._model.label(topic)}»: {shown}"
         return rank_models(order, ratings, overall, min_samples, self.learner), note

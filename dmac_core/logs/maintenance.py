@@ -258,7 +258,7 @@ def export(store: LearningStore, out_dir: str | os.PathLike[str], fmt: str, prog
     written: dict[str, Path] = {}
     if fmt == "parquet":
         frames = {"interactions": store.interactions, "feedback": lambda: store.feedback(latest_only=False),
-                  "evals": store.evals, "votes": store.votes}
+                  "evals": store.evals, "votes": store.votes, "judgments": store.judgments}
         for done, (name, load) in enumerate(frames.items(), start=1):
             target = out / f"{name}.parquet"
             _write_parquet(_parquet_safe(load()), target)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, V
 
 SCHEMA_VERSION = 1
 
-RecordKind = Literal["interactions", "feedback", "evals", "votes"]
+RecordKind = Literal["interactions", "feedback", "evals", "votes", "judgments"]
 
 
 class RecordError(ValueError):
@@ -87,8 +87,9 @@ class Interaction(Record):
     # "stop" | "length" (cut at the token limit) | "repetition" (stopped looping); None: unknown
     finish_reason: str | None = None
     # why the call was made: "chat" (an analyst asked) | "evaluation" | "teacher" (a rewrite of
-    # a commented answer before training). Every kind counts against caps; only rated answers
-    # are ever training material. Records written before this field existed are chat.
+    # a commented answer before training) | "judge" (the LLM judge labelling answers). Every kind
+    # counts against caps; only rated answers (and qualified judge labels of chat answers) are
+    # ever training material. Records written before this field existed are chat.
     purpose: str = "chat"
 
 
@@ -156,8 +157,52 @@ class Vote(Record):
         return value
 
 
+JUDGMENT_KINDS = ("score", "pair")
+
+
+class Judgment(Record):
+    """An LLM judge's label: a 1–5 score of one answer by a rubric (``kind`` "score") or a
+    verdict on two answers to one prompt (``kind`` "pair": ``choice`` a / b / tie).
+
+    ``parsed`` is False when the judge's reply held no readable score or verdict; ``score`` and
+    ``choice`` are then None (an unreadable reply is recorded, never guessed into a number).
+    ``rubric_id`` (a hash of the rubric text) keys the judge's agreement with analysts: a
+    changed rubric is a new judge to be checked. ``judge_interaction_id`` links the judge's
+    own logged call (purpose "judge"), ``reply`` is what it said.
+    """
+
+    user: str = "anonymous"  # who asked for the judgment
+    judge: str = Field(min_length=1)
+    judge_version: str | None = None
+    rubric_id: str = Field(min_length=1)
+    rubric: str = ""
+    kind: Literal["score", "pair"]
+    interaction_id: str | None = None
+    interaction_a: str | None = None
+    interaction_b: str | None = None
+    score: StrictInt | None = Field(None, ge=1, le=5)
+    choice: Literal["a", "b", "tie"] | None = None
+    parsed: bool
+    reply: str = ""
+    judge_interaction_id: str | None = None
+
+    @field_validator("parsed")
+    @classmethod
+    def _label_matches_kind(cls, parsed: bool, info: ValidationInfo) -> bool:
+        kind = info.data.get("kind")
+        label = info.data.get("score") if kind == "score" else info.data.get("choice")
+        if kind == "score" and not info.data.get("interaction_id"):
+            raise ValueError("a score judgment names the interaction it scores (interaction_id)")
+        if kind == "pair" and not (info.data.get("interaction_a") and info.data.get("interaction_b")):
+            raise ValueError("a pair judgment names both interactions (interaction_a, interaction_b)")
+        if parsed != (label is not None):
+            raise ValueError("parsed is true exactly when the judgment carries its label (score or choice)")
+        return parsed
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     "interactions": Interaction, "feedback": Feedback, "evals": EvalResult, "votes": Vote,
+    "judgments": Judgment,
 }
 
 

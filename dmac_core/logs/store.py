@@ -1,6 +1,6 @@
 """``LearningStore``: the append-only JSONL learning logs, partitioned by UTC month.
 
-Layout: ``<data_dir>/{interactions,feedback,evals}/YYYY-MM.jsonl``.
+Layout: ``<data_dir>/{interactions,feedback,evals,votes,judgments}/YYYY-MM.jsonl``.
 
 Writes are crash-safe and concurrent: a per-directory cross-process lock (``flock``) plus a
 thread lock serialise appends; every record starts on a fresh line even when a killed writer
@@ -35,12 +35,12 @@ if TYPE_CHECKING:  # pandas and pyarrow load lazily: processes that only append 
 
 from ..fsio import exclusive_lock, fsync_path, write_all
 from .parsing import parse_arrow, parse_lines, pyarrow_modules, records_frame, string_type
-from .records import EvalResult, Feedback, Interaction, Record, RecordError, Vote, validate_record
+from .records import EvalResult, Feedback, Interaction, Judgment, Record, RecordError, Vote, validate_record
 from .snapshot import load_snapshot, save_snapshot
 
 __all__ = ["KINDS", "FileHealth", "LearningStore", "RecordError", "feedback_key"]
 
-KINDS = ("interactions", "feedback", "evals", "votes")
+KINDS = ("interactions", "feedback", "evals", "votes", "judgments")
 # Required keys per kind: enough to tell a record from a fragment that happens to be JSON,
 # without paying for full validation of millions of lines on every read.
 REQUIRED_FIELDS = {
@@ -48,6 +48,7 @@ REQUIRED_FIELDS = {
     "feedback": ("id", "ts", "prompt", "response", "rating"),
     "evals": ("id", "ts", "model", "suite", "metrics"),
     "votes": ("id", "ts", "interaction_a", "interaction_b", "choice"),
+    "judgments": ("id", "ts", "judge", "rubric_id", "kind"),
 }
 # Kinds parsed with Arrow: only the interaction log grows to millions of lines; feedback is
 # typed by people and evals hold free-form nested metrics that Arrow would turn into structs.
@@ -266,6 +267,27 @@ class LearningStore:
         with self._cache_lock:
             version = self._version("votes")
             return self._cached_frame("votes", version, lambda: records_frame(self.records("votes"), Vote.columns()))
+
+    def append_judgment(self, **fields: Any) -> Judgment:
+        """Validate and append a judge's label; the judged interactions must be logged.
+
+        Refuses an unknown interaction id, a score outside 1..5, a label that does not match
+        ``parsed``; nothing is written then.
+        """
+        record = validate_record("judgments", fields)
+        assert isinstance(record, Judgment)
+        for name in (record.interaction_id, record.interaction_a, record.interaction_b):
+            if name is not None and self.get_interaction(name) is None:
+                raise RecordError(f"Refused judgment, nothing written: no interaction with id {name!r}")
+        self.append("judgments", record)
+        return record
+
+    def judgments(self) -> pd.DataFrame:
+        """Every judge label, oldest first."""
+        with self._cache_lock:
+            version = self._version("judgments")
+            return self._cached_frame("judgments", version,
+                                      lambda: records_frame(self.records("judgments"), Judgment.columns()))
 
     # -- incremental parsing -----------------------------------------------------------
     def _refresh_file(self, kind: str, path: Path) -> _FileCache:

@@ -25,6 +25,9 @@ and what happens there:
 - ``exports/`` (the default output of ``export``): their JSONL rows go; a Parquet export
   holding any of their rows is removed (export again);
 - ``images/``: images only their records referenced (one someone else also sent stays);
+- ``judgments/`` (an LLM judge's labels): labels of their interactions (and of the judge calls
+  that quote them), and labels they asked for;
+- ``signals/second_opinions.jsonl``: assignments of their answers, to them or by them;
 - hidden ``*.tmp`` files of writers that died mid-write and hold their text.
 
 A crash at any point followed by a re-run finishes the job: the ids found are written to the
@@ -46,7 +49,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..evaluation.splits import normalize_prompt
-from ..fsio import atomic_write_bytes, atomic_write_json, open_locked
+from ..fsio import atomic_write_bytes, atomic_write_json, exclusive_lock, open_locked
 from ..insights.embeddings import CACHE_NAME as EMBEDDINGS_CACHE
 from ..insights.embeddings import DIM, text_digest
 from ..learner.registry import ModelRegistry
@@ -66,6 +69,7 @@ TEACHER_CACHE = Path("teacher") / "rewrites.jsonl"
 REPLAY_CACHE = Path("replay") / "answers.jsonl"
 CONFIDENCE_CACHE = Path("insights") / "confidence.jsonl"
 TOPICS_CACHE = Path("insights") / "topics.json"
+SECOND_OPINIONS = Path("signals") / "second_opinions.jsonl"  # as signals.second_opinion writes it
 _EMBEDDING_RECORD = 32 + DIM * 4  # sha256 digest + float32 vector, as insights.embeddings writes them
 _TEMP_PID = re.compile(r"\.(\d+)(?:\.\d+)?\.tmp$")  # fsio's and the snapshot writer's temp names
 
@@ -114,7 +118,7 @@ def delete_user_data(store: LearningStore, user: str, progress: Progress = None)
     phases: list[tuple[str, Callable[[_Job], dict[str, int]]]] = [
         ("evals", _evals), ("runs", _runs), ("models", _models), ("teacher", _teacher), ("replay", _replay),
         ("insights", _insights), ("exports", _exports), ("quarantine", _quarantine), ("temp files", _temp_files),
-        ("images", _images), ("logs", _logs),
+        ("images", _images), ("judgments", _judgments), ("second opinions", _second_opinions), ("logs", _logs),
     ]
     with ExitStack() as stack:
         stack.enter_context(_TrainingLock(data_dir / "runs"))
@@ -324,6 +328,44 @@ def _json_lines(job: _Job, path: Path, theirs: Callable[[dict[str, Any]], bool])
         return None if isinstance(row, dict) and theirs(row) else raw
 
     return edit_lines(path, edit)
+
+
+def _judgments(job: _Job) -> dict[str, int]:
+    fp = job.footprint
+    ids = fp.all_interaction_ids
+    counts = {"judgments": 0, "log fragments": 0}
+
+    def edit(raw: bytes) -> bytes | None:
+        row = parse_line(raw, REQUIRED_FIELDS["judgments"])
+        if row is None:
+            if job.raw_match(raw):
+                counts["log fragments"] += 1
+                return None
+            return raw
+        named = (row.get(k) for k in ("interaction_id", "interaction_a", "interaction_b", "judge_interaction_id"))
+        if row.get("user") == fp.user or any(i in ids for i in named if i):
+            counts["judgments"] += 1
+            return None
+        return raw
+
+    with job.store.locked("judgments"):
+        for path in job.store.month_files("judgments"):
+            edit_lines(path, edit)
+    return counts
+
+
+def _second_opinions(job: _Job) -> dict[str, int]:
+    fp = job.footprint
+
+    def theirs(row: dict[str, Any]) -> bool:
+        return (str(row.get("interaction_id")) in fp.all_interaction_ids
+                or fp.user in (row.get("assignee"), row.get("assigned_by"), row.get("first_rater")))
+
+    path = job.data_dir / SECOND_OPINIONS
+    if not path.parent.is_dir():
+        return {"second opinions": 0}
+    with exclusive_lock(path.parent / ".second_opinions.lock"):  # the lock assignments are written under
+        return {"second opinions": _json_lines(job, path, theirs)}
 
 
 def _teacher(job: _Job) -> dict[str, int]:

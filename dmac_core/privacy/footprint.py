@@ -26,8 +26,9 @@ MIN_RAW_TEXT = 12
 # A torn fragment may hold only the start of a long text: its first bytes are looked for too.
 RAW_PREFIX = 24
 # Interactions logged by the workbench itself, whose prompt quotes an analyst's question:
-# a teacher's rewrite request (see training.teacher.rewrite_prompt) and an evaluation call.
-MACHINE_PURPOSES = ("teacher", "evaluation")
+# a teacher's rewrite request (see training.teacher.rewrite_prompt), an evaluation call, and
+# an LLM judge's call (see signals.judge: "Question:\n<prompt>\n\nAnswer…").
+MACHINE_PURPOSES = ("teacher", "evaluation", "judge")
 
 
 @dataclass
@@ -90,6 +91,9 @@ class Footprint:
         prompt = str(row.get("prompt") or "")
         if row.get("purpose") == "evaluation":
             return normalize_prompt(prompt) in self.prompts
+        if row.get("purpose") == "judge":
+            question = prompt.partition("Question:\n")[2].partition("\n\nAnswer")[0]
+            return normalize_prompt(question) in self.prompts
         # a rewrite request: "Question:\n<prompt>\n\nAnswer:\n<answer>\n\nReviewer's feedback:\n<comment>"
         question = prompt.partition("Question:\n")[2].partition("\n\nAnswer:\n")[0]
         comment = prompt.rpartition("Reviewer's feedback:\n")[2].strip()

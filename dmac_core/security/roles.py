@@ -4,7 +4,8 @@ Four roles, each including everything the ones below it may do:
 
 - ``viewer``: read every page (answers, ratings, runs, metrics), change nothing;
 - ``analyst``: chat, rate, review and correct answers, work on the learning queue;
-- ``trainer``: start and cancel training, evaluate and compare models, import and export logs;
+- ``trainer``: start and cancel training, evaluate and compare models, import and export logs,
+  ask the LLM judge to label answers, send rated answers to a second analyst;
 - ``admin``: users and roles, deleting a user's data, promoting and rolling back versions,
   the configuration and the sign-in lockouts.
 
@@ -42,7 +43,7 @@ class Role(IntEnum):
 ROLE_NAMES = tuple(role.label for role in Role)
 
 Action = Literal[
-    "view", "chat", "rate", "review", "train", "cancel", "evaluate", "import", "export",
+    "view", "chat", "rate", "review", "train", "cancel", "evaluate", "import", "export", "judge", "assign_reviews",
     "promote", "rollback", "manage_users", "delete_user_data", "configure",
 ]
 
@@ -57,6 +58,8 @@ REQUIRED_ROLE: dict[str, Role] = {
     "evaluate": Role.TRAINER,
     "import": Role.TRAINER,
     "export": Role.TRAINER,
+    "judge": Role.TRAINER,
+    "assign_reviews": Role.TRAINER,
     "promote": Role.ADMIN,
     "rollback": Role.ADMIN,
     "manage_users": Role.ADMIN,

@@ -24,10 +24,11 @@ from typing import Any, Callable, Iterator
 
 from ..backends.base import Backend, BackendError, Generation, Message, chat_messages
 from ..backends.retry import call_with_retries
-from ..config import Config
+from ..config import LEARNER, Config
 from ..insights.embeddings import get_embedder
 from ..insights.routing import TopicRouter
 from ..logs.store import LearningStore
+from ..signals.leaderboard import recent, routing_strengths, vote_sides
 from .attachments import image_support, message_images
 from .errors import OVER_CAP, UNAVAILABLE, UNKNOWN_MODEL, RoutingError
 from .reservations import Reservation, ReservationBook
@@ -230,12 +231,27 @@ class ModelManager:
         grouped = linked.groupby("model")["rating"].agg(["mean", "count"])
         return {str(m): (float(r["mean"]), int(r["count"])) for m, r in grouped.iterrows()}
 
+    def served_learner_version(self) -> str | None:
+        """The learner version that answers now (None when the learner is off or absent)."""
+        served = getattr(self.backends.get(LEARNER), "served_version", None)
+        return served() if callable(served) else None
+
+    def vote_strengths(self) -> dict[str, tuple[float, int]]:
+        """Bradley–Terry strength and vote count per model over the configured window, from the
+        blind votes; the learner is its served version's entry (see signals.leaderboard)."""
+        votes = vote_sides(recent(self.store.votes(), self.config.routing.best_rated_window_days))
+        return routing_strengths(votes, self.served_learner_version(), both_bad=self.config.leaderboard.both_bad)
+
     def _rank_by_rating(self, order: list[str], prompt: str | None = None, notes: list[str] | None = None) -> list[str]:
-        ratings = self.mean_ratings()
+        by_votes = self.config.routing.rank_by == "votes"
+        ratings = self.vote_strengths() if by_votes else self.mean_ratings()
         minimum = self.config.routing.best_rated_min_samples
         if self.config.routing.topic_aware and prompt:
             # Per-topic ratings: the learner gets a topic once it is rated there as well as the others.
-            ranked, note = self._topic_router().rank(order, prompt, ratings, minimum)
+            ranked, note = self._topic_router().rank(
+                order, prompt, ratings, minimum, by=self.config.routing.rank_by,
+                served_version=self.served_learner_version() if by_votes else None,
+                both_bad=self.config.leaderboard.both_bad)
             if notes is not None:
                 notes.append(note)
         else:
@@ -243,6 +259,9 @@ class ModelManager:
             rated.sort(key=lambda n: -ratings[n][0])
             unrated = [n for n in order if n not in rated]
             ranked = rated + unrated
+            if by_votes and notes is not None:
+                shown = ", ".join(f"{n} {ratings[n][0]:+.2f} (n={ratings[n][1]})" for n in rated)
+                notes.append(f"blind-vote strengths: {shown or f'fewer than {minimum} votes each'}")
         # A little exploration keeps collecting ratings for models that are not on top.
         if len(ranked) > 1 and self._rng.random() < self.config.routing.exploration:
             pick = self._rng.randrange(1, len(ranked))

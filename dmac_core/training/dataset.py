@@ -21,6 +21,11 @@ Rules:
   answer, see :mod:`dmac_core.training.teacher`), the rewrite is a preferred target like a
   correction: an SFT example, the chosen side of a DPO pair against the original, marked
   ``teacher_revised``. An analyst's own correction of the same answer wins over the teacher.
+- Judge labels (:func:`add_judge_labels`) are a separate source: scores an LLM judge gave
+  answers no analyst rated, passed in only for judges whose agreement with analysts cleared
+  ``judge.agreement_bar`` (:mod:`dmac_core.signals.judge_agreement`). They become SFT and KTO
+  examples like ratings, each marked ``judge_label`` with its judgment id, and the lineage lists
+  the judgments and the judges' agreement. They never make DPO pairs.
 - The held-out split is stable across runs: an item is held out iff
   ``sha256(normalised prompt) mod 1000 < validation_fraction * 1000``, so successive versions
   are compared on the same items; at least one example always stays in training.
@@ -188,12 +193,14 @@ def _completion(text: str) -> list[Message]:
 
 
 def build_dataset(
-    store: LearningStore, cfg: LocalModelConfig, method: str | None = None, rewrites: dict[str, str] | None = None
+    store: LearningStore, cfg: LocalModelConfig, method: str | None = None, rewrites: dict[str, str] | None = None,
+    judge_labels: list[dict[str, Any]] | None = None,
 ) -> TrainingData:
     """Build SFT / DPO / KTO data from the store's latest feedback, with lineage.
 
     ``rewrites`` maps feedback ids to a teacher's rewrite of the answer following that
-    feedback (see the module docstring).
+    feedback (see the module docstring). ``judge_labels``: qualified judge scores to add as a
+    separate, marked source (see :func:`add_judge_labels`).
 
     Raises :class:`NotEnoughData` when ``method`` (default ``cfg.method``) has fewer than
     ``cfg.min_examples`` usable examples; ``auto`` needs enough for at least one method.
@@ -295,8 +302,59 @@ def build_dataset(
             "ratings_of_several_users": "mean",
         },
     }
+    add_judge_labels(data, judge_labels or [], cfg)
     check_enough(data, cfg, method)
     return data
+
+
+def add_judge_labels(data: TrainingData, labels: list[dict[str, Any]], cfg: LocalModelConfig) -> None:
+    """Add qualified judge scores as SFT / KTO examples marked ``judge_label`` (in place).
+
+    Each label (from :func:`dmac_core.signals.judge_agreement.qualified_labels`) carries
+    ``judgment_id``, ``interaction_id``, ``score``, ``judge``, ``rubric_id``, ``kappa``,
+    ``n_items`` and the ``interaction`` it scored. The caller passes only labels of judges that
+    qualified; an answer that is already an analyst's example is not added again.
+    """
+    analysts = data.sft_train + data.sft_eval + data.kto + data.kto_eval
+    seen = {(repr(ex["prompt"]), ex["completion"][0]["content"]) for ex in analysts}
+    used: list[dict[str, Any]] = []
+    for label in labels:
+        interaction = label["interaction"]
+        prompt, response = str(interaction.get("prompt") or ""), str(interaction.get("response") or "").strip()
+        messages = _prompt_messages(prompt, interaction)
+        if not response or (repr(messages), response) in seen:
+            continue
+        score = int(label["score"])
+        mark = {"record_ids": [str(label["judgment_id"])], "interaction_id": label["interaction_id"],
+                "judge_label": True, "judge": label["judge"], "rubric_id": label["rubric_id"], "feedback": "",
+                "teacher_revised": False}
+        held_out = is_held_out(prompt, cfg.validation_fraction)
+        added = False
+        if score >= cfg.min_rating_for_sft:
+            example = {"prompt": messages, "completion": _completion(response), "weight": rating_weight(score),
+                       "rating": float(score), "correction": False, **mark}
+            (data.sft_eval if held_out else data.sft_train).append(example)
+            added = True
+        if score >= cfg.min_rating_for_sft or score <= cfg.max_rating_for_negative:
+            item = {"prompt": messages, "completion": _completion(response),
+                    "label": score >= cfg.min_rating_for_sft, **mark}
+            (data.kto_eval if held_out else data.kto).append(item)
+            added = True
+        if added:
+            seen.add((repr(messages), response))
+            used.append(label)
+    judges = {(l["judge"], l["rubric_id"]): {"judge": l["judge"], "rubric_id": l["rubric_id"], "kappa": l["kappa"],
+                                            "n_items": l["n_items"]} for l in used}
+    data.lineage["judge_labels"] = {
+        "judgment_ids": sorted(str(l["judgment_id"]) for l in used),
+        "judges": list(judges.values()),
+        "offered": len(labels),
+        "used": len(used),
+    }
+    counts = data.lineage.setdefault("counts", {})
+    counts.update(sft_train=len(data.sft_train), sft_eval=len(data.sft_eval), kto=len(data.kto),
+                  kto_eval=len(data.kto_eval), kto_desirable=sum(1 for x in data.kto if x["label"]),
+                  kto_undesirable=sum(1 for x in data.kto if not x["label"]), judge_labels=len(used))
 
 
 def usable_count(data: TrainingData, method: str) -> int:

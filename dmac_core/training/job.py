@@ -50,6 +50,7 @@ from ..learner.registry import ModelRegistry
 from ..learner.scope import taught_prompts, write_scope
 from ..logs.records import format_ts, utc_now
 from ..logs.store import LearningStore
+from ..signals.judge_agreement import qualified_labels
 from .dataset import NotEnoughData, TrainingData, build_dataset, check_enough, choose_method
 from .gate import PromotionGate, general_validation
 from .replay import apply_replay
@@ -304,7 +305,9 @@ class TrainingJobManager:
         start = resolve_start(start_from or config.learner.start_from, config, self.registry)  # StartError: nothing started
         apply_start(config, start)
         # Rewrites cached by earlier runs count now; new ones are asked for in the job thread.
-        data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load())  # NotEnoughData: nothing started
+        # NotEnoughData: nothing started
+        data = build_dataset(self.store, config.learner, rewrites=self.rewrites.load(),
+                             judge_labels=qualified_labels(self.store, config.judge))
         chosen = choose_method(data, config.learner) if config.learner.method == "auto" else config.learner.method
         check_enough(data, config.learner, chosen)
         if self.gate is not None and chosen == "sft":  # SuiteFileError: nothing started
@@ -343,7 +346,8 @@ class TrainingJobManager:
             on_event({"event": "teacher", **outcome})
         if not outcome["rewritten"]:
             return data
-        rebuilt = build_dataset(self.store, config.learner, method=info.method, rewrites=self.rewrites.load())
+        rebuilt = build_dataset(self.store, config.learner, method=info.method, rewrites=self.rewrites.load(),
+                                judge_labels=qualified_labels(self.store, config.judge))
         atomic_write_json(info.run_dir / "data.json", rebuilt.to_dict())
         record["lineage"] = rebuilt.lineage
         return rebuilt

@@ -14,9 +14,9 @@ REVIEW_COLUMNS = [
     "ts", "month", "model", "model_version", "purpose", "prompt", "response", "rating", "feedback", "correction",
     "rated_by", "interaction_id", "images",
 ]
-# Why a logged call was made (the interaction's ``purpose``): analysts asked, an evaluation, or
-# the training teacher. Records from before the field existed were chat.
-PURPOSES = ("chat", "evaluation", "teacher")
+# Why a logged call was made (the interaction's ``purpose``): analysts asked, an evaluation, the
+# training teacher, or the LLM judge. Records from before the field existed were chat.
+PURPOSES = ("chat", "evaluation", "teacher", "judge")
 
 
 def review_table(store: LearningStore) -> pd.DataFrame:
