@@ -389,10 +389,13 @@ class LocalBackend:
         assert final is not None
         return final
 
-    def stream(self, messages: list[Message], **options: Any) -> Iterator[StreamItem]:
+    def stream(self, messages: list[Message], version: str | None = None, **options: Any) -> Iterator[StreamItem]:
+        """Stream the served version's answer, or ``version``'s when one is named (a blind
+        comparison of two versions): loaded as it would be served, see :meth:`load_version`."""
         if not self.available().ok:
             raise BackendError(f"{self.name}: {self.available().reason}", kind="unavailable")
-        loaded = self.current()  # pinned for the whole answer, even if a new version is promoted meanwhile
+        # pinned for the whole answer, even if a new version is promoted meanwhile
+        loaded = self.current() if version in (None, self.registry.served_id()) else self.load_version(version)
         yield from self.stream_with(loaded, messages, **options)
 
     def answer_with(self, loaded: LoadedModel, messages: list[Message], **options: Any) -> Generation:

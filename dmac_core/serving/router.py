@@ -141,16 +141,29 @@ class ModelManager:
         that cannot take images; ``notes`` (if given) receives a note on how models were ranked.
         """
         if model and model != AUTO:
-            if model not in self.backends:
-                raise RoutingError(f"Unknown model {model!r}; configured: {', '.join(self.backends)}")
-            skip = self._skip_reason(model, images)
+            name, version = split_version(model)
+            if name not in self.backends:
+                raise RoutingError(f"Unknown model {name!r}; configured: {', '.join(self.backends)}")
+            skip = self._skip_reason(name, images)
             if skip:
-                raise RoutingError(f"{self.display_name(model)} cannot answer now — {skip}")
-            return [(model, None)]
+                raise RoutingError(f"{self.display_name(name)} cannot answer now — {skip}")
+            if version is not None:
+                self._check_version(name, version)
+            return [(name, None)]
         order = self.config.routing_order()
         if self.config.routing.strategy == "best_rated":
             order = self._rank_by_rating(order, prompt, notes)
         return [(name, self._skip_reason(name, images)) for name in order]
+
+    def _check_version(self, name: str, version: str) -> None:
+        """Refuse a version asked of a model that has none (an API model), or one that cannot be
+        loaded (unknown id, missing weights), before any call is made or logged."""
+        judge = getattr(self.backends[name], "version_problem", None)
+        if judge is None:
+            raise RoutingError(f"{self.display_name(name)} is an API model: only the local learner has versions")
+        problem = judge(version)
+        if problem:
+            raise RoutingError(f"{self.display_name(name)} version {version} cannot answer — {problem}")
 
     def _topic_router(self) -> Any:
         if self.topic_router is None:
@@ -209,7 +222,7 @@ class ModelManager:
 
     def _route_reason(self, requested: str | None, name: str, notes: list[str]) -> str:
         if requested and requested != AUTO:
-            head = f"chosen by user: {name}"
+            head = f"chosen by user: {requested}"  # with the version when one was asked for
         else:
             head = f"auto/{self.config.routing.strategy}: {name}"
         return head if not notes else f"{'; '.join(notes)} → {head}"
@@ -281,6 +294,10 @@ class ModelManager:
         ``purpose`` marks the logged interaction ("chat", "evaluation", "teacher").
         """
         messages = self._messages(prompt_or_messages)
+        # "deepseek@v0002": that learner version answers, whichever is served (the backend
+        # takes it as an option); the record names the model and the version that answered.
+        version = split_version(model)[1] if model and model != AUTO else None
+        pinned = {"version": version} if version is not None else {}
         # Notes on the models passed over so far, in routing order: skips and failures.
         notes: list[str] = []
         ranked = self.candidates(
@@ -302,7 +319,7 @@ class ModelManager:
             emitted = False
             try:
                 stream = call_with_retries(
-                    lambda: _first_item(backend.stream(messages, **options)), max_retries=self._max_retries(name)
+                    lambda: _first_item(backend.stream(messages, **options, **pinned)), max_retries=self._max_retries(name)
                 )
                 for item in stream:
                     if isinstance(item, Generation):
@@ -373,6 +390,14 @@ class ModelManager:
                 )
             )
         return rows
+
+
+def split_version(model: str) -> tuple[str, str | None]:
+    """``"deepseek@v0002"`` → ``("deepseek", "v0002")``; a plain name has no version."""
+    name, sep, version = model.partition("@")
+    if sep and not version.strip():
+        raise RoutingError(f"No version after '@' in {model!r}: name one, e.g. {name}@v0001")
+    return name, (version.strip() if sep else None)
 
 
 def request_sent(error: BackendError) -> bool:
