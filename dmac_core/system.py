@@ -14,6 +14,7 @@ and the seed's async API all see the same store, registry, router and training j
 from __future__ import annotations
 
 import asyncio
+import random
 from functools import cached_property
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -31,12 +32,13 @@ from .insights.embeddings import get_embedder
 from .insights.explain import TokenScore, nearest_training_examples
 from .insights.topics import topic_table
 from .learner.registry import ModelRegistry, RegistryError
-from .logs.records import Feedback, RecordError
+from .logs.records import Feedback, RecordError, Vote
 from .logs.store import FileHealth, LearningStore
 from .privacy.deletion import DeletionRefused, DeletionReport, delete_user_data
 from .security.directory import LOCAL_USER
 from .security.roles import PermissionDenied, Role
 from .security.service import SecurityService
+from .serving.arena import ArenaError, ArenaRound, answer_both, contestant_label, contestants, pick_pair, record_vote
 from .serving.attachments import ImageError, image_path, store_image
 from .serving.errors import RoutingError
 from .serving.router import AUTO, ChatResult, ModelManager, ModelStatus
@@ -50,7 +52,8 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "BackendError", "ChatResult", "DeletionRefused",
+    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ArenaError", "ArenaRound", "BackendError", "ChatResult",
+    "DeletionRefused",
     "ImageError", "JobAlreadyRunning", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError",
     "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
@@ -80,6 +83,8 @@ class LearningSystem:
         # roles, users, sign-in and the audit log; every verb below that changes something
         # checks the caller's role through it first
         self.security = SecurityService(self.config)
+        # which two contestants a blind comparison draws (tests give a seeded one)
+        self.arena_rng = random.Random()
         self.scheduler = TrainingScheduler(
             self.jobs, self.store, self.config,
             on_started=lambda reason: self.security.audit.record("scheduler", "train", via="schedule", reason=reason))
@@ -209,6 +214,41 @@ class LearningSystem:
         (or :class:`PermissionDenied`)."""
         self.security.require(user, "rate")
         return self.store.append_feedback(interaction_id=interaction_id, rating=rating, feedback=note, user=user)
+
+    # blind comparison (Chat's Compare mode)
+    def arena_contestants(self, every_version: bool = False) -> list[str]:
+        """Who can answer a blind comparison now: available API models and the learner as its
+        served and previous versions (``every_version``: every loadable version and the base)."""
+        return contestants(self.model_manager, self.registry, LEARNER, self.version_problem, every_version)
+
+    def arena_pair(self) -> tuple[str, str]:
+        """Two contestants drawn at random, in random order; raises :class:`ArenaError` when
+        fewer than two can answer."""
+        return pick_pair(self.arena_contestants(), self.arena_rng)
+
+    def arena_label(self, contestant: str) -> str:
+        """A contestant's name as revealed after the vote, e.g. "DeepSeek-RL v0002 (served)"."""
+        return contestant_label(self.model_manager, contestant, self.registry.served_id())
+
+    def arena_answer(self, prompt: str, pair: tuple[str, str], user: str = LOCAL_USER,
+                     session_id: str | None = None) -> ArenaRound:
+        """Both contestants answer ``prompt`` through the router (two logged chat interactions).
+        Raises :class:`PermissionDenied`, :class:`ArenaError`, :class:`RoutingError` or a
+        ``ValueError`` (an empty or too long question)."""
+        self.security.require(user, "chat")
+        return answer_both(self.model_manager, prompt, pair, user=user, session_id=session_id or "")
+
+    def vote(self, interaction_a: str, interaction_b: str, choice: str, note: str = "",
+             user: str = LOCAL_USER) -> Vote:
+        """Record an analyst's verdict on two answers shown blind as A and B: ``choice`` is
+        "a", "b", "tie" or "both_bad". Raises :class:`RecordError` (nothing written) or
+        :class:`PermissionDenied`."""
+        self.security.require(user, "vote")
+        return record_vote(self.store, interaction_a, interaction_b, choice, note, user=user, learner=LEARNER)
+
+    def votes(self) -> pd.DataFrame:
+        """Every blind-comparison vote, oldest first."""
+        return self.store.votes()
 
     def attach_image(self, data: bytes, user: str = LOCAL_USER) -> str:
         """Store a chat image by content hash; its reference. Raises :class:`ImageError`."""
