@@ -221,10 +221,11 @@ class LearningSystem:
         served and previous versions (``every_version``: every loadable version and the base)."""
         return contestants(self.model_manager, self.registry, LEARNER, self.version_problem, every_version)
 
-    def arena_pair(self) -> tuple[str, str]:
-        """Two contestants drawn at random, in random order; raises :class:`ArenaError` when
-        fewer than two can answer."""
-        return pick_pair(self.arena_contestants(), self.arena_rng)
+    def arena_pair(self, among: list[str] | None = None) -> tuple[str, str]:
+        """Two contestants drawn at random from ``among`` (default: :meth:`arena_contestants`),
+        in random order, so which is A stays blind even when the analyst chose the two. Raises
+        :class:`ArenaError` when fewer than two different contestants are given."""
+        return pick_pair(self.arena_contestants() if among is None else among, self.arena_rng)
 
     def arena_label(self, contestant: str) -> str:
         """A contestant's name as revealed after the vote, e.g. "DeepSeek-RL v0002 (served)"."""

@@ -297,3 +297,55 @@ def test_a_run_from_the_page_the_cli_and_a_launcher_takes_the_same_steps(app_env
     audit = dmac_core.get_learning_system().security.audit.entries()
     trained = [(e["actor"], e["via"], e["run"]) for e in audit if e["action"] == "train"]
     assert sorted(trained) == sorted([("local", "web", runs["manual"]["run_id"]), ("local", "cli", runs["cli"]["run_id"])])
+
+
+def test_compare_mode_answers_blind_then_reveals_after_the_vote(app_env: Config, tiny_model_dir, tmp_path) -> None:
+    import random
+
+    from tests.arena_fixtures import register_random_adapter
+
+    for seed in (11, 12):
+        register_random_adapter(tiny_model_dir, app_env.data_path / "models", tmp_path, seed)
+    dmac_core.get_learning_system().arena_rng = random.Random(5)
+    at = new_app()
+    at.run()
+    at.radio(key="chat_mode").set_value("Compare").run()
+    assert not at.exception
+    assert any("two models answer it" in i.value for i in at.info)
+    at.chat_input(key="arena_input").set_value("Name a colour.").run()
+    assert not at.exception, at.exception
+    round_ = at.session_state["arena_round"]
+    sides = round_["sides"]
+    assert {sides["a"]["contestant"], sides["b"]["contestant"]} == {"deepseek@v0001", "deepseek@v0002"}
+    shown = " ".join(m.value for m in at.main.markdown)
+    assert "**A**" in shown and "**B**" in shown and sides["a"]["text"] in shown and sides["b"]["text"] in shown
+    assert "v0001" not in shown and "v0002" not in shown and "served" not in shown  # blind while voting
+    key = sides["a"]["interaction_id"]
+    assert at.button(key=f"arena_submit_{key}").disabled  # no choice yet
+    at.radio(key=f"arena_choice_{key}").set_value("b").run()
+    at.text_input(key=f"arena_note_{key}").input("B is shorter.").run()
+    at.button(key=f"arena_submit_{key}").click().run()
+    assert not at.exception, at.exception
+    label = {"deepseek@v0002": "DeepSeek-RL v0002 (served)", "deepseek@v0001": "DeepSeek-RL v0001"}
+    expected = f"A was {label[sides['a']['contestant']]}, B was {label[sides['b']['contestant']]}"
+    assert expected in at.success[0].value and "B is better" in at.success[0].value
+    store = LearningStore(app_env.data_path)
+    [vote] = store.records("votes")
+    version = {s: sides[s]["contestant"].split("@")[1] for s in "ab"}
+    assert (vote["interaction_a"], vote["interaction_b"], vote["choice"], vote["note"], vote["user"]) == (
+        key, sides["b"]["interaction_id"], "b", "B is shorter.", "local")
+    assert (vote["model_a"], vote["version_a"], vote["version_b"]) == ("deepseek", version["a"], version["b"])
+    assert sorted(r["model_version"] for r in store.records("interactions")) == ["v0001", "v0002"]
+    # back to Chat: the conversation is as it was (empty), the vote did not add a chat turn
+    at.radio(key="chat_mode").set_value("Chat").run()
+    assert "No messages yet" in at.info[0].value and at.session_state["chat_history"] == []
+
+
+def test_compare_mode_with_one_contestant_says_what_is_missing(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.radio(key="chat_mode").set_value("Compare").run()
+    at.chat_input(key="arena_input").set_value("Name a colour.").run()
+    assert not at.exception
+    assert "needs two models" in at.error[0].value
+    assert LearningStore(app_env.data_path).records("interactions") == []
