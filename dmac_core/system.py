@@ -55,8 +55,12 @@ __all__ = [
     "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ArenaError", "ArenaRound", "BackendError", "ChatResult",
     "DeletionRefused",
     "ImageError", "JobAlreadyRunning", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError",
-    "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
+    "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "TRAINING_METHODS", "WorkError",
 ]
+
+
+# What "Train now" may run instead of the configured method (models.deepseek.method).
+TRAINING_METHODS = ("sft", "dpo", "kto", "auto")
 
 
 class LearningSystem:
@@ -285,12 +289,18 @@ class LearningSystem:
         return start_choices(self.config, self.registry)
 
     def start_training(self, user: str, start_from: str | None = None, trigger: str = "manual",
-                       via: str = "web") -> Any:
+                       via: str = "web", method: str | None = None) -> Any:
         """"Train now": raises :class:`JobAlreadyRunning`, :class:`NotEnoughData` or a ``ValueError``
-        saying why nothing was started (:class:`PermissionDenied` for a role below trainer)."""
+        saying why nothing was started (:class:`PermissionDenied` for a role below trainer).
+        ``method`` ("sft", "dpo", "kto", "auto") overrides ``models.deepseek.method`` for this run:
+        "dpo" trains on preference pairs, the blind-comparison votes among them."""
         self.security.require(user, "train")
-        info = self.jobs.start(trigger=trigger, user=user, start_from=start_from)
-        self.security.audit.record(user, "train", via=via, run=info.run_id, start_from=start_from or "config")
+        if method is not None and method not in TRAINING_METHODS:
+            raise ValueError(f"Unknown training method {method!r}; use one of {', '.join(TRAINING_METHODS)}")
+        info = self.jobs.start(trigger=trigger, user=user, start_from=start_from,
+                               **({"method": method} if method is not None else {}))
+        self.security.audit.record(user, "train", via=via, run=info.run_id, start_from=start_from or "config",
+                                   **({"method": method} if method is not None else {}))
         return info
 
     def cancel_training(self, user: str = LOCAL_USER, via: str = "web") -> None:

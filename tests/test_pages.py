@@ -349,3 +349,37 @@ def test_compare_mode_with_one_contestant_says_what_is_missing(app_env: Config) 
     assert not at.exception
     assert "needs two models" in at.error[0].value
     assert LearningStore(app_env.data_path).records("interactions") == []
+
+
+def test_votes_train_a_dpo_run_chosen_on_the_training_page(app_env: Config) -> None:
+    store = LearningStore(app_env.data_path, fsync=False)
+    votes = []
+    for i in range(4):  # four blind votes, no star rating at all
+        a = store.append_interaction(model="deepseek", model_version="base", prompt=f"Fact {i}?", response=f"Right {i}.")
+        b = store.append_interaction(model="gemini", prompt=f"Fact {i}?", response=f"Wrong {i}.")
+        votes.append(store.append_vote(user="local", prompt=f"Fact {i}?", interaction_a=a.id, interaction_b=b.id,
+                                       model_a="deepseek", model_b="gemini", version_a="base",
+                                       choice="a" if i % 2 else "b").id)
+    system = dmac_core.get_learning_system()
+    system.jobs.gate = scripted_gate(app_env, system.registry)
+    at = new_app()
+    at.run()
+    at.switch_page("pages/training.py").run()
+    assert at.selectbox(key="train_method").value == "sft"  # the configured method
+    at.button(key="train_start").click().run()
+    assert "Only 0 rated answers" in at.warning[0].value  # SFT has nothing to learn from votes
+    at.selectbox(key="train_method").set_value("dpo").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning
+    assert system.jobs.wait(180).state == "completed"
+    [run] = system.runs()
+    assert run["method"] == "dpo" and sorted(run["lineage"]["vote_ids"]) == sorted(votes)
+    assert run["lineage"]["counts"]["dpo_from_votes"] == 4 and run["lineage"]["feedback_ids"] == []
+    data = json.loads((app_env.data_path / "runs" / run["run_id"] / "data.json").read_text())
+    pairs = sorted((p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in data["dpo"] + data["dpo_eval"])
+    assert pairs == [("Right 1.", "Wrong 1."), ("Right 3.", "Wrong 3."), ("Wrong 0.", "Right 0."), ("Wrong 2.", "Right 2.")]
+    trains = [e for e in system.security.audit.entries() if e["action"] == "train"]
+    assert [(e["actor"], e["method"], e["run"]) for e in trains] == [("local", "dpo", run["run_id"])]
+    at.run()
+    runs = [d.value for d in at.dataframe if "dpo from votes" in d.value.columns][0]
+    assert runs.loc[0, ["method", "votes", "dpo from votes"]].tolist() == ["dpo", 4, 4]
