@@ -28,9 +28,10 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path)
 
 
 @pytest.fixture
-def system(tiny_config: Config, two_versions: Path) -> LearningSystem:
+def system(tiny_config: Config, two_versions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LearningSystem:
     import shutil
 
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "secrets.toml"))  # this test's own users, if it adds any
     shutil.copytree(two_versions, tiny_config.data_path / "models")
     return LearningSystem(tiny_config)
 
@@ -122,3 +123,32 @@ def test_voting_needs_the_analyst_role(system: LearningSystem) -> None:
     assert system.store.records("votes") == []
     system.vote(round_.a.interaction_id, round_.b.interaction_id, "tie", user="bo")
     assert [r["user"] for r in system.store.records("votes")] == ["bo"]
+
+
+def test_an_api_model_is_a_contestant_and_its_answer_counts_against_its_cap(
+        tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dmac_core.config import load_config
+    from tests.conftest import tiny_config_dict, write_config
+    from tests.fake_servers import FakeServer, Reply
+
+    monkeypatch.setenv("TEST_DEEPSEEK_KEY", "k")
+    monkeypatch.setenv("DMAC_SECRETS", str(tmp_path / "absent.toml"))
+    with FakeServer("openai") as server:
+        server.enqueue(Reply(text="Blue.", tokens_in=9, tokens_out=2))
+        data = tiny_config_dict(tmp_path / "data", tiny_model_dir)
+        data["models"]["deepseek_api"] = {"kind": "openai_compat", "base_url": server.openai_base_url,
+                                          "api_key_env": "TEST_DEEPSEEK_KEY", "max_retries": 0}
+        data["routing"]["caps"] = {"deepseek_api": {"requests_per_day": 1}}
+        system = LearningSystem(load_config(write_config(tmp_path / "config.yaml", data)))
+        assert system.arena_contestants() == ["deepseek@base", "deepseek_api"]
+        round_ = system.arena_answer("Name a colour.", ("deepseek_api", "deepseek@base"))
+        assert (round_.a.text, round_.a.model, round_.b.model_version) == ("Blue.", "deepseek_api", "base")
+        assert len(server.requests) == 1
+        usage = {s.name: s.requests_today for s in system.model_status()}
+        assert usage == {"deepseek": 1, "deepseek_api": 1}
+        # the cap is spent: the API model is no contestant now, and asking it is refused
+        assert system.arena_contestants() == ["deepseek@base"]
+        with pytest.raises(RoutingError, match="1/1 requests today"):
+            system.arena_answer("Name a colour.", ("deepseek_api", "deepseek@base"))
+        vote = system.vote(round_.a.interaction_id, round_.b.interaction_id, "a")
+        assert (vote.model_a, vote.version_a, vote.model_b, vote.version_b) == ("deepseek_api", None, "deepseek", "base")

@@ -38,11 +38,11 @@ class ArenaRound:
 
 def contestants(manager: ModelManager, registry: ModelRegistry, learner: str,
                 problem: Callable[[str], str | None], every_version: bool = False) -> list[str]:
-    """Who can answer a comparison now: each available API model, and the learner as its
-    served version and the version served before it (``every_version``: every loadable
-    version and the base, for an analyst who picks the two). Versions whose files cannot be
-    loaded are left out."""
-    available = [s.name for s in manager.status() if s.available]
+    """Who can answer a comparison now: each API model that is on, not cooling down and under
+    its caps, and the learner as its served version and the version served before it
+    (``every_version``: every loadable version and the base, for an analyst who picks the two).
+    Versions whose files cannot be loaded are left out."""
+    available = [name for name in manager.backends if manager.why_not(name) is None]
     out = [name for name in available if name != learner]
     if learner not in available:
         return out

@@ -119,6 +119,10 @@ class ModelManager:
         caps = self.config.routing.caps.get(name)
         return cap_exceeded(name, self.usage_now(name), caps) if caps is not None else None
 
+    def why_not(self, name: str) -> str | None:
+        """Why ``name`` cannot answer now (off, cooling down, at a cap), or None when it can."""
+        return self._skip_reason(name)
+
     def usage_now(self, name: str) -> Usage:
         """``name``'s usage today: the logged calls and those in flight (every process's)."""
         return self.reservations.usage(name)
