@@ -17,7 +17,7 @@ RANDOM = "random"
 
 
 def _pick_contestants(system: LearningSystem) -> list[str] | None:
-    """The pair the analyst chose, or None for a random pair (the sidebar-free choice above the box)."""
+    """The two contestants the analyst chose, or None when the pair is drawn at random."""
     how = st.radio("Contestants", [RANDOM, "choose"], horizontal=True, key="arena_how",
                    format_func=lambda v: "Two at random (blind)" if v == RANDOM else "I choose the two")
     if how == RANDOM:

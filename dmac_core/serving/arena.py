@@ -17,7 +17,6 @@ from typing import Any, Callable
 from ..learner.registry import ModelRegistry
 from ..logs.records import RecordError, Vote
 from ..logs.store import LearningStore
-from .errors import RoutingError
 from .router import ChatResult, ModelManager, split_version
 
 
@@ -68,8 +67,8 @@ def answer_both(manager: ModelManager, prompt: str, pair: tuple[str, str], user:
                 session_id: str) -> ArenaRound:
     """Ask both contestants the same single-turn question through the router (each answer is
     logged as a chat interaction). Raises :class:`ArenaError` for a pair that is one contestant
-    twice, :class:`RoutingError` or ``ValueError`` when a side cannot answer (the side that did
-    answer stays logged, as any chat answer)."""
+    twice, the router's ``RoutingError`` or a ``ValueError`` when a side cannot answer (the side
+    that did answer stays logged, as any chat answer)."""
     if pair[0] == pair[1]:
         raise ArenaError(f"Pick two different contestants (both are {pair[0]}).")
     results = [manager.respond(prompt, model=side, user=user, session_id=session_id) for side in pair]
@@ -113,5 +112,4 @@ def record_vote(store: LearningStore, interaction_a: str, interaction_b: str, ch
     )
 
 
-__all__ = ["ArenaError", "ArenaRound", "RoutingError", "answer_both", "contestant_label", "contestants",
-           "pick_pair", "record_vote"]
+__all__ = ["ArenaError", "ArenaRound", "answer_both", "contestant_label", "contestants", "pick_pair", "record_vote"]
