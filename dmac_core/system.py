@@ -14,6 +14,7 @@ and the seed's async API all see the same store, registry, router and training j
 from __future__ import annotations
 
 import asyncio
+import random
 from functools import cached_property
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
@@ -31,13 +32,14 @@ from .insights.embeddings import get_embedder
 from .insights.explain import TokenScore, nearest_training_examples
 from .insights.topics import fit_topics, topic_table
 from .learner.registry import ModelRegistry, RegistryError
-from .logs.records import Feedback, RecordError
+from .logs.records import Feedback, RecordError, Vote
 from .logs.store import FileHealth, LearningStore
 from .privacy.deletion import DeletionRefused, DeletionReport, delete_user_data
 from .security.directory import LOCAL_USER, roles_table
 from .security.roles import PermissionDenied, Role
 from .security.api_keys import ApiKeyError
 from .security.service import SecurityService
+from .serving.arena import ArenaError, ArenaRound, answer_both, contestant_label, contestants, pick_pair, record_vote
 from .serving.attachments import ImageError, image_path, store_image
 from .serving.errors import RoutingError
 from .serving.router import AUTO, ChatResult, ModelManager, ModelStatus
@@ -56,11 +58,15 @@ from .views.review import apply_review_edits, bulk_rate, ratings_by_version, rev
 
 # What pages name or catch, from the one module they import (with dmac_core.views).
 __all__ = [
-    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "ApiKeyError", "BackendError", "ChatResult",
-    "DeletionRefused", "ImageError", "JobAlreadyRunning", "JudgeRun", "Leaderboard", "LearningSystem", "NotEnoughData",
-    "PermissionDenied", "RecordError",
-    "RegistryError", "Role", "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
+    "AUTO", "LEARNER", "LOCAL_USER", "MIN_PAIRED_ITEMS", "TRAINING_METHODS", "ApiKeyError", "ArenaError",
+    "ArenaRound", "BackendError", "ChatResult", "DeletionRefused", "ImageError", "JobAlreadyRunning", "JudgeRun",
+    "Leaderboard", "LearningSystem", "NotEnoughData", "PermissionDenied", "RecordError", "RegistryError", "Role",
+    "RoutingError", "SeedModelManager", "SuiteError", "WorkError",
 ]
+
+
+# What "Train now" may run instead of the configured method (models.deepseek.method).
+TRAINING_METHODS = ("sft", "dpo", "kto", "auto")
 
 
 class LearningSystem:
@@ -87,6 +93,8 @@ class LearningSystem:
         # roles, users, sign-in and the audit log; every verb below that changes something
         # checks the caller's role through it first
         self.security = SecurityService(self.config)
+        # which two contestants a blind comparison draws (tests give a seeded one)
+        self.arena_rng = random.Random()
         self.scheduler = TrainingScheduler(
             self.jobs, self.store, self.config,
             on_started=lambda reason: self.security.audit.record("scheduler", "train", via="schedule", reason=reason))
@@ -227,11 +235,47 @@ class LearningSystem:
         """Every model a request can name — ``auto``, each configured model, each registered
         learner version (``deepseek@v0003``) — with why it cannot answer now (None: it can)."""
         router = self.model_manager
-        named = [(name, router.unavailable_reason(name)) for name in self.config.models]
-        versions = [(f"{LEARNER}@{v}", router.unavailable_reason(f"{LEARNER}@{v}")) for v in self.version_ids()]
+        named = [(name, router.why_not(name)) for name in self.config.models]
+        versions = [(f"{LEARNER}@{v}", router.why_not(f"{LEARNER}@{v}")) for v in self.version_ids()]
         any_up = any(reason is None for _, reason in named)
         auto_reason = None if any_up else "no configured model can answer now"
         return [(AUTO, auto_reason), *named, *versions]
+
+    # blind comparison (Chat's Compare mode)
+    def arena_contestants(self, every_version: bool = False) -> list[str]:
+        """Who can answer a blind comparison now: available API models and the learner as its
+        served and previous versions (``every_version``: every loadable version and the base)."""
+        return contestants(self.model_manager, self.registry, LEARNER, self.version_problem, every_version)
+
+    def arena_pair(self, among: list[str] | None = None) -> tuple[str, str]:
+        """Two contestants drawn at random from ``among`` (default: :meth:`arena_contestants`),
+        in random order, so which is A stays blind even when the analyst chose the two. Raises
+        :class:`ArenaError` when fewer than two different contestants are given."""
+        return pick_pair(self.arena_contestants() if among is None else among, self.arena_rng)
+
+    def arena_label(self, contestant: str) -> str:
+        """A contestant's name as revealed after the vote, e.g. "DeepSeek-RL v0002 (served)"."""
+        return contestant_label(self.model_manager, contestant, self.registry.served_id())
+
+    def arena_answer(self, prompt: str, pair: tuple[str, str], user: str = LOCAL_USER,
+                     session_id: str | None = None) -> ArenaRound:
+        """Both contestants answer ``prompt`` through the router (two logged chat interactions).
+        Raises :class:`PermissionDenied`, :class:`ArenaError`, :class:`RoutingError` or a
+        ``ValueError`` (an empty or too long question)."""
+        self.security.require(user, "chat")
+        return answer_both(self.model_manager, prompt, pair, user=user, session_id=session_id or "")
+
+    def vote(self, interaction_a: str, interaction_b: str, choice: str, note: str = "",
+             user: str = LOCAL_USER) -> Vote:
+        """Record an analyst's verdict on two answers shown blind as A and B: ``choice`` is
+        "a", "b", "tie" or "both_bad". Raises :class:`RecordError` (nothing written) or
+        :class:`PermissionDenied`."""
+        self.security.require(user, "vote")
+        return record_vote(self.store, interaction_a, interaction_b, choice, note, user=user, learner=LEARNER)
+
+    def votes(self) -> pd.DataFrame:
+        """Every blind-comparison vote, oldest first."""
+        return self.store.votes()
 
     def attach_image(self, data: bytes, user: str = LOCAL_USER) -> str:
         """Store a chat image by content hash; its reference. Raises :class:`ImageError`."""
@@ -267,12 +311,18 @@ class LearningSystem:
         return start_choices(self.config, self.registry)
 
     def start_training(self, user: str, start_from: str | None = None, trigger: str = "manual",
-                       via: str = "web") -> Any:
+                       via: str = "web", method: str | None = None) -> Any:
         """"Train now": raises :class:`JobAlreadyRunning`, :class:`NotEnoughData` or a ``ValueError``
-        saying why nothing was started (:class:`PermissionDenied` for a role below trainer)."""
+        saying why nothing was started (:class:`PermissionDenied` for a role below trainer).
+        ``method`` ("sft", "dpo", "kto", "auto") overrides ``models.deepseek.method`` for this run:
+        "dpo" trains on preference pairs, the blind-comparison votes among them."""
         self.security.require(user, "train")
-        info = self.jobs.start(trigger=trigger, user=user, start_from=start_from)
-        self.security.audit.record(user, "train", via=via, run=info.run_id, start_from=start_from or "config")
+        if method is not None and method not in TRAINING_METHODS:
+            raise ValueError(f"Unknown training method {method!r}; use one of {', '.join(TRAINING_METHODS)}")
+        info = self.jobs.start(trigger=trigger, user=user, start_from=start_from,
+                               **({"method": method} if method is not None else {}))
+        self.security.audit.record(user, "train", via=via, run=info.run_id, start_from=start_from or "config",
+                                   **({"method": method} if method is not None else {}))
         return info
 
     def cancel_training(self, user: str = LOCAL_USER, via: str = "web") -> None:

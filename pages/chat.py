@@ -8,6 +8,7 @@ import streamlit as st
 
 from dmac_core.system import AUTO, ChatResult, ImageError, RecordError, RoutingError
 from dmac_core.views.inert import inert_markdown
+from pages.arena import compare_mode
 from pages.common import can, current_user, not_allowed, services, show_log_health
 
 system = services()
@@ -61,6 +62,12 @@ st.session_state.setdefault("chat_history", [])
 st.session_state.setdefault("chat_session_id", uuid.uuid4().hex)
 st.session_state.setdefault("chat_saved", {})
 history: list[dict] = st.session_state.chat_history
+
+# -- mode: a conversation, or a blind comparison of two models (pages/arena.py) ----------------
+if st.radio("Mode", ["Chat", "Compare"], horizontal=True, key="chat_mode",
+            help="Compare: two models answer one question blind as A and B; your vote trains the learner.") == "Compare":
+    compare_mode(system)
+    st.stop()
 
 
 def rating_controls(message: dict) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dmac_core.system import JobAlreadyRunning, NotEnoughData, PermissionDenied, RegistryError
+from dmac_core.system import TRAINING_METHODS, JobAlreadyRunning, NotEnoughData, PermissionDenied, RegistryError
 from dmac_core.views.charts import loss_figure
 from dmac_core.views.review import gate_answer_changes, gate_checks_table, gate_rated_answers, runs_table
 from pages.common import can, current_user, not_allowed, services, show_log_health
@@ -56,12 +56,21 @@ start_from = st.selectbox(
     format_func=lambda value: labels[value], key="train_start_from",
     help="Transfer learning: continue a registered version instead of starting a fresh adapter on the base model.",
 )
+METHOD_LABELS = {"sft": "SFT — learn the well-rated answers",
+                 "dpo": "DPO — prefer the better of two answers (ratings and Compare votes)",
+                 "kto": "KTO — good and bad answers, unpaired", "auto": "auto — DPO once there are enough pairs"}
+method = st.selectbox(
+    "Method", [learner.method] + [m for m in TRAINING_METHODS if m != learner.method], key="train_method",
+    format_func=lambda m: METHOD_LABELS[m] + (" (configured)" if m == learner.method else ""),
+    help="Votes in Chat's Compare mode train the learner through DPO (preference pairs) and KTO (both bad).",
+)
 start_col, cancel_col = st.columns([1, 1])
 if not can("train"):
     not_allowed("Train now", "train")
 elif start_col.button("🚀 Train now", type="primary", key="train_start", disabled=not learner.learning_enabled):
     try:
-        system.start_training(user=current_user(), start_from=start_from)
+        system.start_training(user=current_user(), start_from=start_from,
+                              method=None if method == learner.method else method)
         st.toast("Training started")
     except (JobAlreadyRunning, NotEnoughData, PermissionDenied, RuntimeError, ValueError) as exc:
         st.warning(str(exc))  # StartError is a ValueError

@@ -134,3 +134,76 @@ def test_training_holds_out_exactly_the_items_evaluation_compares_on(tmp_path) -
     held = {e["prompt"][-1]["content"] for e in data.sft_eval}
     assert held == {p for p in prompts if is_heldout(p, 0.2)}
     assert held and not held & {e["prompt"][-1]["content"] for e in data.sft_train}
+
+
+# -- blind-comparison votes ------------------------------------------------------------------
+def _arena_pair(store: LearningStore, prompt: str, a: str, b: str) -> tuple[str, str]:
+    first = store.append_interaction(model="deepseek", model_version="v0002", prompt=prompt, response=a,
+                                     messages=[{"role": "user", "content": prompt}])
+    second = store.append_interaction(model="gemini", prompt=prompt, response=b,
+                                      messages=[{"role": "user", "content": prompt}])
+    return first.id, second.id
+
+
+def _vote(store: LearningStore, ids: tuple[str, str], choice: str, user: str = "ana", note: str = "") -> str:
+    return store.append_vote(user=user, prompt="-", interaction_a=ids[0], interaction_b=ids[1], model_a="deepseek",
+                             model_b="gemini", choice=choice, note=note).id
+
+
+def test_votes_become_dpo_pairs_ties_nothing_and_both_bad_kto_undesirable(store: LearningStore) -> None:
+    p1 = _arena_pair(store, "What is DPO?", "Direct preference optimisation.", "A kind of dessert.")
+    p2 = _arena_pair(store, "What is KTO?", "A chess opening.", "Kahneman-Tversky optimisation.")
+    p3 = _arena_pair(store, "What is SFT?", "Supervised fine-tuning.", "Supervised fine tuning!")
+    p4 = _arena_pair(store, "What is LoRA?", "A radio protocol only.", "A typo.")
+    v1 = _vote(store, p1, "a", note="B is wrong")
+    v2 = _vote(store, p2, "b")
+    _vote(store, p3, "tie")
+    v4 = _vote(store, p4, "both_bad", note="Low-rank adaptation")
+    data = build_dataset(store, cfg(), method="dpo")
+    pairs = {(p["prompt"][-1]["content"], p["chosen"][0]["content"], p["rejected"][0]["content"]): p for p in data.dpo}
+    assert sorted(pairs) == [("What is DPO?", "Direct preference optimisation.", "A kind of dessert."),
+                             ("What is KTO?", "Kahneman-Tversky optimisation.", "A chess opening.")]
+    first = pairs[("What is DPO?", "Direct preference optimisation.", "A kind of dessert.")]
+    assert (first["record_ids"], first["source"], first["feedback"]) == ([v1], "vote", "B is wrong")
+    assert first["prompt"] == [{"role": "user", "content": "What is DPO?"}]
+    assert pairs[("What is KTO?", "Kahneman-Tversky optimisation.", "A chess opening.")]["record_ids"] == [v2]
+    # both bad: each answer is a KTO undesirable example; the tie gave nothing anywhere
+    assert sorted((k["completion"][0]["content"], k["label"], tuple(k["record_ids"])) for k in data.kto) == [
+        ("A radio protocol only.", False, (v4,)), ("A typo.", False, (v4,))]
+    assert data.sft_train == [] and all("SFT" not in p["prompt"][-1]["content"] for p in data.dpo)
+    counts = data.lineage["counts"]
+    assert (counts["votes"], counts["votes_counted"], counts["dpo_from_votes"], counts["kto_from_votes"],
+            counts["vote_ties"], counts["votes_unusable"]) == (4, 4, 2, 2, 1, 0)
+    assert data.lineage["vote_ids"] == sorted([v1, v2, v4]) and data.lineage["feedback_ids"] == []
+    assert set(data.lineage["interaction_ids"]) == {*p1, *p2, *p4}
+
+
+def test_the_latest_vote_of_an_analyst_counts_and_agreeing_votes_make_one_pair(store: LearningStore) -> None:
+    ids = _arena_pair(store, "Capital of France?", "Paris.", "Lyon.")
+    _vote(store, ids, "b", user="ana")  # ana changes her mind below
+    later = _vote(store, ids, "a", user="ana")
+    bob = _vote(store, (ids[1], ids[0]), "b", user="bob")  # shown the other way round, same verdict
+    rated = store.append_feedback(prompt="Capital of France?", response="Marseille.", rating=1)
+    store.append_feedback(prompt="Capital of France?", response="Paris, on the Seine.", rating=5)
+    data = build_dataset(store, cfg(), method="dpo")
+    votes = [p for p in data.dpo if p["source"] == "vote"]
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"], p["record_ids"]) for p in votes] == [
+        ("Paris.", "Lyon.", sorted([later, bob]))]
+    counts = data.lineage["counts"]
+    assert (counts["votes"], counts["votes_counted"], counts["dpo_from_votes"]) == (3, 2, 1)
+    assert counts["dpo"] == 2  # the rating pair (5 vs 1) and the vote pair
+    assert rated.id in data.lineage["feedback_ids"] and later not in data.lineage["feedback_ids"]
+
+
+def test_a_vote_on_a_failed_answer_or_the_same_text_twice_gives_nothing(store: LearningStore) -> None:
+    same = _arena_pair(store, "Say hi.", "Hi!", "Hi!")
+    _vote(store, same, "a")
+    good = store.append_interaction(model="deepseek", prompt="Say bye.", response="Bye!")
+    failed = store.append_interaction(model="gemini", prompt="Say bye.", response="", error="timeout")
+    _vote(store, (good.id, failed.id), "a")
+    store.append_feedback(prompt="Other", response="Fine.", rating=5)
+    data = build_dataset(store, cfg(min_examples=1), method="sft")
+    assert data.dpo == [] and [k["completion"][0]["content"] for k in data.kto] == ["Fine."]
+    assert data.lineage["counts"]["votes_unusable"] == 2 and data.lineage["vote_ids"] == []
+    with pytest.raises(NotEnoughData, match="or a vote for one of two answers in Compare mode"):
+        build_dataset(store, cfg(min_examples=1), method="dpo")

@@ -311,3 +311,53 @@ def test_sigkill_of_the_cli_at_random_moments_then_rerun(tmp_path: Path) -> None
 
 def test_journal_name_is_a_hash_of_the_user(tmp_path: Path) -> None:
     assert journal_path(tmp_path, "ana").name == f"delete-{hashlib.sha256(b'ana').hexdigest()[:16]}.json"
+
+
+def test_votes_by_them_and_on_their_answers_go_with_the_examples_made_from_them(tmp_path: Path) -> None:
+    from dmac_core.config import LocalModelConfig
+    from dmac_core.training.dataset import build_dataset
+
+    data = tmp_path / "data"
+    store = LearningStore(data, fsync=False)
+
+    def pair(user: str, prompt: str, a: str, b: str) -> tuple[str, str]:
+        return (store.append_interaction(model="deepseek", model_version="v0001", user=user, prompt=prompt, response=a).id,
+                store.append_interaction(model="gemini", user=user, prompt=prompt, response=b).id)
+
+    def vote(user: str, ids: tuple[str, str], choice: str, note: str = "") -> str:
+        return store.append_vote(user=user, prompt="-", interaction_a=ids[0], interaction_b=ids[1], model_a="deepseek",
+                                 model_b="gemini", choice=choice, note=note).id
+
+    anas = pair("ana", "ZQXANA-P1 what is our launch code?", "ZQXANA-R1 forty two", "ZQXANA-R2 nobody knows")
+    bobs = pair("bob", "BOB-P1 how tall is the tower?", "BOB-R1 ninety metres", "BOB-R2 very tall")
+    cyds = pair("cyd", "CYD-P1 where is the canteen?", "CYD-R1 ground floor", "CYD-R2 somewhere")
+    bob_on_ana = vote("bob", anas, "a", note="BOB-NOTE first one")
+    ana_on_bob = vote("ana", bobs, "a", note="ZQXANA-NOTE bob's first is right")
+    ana_both_bad = vote("ana", cyds, "both_bad")
+    cyd_on_cyd = vote("cyd", cyds, "a")
+    dataset = build_dataset(store, LocalModelConfig(validation_fraction=0.0, min_examples=1), method="dpo")
+    assert dataset.lineage["vote_ids"] == sorted([bob_on_ana, ana_on_bob, ana_both_bad, cyd_on_cyd])
+    for run, version, lineage in (("r1", "v0001", dataset.lineage), ("r2", "v0002", {"vote_ids": [cyd_on_cyd]})):
+        (data / "runs" / run).mkdir(parents=True)
+        (data / "models" / version).mkdir(parents=True)
+        atomic_write_json(data / "runs" / run / "data.json", {"dpo": dataset.dpo if run == "r1" else [],
+                                                             "kto": dataset.kto if run == "r1" else [],
+                                                             "lineage": lineage})
+        atomic_write_json(data / "runs" / run / "run.json", {"run_id": run, "version": version})
+        atomic_write_json(data / "models" / version / "version.json", {"id": version, "lineage": lineage})
+    assert MARK in (data / "runs" / "r1" / "data.json").read_bytes()
+
+    report = delete_user_data(LearningStore(data, fsync=False), "ana")
+    leaks = [name for name, content in _files(data).items() if MARK in content or MARK.lower() in content]
+    assert leaks == []
+    assert (report.removed["votes"], report.removed["interactions"]) == (3, 2)
+    assert (report.runs, report.versions) == (["r1"], ["v0001"])
+    after = LearningStore(data)
+    assert [v["id"] for v in after.records("votes")] == [cyd_on_cyd]
+    kept = json.loads((data / "runs" / "r1" / "data.json").read_text())
+    # bob's vote on her pair, her vote on bob's pair and her "both bad" on cyd's: their examples go
+    assert [(p["chosen"][0]["content"], p["record_ids"]) for p in kept["dpo"]] == [("CYD-R1 ground floor", [cyd_on_cyd])]
+    assert kept["kto"] == [] and kept["lineage"]["redacted"] == {"examples_removed": 4}
+    # the next dataset is built from what is left: cyd's vote alone
+    again = build_dataset(after, LocalModelConfig(validation_fraction=0.0, min_examples=1), method="dpo")
+    assert again.lineage["vote_ids"] == [cyd_on_cyd] and len(again.dpo) == 1

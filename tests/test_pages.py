@@ -297,3 +297,89 @@ def test_a_run_from_the_page_the_cli_and_a_launcher_takes_the_same_steps(app_env
     audit = dmac_core.get_learning_system().security.audit.entries()
     trained = [(e["actor"], e["via"], e["run"]) for e in audit if e["action"] == "train"]
     assert sorted(trained) == sorted([("local", "web", runs["manual"]["run_id"]), ("local", "cli", runs["cli"]["run_id"])])
+
+
+def test_compare_mode_answers_blind_then_reveals_after_the_vote(app_env: Config, tiny_model_dir, tmp_path) -> None:
+    import random
+
+    from tests.arena_fixtures import register_random_adapter
+
+    for seed in (11, 12):
+        register_random_adapter(tiny_model_dir, app_env.data_path / "models", tmp_path, seed)
+    dmac_core.get_learning_system().arena_rng = random.Random(5)
+    at = new_app()
+    at.run()
+    at.radio(key="chat_mode").set_value("Compare").run()
+    assert not at.exception
+    assert any("two models answer it" in i.value for i in at.info)
+    at.chat_input(key="arena_input").set_value("Name a colour.").run()
+    assert not at.exception, at.exception
+    round_ = at.session_state["arena_round"]
+    sides = round_["sides"]
+    assert {sides["a"]["contestant"], sides["b"]["contestant"]} == {"deepseek@v0001", "deepseek@v0002"}
+    shown = " ".join(m.value for m in at.main.markdown)
+    assert "**A**" in shown and "**B**" in shown and sides["a"]["text"] in shown and sides["b"]["text"] in shown
+    assert "v0001" not in shown and "v0002" not in shown and "served" not in shown  # blind while voting
+    key = sides["a"]["interaction_id"]
+    assert at.button(key=f"arena_submit_{key}").disabled  # no choice yet
+    at.radio(key=f"arena_choice_{key}").set_value("b").run()
+    at.text_input(key=f"arena_note_{key}").input("B is shorter.").run()
+    at.button(key=f"arena_submit_{key}").click().run()
+    assert not at.exception, at.exception
+    label = {"deepseek@v0002": "DeepSeek-RL v0002 (served)", "deepseek@v0001": "DeepSeek-RL v0001"}
+    expected = f"A was {label[sides['a']['contestant']]}, B was {label[sides['b']['contestant']]}"
+    assert expected in at.success[0].value and "B is better" in at.success[0].value
+    store = LearningStore(app_env.data_path)
+    [vote] = store.records("votes")
+    version = {s: sides[s]["contestant"].split("@")[1] for s in "ab"}
+    assert (vote["interaction_a"], vote["interaction_b"], vote["choice"], vote["note"], vote["user"]) == (
+        key, sides["b"]["interaction_id"], "b", "B is shorter.", "local")
+    assert (vote["model_a"], vote["version_a"], vote["version_b"]) == ("deepseek", version["a"], version["b"])
+    assert sorted(r["model_version"] for r in store.records("interactions")) == ["v0001", "v0002"]
+    # back to Chat: the conversation is as it was (empty), the vote did not add a chat turn
+    at.radio(key="chat_mode").set_value("Chat").run()
+    assert "No messages yet" in at.info[0].value and at.session_state["chat_history"] == []
+
+
+def test_compare_mode_with_one_contestant_says_what_is_missing(app_env: Config) -> None:
+    at = new_app()
+    at.run()
+    at.radio(key="chat_mode").set_value("Compare").run()
+    at.chat_input(key="arena_input").set_value("Name a colour.").run()
+    assert not at.exception
+    assert "needs two models" in at.error[0].value
+    assert LearningStore(app_env.data_path).records("interactions") == []
+
+
+def test_votes_train_a_dpo_run_chosen_on_the_training_page(app_env: Config) -> None:
+    store = LearningStore(app_env.data_path, fsync=False)
+    votes = []
+    for i in range(4):  # four blind votes, no star rating at all
+        a = store.append_interaction(model="deepseek", model_version="base", prompt=f"Fact {i}?", response=f"Right {i}.")
+        b = store.append_interaction(model="gemini", prompt=f"Fact {i}?", response=f"Wrong {i}.")
+        votes.append(store.append_vote(user="local", prompt=f"Fact {i}?", interaction_a=a.id, interaction_b=b.id,
+                                       model_a="deepseek", model_b="gemini", version_a="base",
+                                       choice="a" if i % 2 else "b").id)
+    system = dmac_core.get_learning_system()
+    system.jobs.gate = scripted_gate(app_env, system.registry)
+    at = new_app()
+    at.run()
+    at.switch_page("pages/training.py").run()
+    assert at.selectbox(key="train_method").value == "sft"  # the configured method
+    at.button(key="train_start").click().run()
+    assert "Only 0 rated answers" in at.warning[0].value  # SFT has nothing to learn from votes
+    at.selectbox(key="train_method").set_value("dpo").run()
+    at.button(key="train_start").click().run()
+    assert not at.exception and not at.warning
+    assert system.jobs.wait(180).state == "completed"
+    [run] = system.runs()
+    assert run["method"] == "dpo" and sorted(run["lineage"]["vote_ids"]) == sorted(votes)
+    assert run["lineage"]["counts"]["dpo_from_votes"] == 4 and run["lineage"]["feedback_ids"] == []
+    data = json.loads((app_env.data_path / "runs" / run["run_id"] / "data.json").read_text())
+    pairs = sorted((p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in data["dpo"] + data["dpo_eval"])
+    assert pairs == [("Right 1.", "Wrong 1."), ("Right 3.", "Wrong 3."), ("Wrong 0.", "Right 0."), ("Wrong 2.", "Right 2.")]
+    trains = [e for e in system.security.audit.entries() if e["action"] == "train"]
+    assert [(e["actor"], e["method"], e["run"]) for e in trains] == [("local", "dpo", run["run_id"])]
+    at.run()
+    runs = [d.value for d in at.dataframe if "dpo from votes" in d.value.columns][0]
+    assert runs.loc[0, ["method", "votes", "dpo from votes"]].tolist() == ["dpo", 4, 4]

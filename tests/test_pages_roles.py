@@ -38,6 +38,8 @@ def test_a_viewer_reads_but_gets_no_controls(app_env: Config) -> None:
     at = sign_in("viv", "password-viv-1")
     assert any("role **viewer**" in c.value for c in at.sidebar.caption)
     assert not at.chat_input and any("🔒 Asking questions" in c.value for c in at.caption)
+    at.radio(key="chat_mode").set_value("Compare").run()  # a blind comparison asks too: not for a viewer
+    assert not at.chat_input and any("🔒 Comparing answers" in c.value for c in at.caption)
     at.switch_page("pages/training.py").run()
     assert not at.exception, at.exception
     assert "train_start" not in [b.key for b in at.button]

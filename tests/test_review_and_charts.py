@@ -121,3 +121,14 @@ def test_csv_downloads_open_as_text_in_a_spreadsheet() -> None:
     assert rows[1].startswith('"\'=HYPERLINK(') and rows[2] == "'+1+1,4" and rows[3] == "'-2,3"
     assert rows[4] == "'@SUM(A1),2" and rows[5] == "plain,1" and rows[6] == ",5"
     assert frame["prompt"][0].startswith("=")  # the page's own table is left as it was
+
+
+def test_the_runs_table_counts_votes_apart_from_ratings() -> None:
+    from dmac_core.views.review import runs_table
+
+    runs = [{"run_id": "r2", "method": "dpo", "lineage": {"counts": {"dpo": 5, "dpo_eval": 1, "dpo_from_votes": 2},
+                                                          "vote_ids": ["v1", "v2", "v3"]}},
+            {"run_id": "r1", "method": "sft"}]  # a run from before votes: nothing to count
+    table = runs_table(runs)
+    assert table.loc[0, ["examples", "votes", "dpo from votes"]].tolist() == [6, 3, 2]
+    assert table.loc[1, ["votes", "dpo from votes"]].isna().all()

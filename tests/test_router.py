@@ -109,6 +109,14 @@ def test_explicit_choice_and_unknown_or_unavailable_model(tmp_path: Path) -> Non
         manager.respond("hi", model="deepseek")
 
 
+def test_a_version_is_only_asked_of_the_learner(tmp_path: Path) -> None:
+    premium = ScriptedBackend("premium")
+    manager = manager_for(api_config(tmp_path), premium=premium, cheap=ScriptedBackend("cheap"))
+    with pytest.raises(RoutingError, match="Premium is an API model: only the local learner has versions"):
+        manager.respond("hi", model="premium@v0001")
+    assert premium.calls == [] and manager.store.records("interactions") == []
+
+
 def test_daily_request_cap_moves_traffic_and_holds_after_restart(tmp_path: Path) -> None:
     config = api_config(tmp_path, caps={"premium": {"requests_per_day": 2}})
     manager = manager_for(config, premium=ScriptedBackend("premium"), cheap=ScriptedBackend("cheap"))

@@ -112,6 +112,14 @@ class ModelRegistry:
         except (OSError, ValueError):
             return BASE_VERSION  # an unreadable pointer falls back to the always-valid base
 
+    def previous_id(self) -> str | None:
+        """The version served before the current one (what :meth:`rollback` would serve), or
+        None when no version was ever promoted."""
+        history = self._history()
+        if not history:
+            return None
+        return str(history[-2]["version"]) if len(history) >= 2 else BASE_VERSION
+
     def served(self) -> ModelVersion:
         return self.get(self.served_id())
 

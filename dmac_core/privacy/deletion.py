@@ -7,6 +7,9 @@ and what happens there:
   on their interactions (it repeats their prompt and answer), the workbench's own teacher
   rewrite requests and evaluation calls that quote their question (purpose ``teacher`` or
   ``evaluation``), ratings of those, and unreadable fragments naming them;
+- ``votes/`` (blind comparisons): their votes go, and so does anyone's vote on a pair that
+  holds one of their answers (it repeats their question); training examples made from those
+  votes go with the runs' datasets below;
 - ``evals/``: their rows leave each record's ``per_item`` list; the record keeps ``n`` and its
   metrics as measured and is marked ``"redacted": true`` with ``redacted_items`` (so nobody
   reads the metrics as computed on the rows shown), and loses its ``eval_key`` (a redacted
@@ -34,7 +37,7 @@ A crash at any point followed by a re-run finishes the job: the ids found are wr
 journal (:mod:`.journal`) before any file is rewritten, each place is one phase marked done
 in the journal once cleaned, and the places recognised by text are cleaned before the logs
 (the source of that text) are rewritten. Every rewrite is atomic (temporary file, fsync,
-rename); the interaction and feedback logs stay locked for the whole deletion, the evals log
+rename); the interaction, feedback and vote logs stay locked for the whole deletion, the evals log
 while it is cleaned, and no training run may be going on (its lock is taken).
 """
 
@@ -124,12 +127,14 @@ def delete_user_data(store: LearningStore, user: str, progress: Progress = None)
         stack.enter_context(_TrainingLock(data_dir / "runs"))
         stack.enter_context(store.locked("interactions"))
         stack.enter_context(store.locked("feedback"))
+        stack.enter_context(store.locked("votes"))
         journal = Journal.open(data_dir, user)
         footprint = _scan(store, user, journal)
         # Before any file changes: a re-run must know these ids once their records are gone.
         journal.interaction_ids |= footprint.interaction_ids
         journal.feedback_ids |= footprint.feedback_ids
         journal.machine_ids |= footprint.machine_ids
+        journal.vote_ids |= footprint.vote_ids
         journal.save()
         job = _Job(store, footprint, journal, footprint.needles())
         for done, (name, phase) in enumerate(phases, start=1):
@@ -178,7 +183,8 @@ def _rows(path: Path, kind: str) -> list[dict[str, Any]]:
 
 def _scan(store: LearningStore, user: str, journal: Journal) -> Footprint:
     """Their ids (with those an earlier run found) and texts, read from the locked logs."""
-    fp = Footprint(user, set(journal.interaction_ids), set(journal.feedback_ids), set(journal.machine_ids))
+    fp = Footprint(user, set(journal.interaction_ids), set(journal.feedback_ids), set(journal.machine_ids),
+                   vote_ids=set(journal.vote_ids))
     interactions = [row for path in store.month_files("interactions") for row in _rows(path, "interactions")]
     feedback = [row for path in store.month_files("feedback") for row in _rows(path, "feedback")]
     for row in interactions:
@@ -210,6 +216,10 @@ def _scan(store: LearningStore, user: str, journal: Journal) -> Footprint:
     for row in interactions:
         if not fp.removes_interaction(row):
             fp.kept_images.update(image_refs(row))
+    # Votes last: one goes when it names any interaction found above (theirs or quoting them).
+    for row in (row for path in store.month_files("votes") for row in _rows(path, "votes")):
+        if fp.removes_vote(row):
+            fp.add_vote(row)
     return fp
 
 
@@ -255,6 +265,7 @@ def _lineage_hit(job: _Job, lineage: Any) -> bool:
         return False
     fp = job.footprint
     return bool(fp.feedback_ids.intersection(map(str, lineage.get("feedback_ids") or []))
+                or fp.vote_ids.intersection(map(str, lineage.get("vote_ids") or []))
                 or fp.all_interaction_ids.intersection(map(str, lineage.get("interaction_ids") or [])))
 
 
@@ -427,7 +438,7 @@ def _exports(job: _Job) -> dict[str, int]:
 def _quarantine(job: _Job) -> dict[str, int]:
     removed = 0
     for kind in KINDS:
-        # interactions and feedback are locked for the whole deletion; a second flock would wait on ourselves
+        # interactions, feedback and votes are locked for the whole deletion; a second flock would wait on ourselves
         with ExitStack() as stack:
             if kind == "evals":
                 stack.enter_context(job.store.locked(kind))
@@ -474,7 +485,8 @@ def _images(job: _Job) -> dict[str, int]:
 
 def _logs(job: _Job) -> dict[str, int]:
     fp = job.footprint
-    counts = {"interactions": 0, "machine interactions": 0, "feedback": 0, "log fragments": 0, "snapshots": 0}
+    counts = {"interactions": 0, "machine interactions": 0, "feedback": 0, "votes": 0, "log fragments": 0,
+              "snapshots": 0}
 
     def edit(kind: str) -> Callable[[bytes], bytes | None]:
         def one(raw: bytes) -> bytes | None:
@@ -487,6 +499,9 @@ def _logs(job: _Job) -> dict[str, int]:
             if kind == "feedback" and fp.removes_feedback(row):
                 counts["feedback"] += 1
                 return None
+            if kind == "votes" and fp.removes_vote(row):
+                counts["votes"] += 1
+                return None
             if kind == "interactions" and fp.removes_interaction(row):
                 mine = row.get("user") == fp.user or str(row.get("id")) in fp.interaction_ids
                 counts["interactions" if mine else "machine interactions"] += 1
@@ -494,7 +509,7 @@ def _logs(job: _Job) -> dict[str, int]:
             return raw
         return one
 
-    for kind in ("interactions", "feedback"):  # both locked by the caller
+    for kind in ("interactions", "feedback", "votes"):  # all locked by the caller
         for path in job.store.month_files(kind):
             had_snapshot = snapshot_path(path).exists()
             edit_lines(path, edit(kind))  # a rewrite discards the snapshot too

@@ -2,7 +2,7 @@
 
 A :class:`Footprint` holds two kinds of knowledge:
 
-- ids (interactions, feedback, machine-made interactions that quote them) — these are also
+- ids (interactions, feedback, votes, machine-made interactions that quote them) — these are also
   written to the deletion journal, so a re-run after a crash still knows them once the
   records themselves are gone;
 - the user's texts (prompts, answers, comments, corrections), in memory only, read from the
@@ -39,6 +39,7 @@ class Footprint:
     interaction_ids: set[str] = field(default_factory=set)
     feedback_ids: set[str] = field(default_factory=set)
     machine_ids: set[str] = field(default_factory=set)  # teacher/evaluation interactions quoting them
+    vote_ids: set[str] = field(default_factory=set)  # their votes, and anyone's votes on their answers
     prompts: set[str] = field(default_factory=set)  # normalised
     texts: set[str] = field(default_factory=set)  # as written
     notes: set[str] = field(default_factory=set)  # their comments on answers (stripped)
@@ -84,6 +85,19 @@ class Footprint:
             if isinstance(row.get("correction"), str) and row["correction"].strip():
                 self.answers.add(row["correction"].strip())
 
+    def add_vote(self, row: dict[str, Any]) -> None:
+        """Record a vote that goes: theirs, or anyone's on one of their answers. Its note is
+        theirs when they voted; the question is theirs when it was asked in their interaction."""
+        self.vote_ids.add(str(row.get("id")))
+        if row.get("user") == self.user:
+            self.add_texts(row.get("note"))
+            if isinstance(row.get("note"), str) and row["note"].strip():
+                self.notes.add(row["note"].strip())
+
+    def removes_vote(self, row: dict[str, Any]) -> bool:
+        return (row.get("user") == self.user or str(row.get("id")) in self.vote_ids
+                or bool({str(row.get("interaction_a")), str(row.get("interaction_b"))} & self.all_interaction_ids))
+
     def quotes_them(self, row: dict[str, Any]) -> bool:
         """Whether a machine-made interaction (teacher rewrite, evaluation call) carries their text."""
         if row.get("purpose") not in MACHINE_PURPOSES:
@@ -116,10 +130,12 @@ class Footprint:
         it names one of their records, or its question is one of their prompts."""
         if item.get("user") == self.user or item.get("interaction_id") in self.all_interaction_ids:
             return True
+        if item.get("interaction_a") in self.all_interaction_ids or item.get("interaction_b") in self.all_interaction_ids:
+            return True
         if item.get("id") in self.all_interaction_ids or item.get("id") in self.feedback_ids:
             return True
         record_ids = item.get("record_ids")
-        if isinstance(record_ids, list) and self.feedback_ids.intersection(map(str, record_ids)):
+        if isinstance(record_ids, list) and (self.feedback_ids | self.vote_ids).intersection(map(str, record_ids)):
             return True
         if any(normalize_prompt(p) in self.prompts for p in _questions(item.get("prompt"))):
             return True
@@ -146,7 +162,7 @@ class Footprint:
         texts as JSON writes them (and the start of long ones, for torn fragments)."""
         name = orjson.dumps(self.user)
         found = {b'"user":' + name, b'"user": ' + name}
-        found.update(i.encode() for i in self.all_interaction_ids | self.feedback_ids if len(i) >= 8)
+        found.update(i.encode() for i in self.all_interaction_ids | self.feedback_ids | self.vote_ids if len(i) >= 8)
         for text in self.texts:
             if len(text) < MIN_RAW_TEXT:
                 continue

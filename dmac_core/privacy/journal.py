@@ -2,7 +2,7 @@
 
 ``<data_dir>/privacy/delete-<sha256 of the name, 16 hex>.json``, replaced atomically at every
 change. It holds ids and counts only, never a prompt or an answer: the ids of the user's
-interactions and feedback found so far (persisted before any file is rewritten, so feedback
+interactions, feedback and votes found so far (persisted before any file is rewritten, so feedback
 by others on an interaction that is already gone is still found), the runs and model versions
 trained on their data, and the count per place of each finished phase. The name is stored as
 its SHA-256 only: the journal must not become one more place naming the user, and the hash
@@ -42,6 +42,7 @@ class Journal:
     feedback_ids: set[str] = field(default_factory=set)
     machine_ids: set[str] = field(default_factory=set)
     runs: set[str] = field(default_factory=set)
+    vote_ids: set[str] = field(default_factory=set)  # their votes and votes on their answers
     versions: set[str] = field(default_factory=set)
     phases: dict[str, dict[str, int]] = field(default_factory=dict)  # finished phase → counts
     resumed: bool = False  # an earlier run of this deletion did not finish
@@ -57,8 +58,9 @@ class Journal:
         if data.get("user_sha256") != user_hash(user) or data.get("format") != FORMAT:
             raise ValueError(f"{path} is not a deletion journal of this user (format {data.get('format')!r})")
         return cls(path, data["user_sha256"], set(data.get("interaction_ids", [])), set(data.get("feedback_ids", [])),
-                   set(data.get("machine_ids", [])), set(data.get("runs", [])), set(data.get("versions", [])),
-                   {k: dict(v) for k, v in data.get("phases", {}).items()}, resumed=True)
+                   set(data.get("machine_ids", [])), set(data.get("runs", [])),
+                   vote_ids=set(data.get("vote_ids", [])), versions=set(data.get("versions", [])),
+                   phases={k: dict(v) for k, v in data.get("phases", {}).items()}, resumed=True)
 
     def save(self) -> None:
         """Write the journal atomically and durably (it must be on disk before what it allows)."""
@@ -66,7 +68,8 @@ class Journal:
         atomic_write_json(self.path, {
             "format": FORMAT, "user_sha256": self.user_sha256,
             "interaction_ids": sorted(self.interaction_ids), "feedback_ids": sorted(self.feedback_ids),
-            "machine_ids": sorted(self.machine_ids), "runs": sorted(self.runs), "versions": sorted(self.versions),
+            "machine_ids": sorted(self.machine_ids), "vote_ids": sorted(self.vote_ids), "runs": sorted(self.runs),
+            "versions": sorted(self.versions),
             "phases": self.phases,
         }, indent=None)
 

@@ -3,7 +3,8 @@
 Four roles, each including everything the ones below it may do:
 
 - ``viewer``: read every page (answers, ratings, runs, metrics), change nothing;
-- ``analyst``: chat, rate, review and correct answers, work on the learning queue;
+- ``analyst``: chat, rate, vote in blind comparisons, review and correct answers, work on the
+  learning queue;
 - ``trainer``: start and cancel training, evaluate and compare models, import and export logs,
   ask the LLM judge to label answers, send rated answers to a second analyst;
 - ``admin``: users and roles, deleting a user's data, promoting and rolling back versions,
@@ -43,7 +44,8 @@ class Role(IntEnum):
 ROLE_NAMES = tuple(role.label for role in Role)
 
 Action = Literal[
-    "view", "chat", "rate", "review", "train", "cancel", "evaluate", "import", "export", "judge", "assign_reviews",
+    "view", "chat", "rate", "vote", "review", "train", "cancel", "evaluate", "import", "export", "judge",
+    "assign_reviews",
     "promote", "rollback", "manage_users", "delete_user_data", "configure",
 ]
 
@@ -52,6 +54,7 @@ REQUIRED_ROLE: dict[str, Role] = {
     "view": Role.VIEWER,
     "chat": Role.ANALYST,
     "rate": Role.ANALYST,
+    "vote": Role.ANALYST,
     "review": Role.ANALYST,
     "train": Role.TRAINER,
     "cancel": Role.TRAINER,

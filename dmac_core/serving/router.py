@@ -149,23 +149,26 @@ class ModelManager:
         reason = cap_exceeded(name, usage, caps)
         return Skip(OVER_CAP, reason, _cap_wait(caps, usage)) if reason else None
 
-    def unavailable_reason(self, model: str) -> str | None:
-        """Why ``model`` (a name or ``name@version``) could not answer now, or None when it could."""
+    def _version_problem(self, name: str, version: str) -> Skip | None:
+        """Why ``name@version`` cannot answer: only the learner has versions; an unknown one is
+        unknown, an unloadable one unavailable. Refused before any call is made or logged."""
+        backend = self.backends[name]
+        if getattr(backend, "has_version", None) is None:
+            return Skip(UNKNOWN_MODEL, f"{self.display_name(name)} is an API model: only the local learner has versions")
+        if not version.strip():
+            return Skip(UNKNOWN_MODEL, f"No version after '@' in {name + '@'!r}: name one, e.g. {name}@v0001")
+        problem = backend.version_problem(version)
+        if problem is None:
+            return None
+        kind = UNKNOWN_MODEL if not backend.has_version(version) else UNAVAILABLE
+        return Skip(kind, f"version {version} cannot answer — {problem}")
+
+    def why_not(self, model: str) -> str | None:
+        """Why ``model`` (a name, or ``name@version``) cannot answer now (off, cooling down, at a
+        cap, an unknown or unloadable version), or None when it can."""
         name, version = split_model(model)
         skip = self._skip(name or "", version=version)
         return skip.reason if skip else None
-
-    def _version_problem(self, name: str, version: str) -> Skip | None:
-        """Why ``name@version`` cannot answer: only the learner has versions; an unknown one is
-        unknown, an unloadable one unavailable."""
-        backend = self.backends[name]
-        has_version = getattr(backend, "has_version", None)
-        if has_version is None:
-            return Skip(UNKNOWN_MODEL, f"{name} has no versions (only the local learner does)")
-        if not has_version(version):
-            return Skip(UNKNOWN_MODEL, f"{name} has no version {version!r}")
-        problem = backend.version_problem(version)
-        return Skip(UNAVAILABLE, f"{name}@{version}: {problem}") if problem else None
 
     def usage_now(self, name: str) -> Usage:
         """``name``'s usage today: the logged calls and those in flight (every process's)."""
@@ -283,7 +286,7 @@ class ModelManager:
 
     def _route_reason(self, requested: str | None, name: str, notes: list[str]) -> str:
         if requested and requested != AUTO:
-            head = f"chosen by user: {name}"
+            head = f"chosen by user: {requested}"  # with the version when one was asked for
         else:
             head = f"auto/{self.config.routing.strategy}: {name}"
         return head if not notes else f"{'; '.join(notes)} → {head}"
@@ -369,6 +372,8 @@ class ModelManager:
         # Notes on the models passed over so far, in routing order: skips and failures.
         notes: list[str] = []
         skips: list[Skip] = []
+        # "deepseek@v0002": that learner version answers, whichever is served (the backend
+        # takes it as an option); the record names the model and the version that answered.
         _, version = split_model(model)
         if version is not None:
             options["version"] = version

@@ -21,6 +21,16 @@ Rules:
   answer, see :mod:`dmac_core.training.teacher`), the rewrite is a preferred target like a
   correction: an SFT example, the chosen side of a DPO pair against the original, marked
   ``teacher_revised``. An analyst's own correction of the same answer wins over the teacher.
+- Blind-comparison votes (Chat's Compare mode; ``votes`` log) are preferences between two
+  logged answers to one prompt, read from the interaction log by id. The latest vote of each
+  analyst on a pair counts. "a" / "b": a DPO pair, the chosen side against the other (marked
+  ``source: "vote"``, the vote's id in ``record_ids``); several votes that agree make one pair.
+  "tie": no example at all — a tie says the two are alike, not that either is good (stars say
+  that). "both_bad": no DPO pair (neither side is preferable), both answers as KTO
+  undesirable. Votes never give SFT targets: the better of two answers may still be wrong.
+  A vote whose answers are gone from the interaction log, failed, or are the same text gives
+  nothing. The lineage counts votes apart from ratings (``counts.votes``,
+  ``counts.dpo_from_votes``, ``counts.kto_from_votes``, ``counts.vote_ties``; ``vote_ids``).
 - Judge labels (:func:`add_judge_labels`) are a separate source: scores an LLM judge gave
   answers no analyst rated, passed in only for judges whose agreement with analysts cleared
   ``judge.agreement_bar`` (:mod:`dmac_core.signals.judge_agreement`). They become SFT and KTO
@@ -131,9 +141,9 @@ class _Answer:
         return 5.0 if self.source != "rated" else sum(self.ratings) / len(self.ratings)
 
 
-def _collect_answers(store: LearningStore, rewrites: dict[str, str] | None = None) -> tuple[list[_Answer], dict[str, Any]]:
+def _collect_answers(store: LearningStore, interactions: dict[str, dict[str, Any]],
+                     rewrites: dict[str, str] | None = None) -> tuple[list[_Answer], dict[str, Any]]:
     feedback = store.feedback(latest_only=True)
-    interactions = {row["id"]: row for row in store.records("interactions")}
     answers: dict[tuple[str, str], _Answer] = {}
     months: set[str] = set()
     interaction_ids: set[str] = set()
@@ -192,6 +202,83 @@ def _completion(text: str) -> list[Message]:
     return [{"role": "assistant", "content": text}]
 
 
+def latest_votes(store: LearningStore) -> tuple[list[dict[str, Any]], int]:
+    """The votes that count — the latest of each analyst on each pair of answers (whichever side
+    each was shown on) — and how many vote records were read."""
+    rows = store.records("votes")
+    latest: dict[tuple[str, ...], dict[str, Any]] = {}
+    for row in rows:  # oldest first: a later vote replaces an earlier one
+        pair = sorted((str(row.get("interaction_a")), str(row.get("interaction_b"))))
+        latest[(*pair, str(row.get("user")))] = row
+    return list(latest.values()), len(rows)
+
+
+def _add_votes(data: "TrainingData", store: LearningStore, interactions: dict[str, dict[str, Any]],
+               cfg: LocalModelConfig) -> dict[str, Any]:
+    """Add the DPO pairs and KTO examples that votes give (rules in the module docstring);
+    returns the counts and ids for the lineage."""
+    votes, read = latest_votes(store)
+    stats: dict[str, Any] = {"votes": read, "votes_counted": len(votes), "dpo_from_votes": 0,
+                             "kto_from_votes": 0, "vote_ties": 0, "votes_unusable": 0}
+    used_votes: set[str] = set()
+    used_interactions: set[str] = set()
+    pairs: dict[tuple[str, str, str], dict[str, Any]] = {}
+    undesirable: dict[tuple[str, str], dict[str, Any]] = {}
+    for vote in votes:
+        sides = [interactions.get(str(vote.get(key))) for key in ("interaction_a", "interaction_b")]
+        texts = [str((side or {}).get("response") or "").strip() for side in sides]
+        if any(side is None or side.get("error") for side in sides) or not all(texts):
+            stats["votes_unusable"] += 1
+            continue
+        a, b = sides[0], sides[1]
+        assert a is not None and b is not None
+        prompt = str(a.get("prompt") or "")
+        messages = _prompt_messages(prompt, a)
+        held_out = is_held_out(prompt, cfg.validation_fraction)
+        choice, vote_id, note = vote.get("choice"), str(vote["id"]), str(vote.get("note") or "").strip()
+        if choice == "tie":
+            stats["vote_ties"] += 1
+            continue
+        if choice in ("a", "b"):
+            good, bad = (texts[0], texts[1]) if choice == "a" else (texts[1], texts[0])
+            if good == bad:  # the same text on both sides: nothing to prefer
+                stats["votes_unusable"] += 1
+                continue
+            key = (normalise_prompt(prompt), good, bad)
+            if key not in pairs:
+                pairs[key] = {"prompt": messages, "chosen": _completion(good), "rejected": _completion(bad),
+                              "margin": None, "teacher_revised": False, "source": "vote", "record_ids": [],
+                              "feedback": "", "held_out": held_out}
+            examples = [pairs[key]]
+        elif choice == "both_bad":
+            examples = []
+            for text in dict.fromkeys(texts):
+                ukey = (normalise_prompt(prompt), text)
+                if ukey not in undesirable:
+                    undesirable[ukey] = {"prompt": messages, "completion": _completion(text), "label": False,
+                                         "record_ids": [], "feedback": "", "teacher_revised": False,
+                                         "source": "vote", "held_out": held_out}
+                examples.append(undesirable[ukey])
+        else:
+            stats["votes_unusable"] += 1
+            continue
+        for example in examples:
+            example["record_ids"] = sorted(set(example["record_ids"]) | {vote_id})
+            if note:
+                example["feedback"] = "\n".join(t for t in dict.fromkeys([*example["feedback"].split("\n"), note]) if t)
+        used_votes.add(vote_id)
+        used_interactions.update(str(side["id"]) for side in sides)
+    for example in pairs.values():
+        (data.dpo_eval if example.pop("held_out") else data.dpo).append(example)
+    for example in undesirable.values():
+        (data.kto_eval if example.pop("held_out") else data.kto).append(example)
+    stats["dpo_from_votes"] = len(pairs)
+    stats["kto_from_votes"] = len(undesirable)
+    stats["vote_ids"] = sorted(used_votes)
+    stats["interaction_ids"] = sorted(used_interactions)
+    return stats
+
+
 def build_dataset(
     store: LearningStore, cfg: LocalModelConfig, method: str | None = None, rewrites: dict[str, str] | None = None,
     judge_labels: list[dict[str, Any]] | None = None,
@@ -206,7 +293,8 @@ def build_dataset(
     ``cfg.min_examples`` usable examples; ``auto`` needs enough for at least one method.
     """
     method = method or cfg.method
-    answers, meta = _collect_answers(store, rewrites)
+    interactions = {row["id"]: row for row in store.records("interactions")}
+    answers, meta = _collect_answers(store, interactions, rewrites)
     data = TrainingData()
 
     # SFT: good answers and corrections; a (prompt, completion) pair appears once.
@@ -250,6 +338,7 @@ def build_dataset(
                     "rejected": _completion(bad.response),
                     "margin": round(good.rating - bad.rating, 3),
                     "teacher_revised": good.source == "teacher",
+                    "source": "rating",
                     "record_ids": sorted(set(good.record_ids + bad.record_ids)),
                 }
             )
@@ -272,10 +361,14 @@ def build_dataset(
         }
         (data.kto_eval if is_held_out(ans.prompt, cfg.validation_fraction) else data.kto).append(item)
 
-    used_ids = sorted({rid for part in (data.sft_train, data.sft_eval, data.dpo, data.dpo_eval, data.kto, data.kto_eval) for ex in part for rid in ex["record_ids"]})
+    voted = _add_votes(data, store, interactions, cfg)
+    vote_ids = set(voted.pop("vote_ids"))
+    used_ids = sorted({rid for part in (data.sft_train, data.sft_eval, data.dpo, data.dpo_eval, data.kto, data.kto_eval)
+                       for ex in part for rid in ex["record_ids"]} - vote_ids)
     data.lineage = {
         "feedback_ids": used_ids,
-        "interaction_ids": meta["interaction_ids"],
+        "vote_ids": sorted(vote_ids),
+        "interaction_ids": sorted(set(meta["interaction_ids"]) | set(voted.pop("interaction_ids"))),
         "months": meta["months"],
         "teacher_revised_feedback_ids": meta["teacher_revised_feedback_ids"],
         "counts": {
@@ -292,6 +385,7 @@ def build_dataset(
             "corrections": sum(1 for a in answers if a.is_correction),
             "teacher_revised": sum(1 for a in answers if a.source == "teacher"),
             "with_text_feedback": sum(1 for e in data.sft_train + data.sft_eval if e["feedback"]),
+            **voted,
         },
         "filters": {
             "min_rating_for_sft": cfg.min_rating_for_sft,
@@ -388,7 +482,8 @@ def check_enough(data: TrainingData, cfg: LocalModelConfig, method: str) -> None
     if method == "dpo":
         msg = (
             f"Only {have} preference pair{'s' if have != 1 else ''} (two answers to the same prompt with "
-            f"different ratings); rate at least {need} such pairs to train with DPO."
+            f"different ratings, or a vote for one of two answers in Compare mode); rate or vote at least "
+            f"{need} such pairs to train with DPO."
         )
     elif method == "kto":
         msg = (

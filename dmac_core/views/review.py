@@ -108,7 +108,8 @@ def rating_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 RUN_COLUMNS = [
-    "run_id", "state", "trigger", "user", "method", "started from", "examples", "replayed", "created", "finished",
+    "run_id", "state", "trigger", "user", "method", "started from", "examples", "replayed", "votes", "dpo from votes",
+    "created", "finished",
     "steps", "train_loss", "eval_loss", "eval_token_accuracy", "version", "promoted", "message",
 ]
 
@@ -127,6 +128,9 @@ def runs_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
                 # the method's examples from the analysts (train + held out); replayed base answers apart
                 "examples": _method_examples(run.get("method"), counts),
                 "replayed": counts.get("replay", 0) if counts else None,
+                # blind-comparison votes that gave examples, apart from star ratings (older runs: none)
+                "votes": len((run.get("lineage") or {}).get("vote_ids") or []) if counts else None,
+                "dpo from votes": counts.get("dpo_from_votes", 0) if counts else None,
                 "steps": metrics.get("steps"),
                 "train_loss": metrics.get("train_loss"),
                 "eval_loss": metrics.get("eval_loss"),

@@ -126,3 +126,56 @@ def test_sign_out_ends_the_session_and_an_idle_session_ends_by_itself(tmp_path: 
         screenshot(page, "09-session-expired")
     finally:
         stop_app(process)
+
+
+def test_a_blind_vote_in_compare_mode_becomes_a_dpo_pair(tmp_path: Path, tiny_model_dir: Path, page: Any) -> None:
+    from dmac_core.config import load_config
+    from dmac_core.training.dataset import build_dataset
+    from tests.arena_fixtures import register_random_adapter
+    from tests.conftest import tiny_config_dict
+    from tests.e2e.conftest import start_app, stop_app
+
+    config = tiny_config_dict(tmp_path / "data", tiny_model_dir)
+    for seed in (11, 12):  # v0001, then v0002 served: the two contestants
+        register_random_adapter(tiny_model_dir, tmp_path / "data" / "models", tmp_path, seed)
+    process, url, data_dir = start_app(tmp_path, config)
+    try:
+        sign_in(page, url)
+        page.get_by_role("heading", name=re.compile("Chat")).first.wait_for()
+        page.get_by_text("Compare", exact=True).click()
+        page.get_by_text("Two at random (blind)").wait_for()
+        # the Chat box leaves as the Compare box arrives: type into the one that asks both models
+        ask_both = page.get_by_role("textbox", name="Ask both models a question…")
+        ask_both.fill("Name a colour.")
+        ask_both.press("Enter")
+        page.get_by_text("Which answer is better?").wait_for(timeout=60_000)
+        main = page.get_by_test_id("stMainBlockContainer")
+        blind = main.inner_text()
+        assert "v0001" not in blind and "v0002" not in blind and "served" not in blind  # names hidden
+        screenshot(page, "10-compare-blind")
+
+        page.get_by_text("B is better", exact=True).click()
+        page.get_by_label("Why (optional)").fill("B names a colour.")
+        page.get_by_label("Why (optional)").press("Enter")
+        page.get_by_role("button", name="Submit vote").click()
+        page.get_by_text(re.compile("Vote saved: B is better")).wait_for()
+        revealed = main.inner_text()
+        assert re.search(r"A was DeepSeek-RL v000[12].*, B was DeepSeek-RL v000[12]", revealed)
+        screenshot(page, "11-compare-revealed")
+        assert page.dialogs == []  # type: ignore[attr-defined]
+    finally:
+        stop_app(process)
+
+    store = LearningStore(data_dir, fsync=False)
+    [vote] = store.records("votes")
+    assert (vote["choice"], vote["note"], vote["user"], vote["prompt"]) == ("b", "B names a colour.", E2E_USER,
+                                                                            "Name a colour.")
+    assert {vote["version_a"], vote["version_b"]} == {"v0001", "v0002"}
+    a, b = store.get_interaction(vote["interaction_a"]), store.get_interaction(vote["interaction_b"])
+    assert a is not None and b is not None and a["response"] != b["response"]
+    # the next run's dataset: the vote is a DPO pair, B's answer chosen over A's
+    learner = load_config(tmp_path / "config.yaml").learner.model_copy(update={"min_examples": 1})
+    data = build_dataset(store, learner, method="dpo")
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"], p["record_ids"], p["source"])
+            for p in data.dpo + data.dpo_eval] == [(b["response"], a["response"], [vote["id"]], "vote")]
+    assert data.lineage["vote_ids"] == [vote["id"]] and data.lineage["counts"]["dpo_from_votes"] == 1
