@@ -224,16 +224,26 @@ def _scan(store: LearningStore, user: str, journal: Journal) -> Footprint:
 
 
 # -- the places ------------------------------------------------------------------------------
-def _evals(job: _Job) -> dict[str, int]:
-    counts = {"eval items": 0, "log fragments": 0}
-
+def _records(job: _Job, kind: str, counts: dict[str, int],
+             on_row: Callable[[dict[str, Any], bytes], bytes | None]) -> Callable[[bytes], bytes | None]:
+    """A line editor for a log of ``kind``: a readable record goes to ``on_row`` (which keeps,
+    rewrites or drops it); an unreadable fragment that quotes the user goes too (counted as a
+    log fragment); any other fragment stays as it is, for ``doctor`` to judge."""
     def edit(raw: bytes) -> bytes | None:
-        row = parse_line(raw, REQUIRED_FIELDS["evals"])
+        row = parse_line(raw, REQUIRED_FIELDS[kind])
         if row is None:
             if job.raw_match(raw):
                 counts["log fragments"] += 1
                 return None
             return raw
+        return on_row(row, raw)
+    return edit
+
+
+def _evals(job: _Job) -> dict[str, int]:
+    counts = {"eval items": 0, "log fragments": 0}
+
+    def edit(row: dict[str, Any], raw: bytes) -> bytes | None:
         removed = job.footprint.scrub(row)
         if not removed:
             return raw
@@ -243,7 +253,7 @@ def _evals(job: _Job) -> dict[str, int]:
 
     with job.store.locked("evals"):
         for path in job.store.month_files("evals"):
-            edit_lines(path, edit)
+            edit_lines(path, _records(job, "evals", counts, edit))
     return counts
 
 
@@ -346,13 +356,7 @@ def _judgments(job: _Job) -> dict[str, int]:
     ids = fp.all_interaction_ids
     counts = {"judgments": 0, "log fragments": 0}
 
-    def edit(raw: bytes) -> bytes | None:
-        row = parse_line(raw, REQUIRED_FIELDS["judgments"])
-        if row is None:
-            if job.raw_match(raw):
-                counts["log fragments"] += 1
-                return None
-            return raw
+    def edit(row: dict[str, Any], raw: bytes) -> bytes | None:
         named = (row.get(k) for k in ("interaction_id", "interaction_a", "interaction_b", "judge_interaction_id"))
         if row.get("user") == fp.user or any(i in ids for i in named if i):
             counts["judgments"] += 1
@@ -361,7 +365,7 @@ def _judgments(job: _Job) -> dict[str, int]:
 
     with job.store.locked("judgments"):
         for path in job.store.month_files("judgments"):
-            edit_lines(path, edit)
+            edit_lines(path, _records(job, "judgments", counts, edit))
     return counts
 
 
@@ -489,13 +493,7 @@ def _logs(job: _Job) -> dict[str, int]:
               "snapshots": 0}
 
     def edit(kind: str) -> Callable[[bytes], bytes | None]:
-        def one(raw: bytes) -> bytes | None:
-            row = parse_line(raw, REQUIRED_FIELDS[kind])
-            if row is None:
-                if job.raw_match(raw):
-                    counts["log fragments"] += 1
-                    return None
-                return raw
+        def one(row: dict[str, Any], raw: bytes) -> bytes | None:
             if kind == "feedback" and fp.removes_feedback(row):
                 counts["feedback"] += 1
                 return None
@@ -507,7 +505,7 @@ def _logs(job: _Job) -> dict[str, int]:
                 counts["interactions" if mine else "machine interactions"] += 1
                 return None
             return raw
-        return one
+        return _records(job, kind, counts, one)
 
     for kind in ("interactions", "feedback", "votes"):  # all locked by the caller
         for path in job.store.month_files(kind):
