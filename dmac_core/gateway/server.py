@@ -45,8 +45,9 @@ class GatewayServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise GatewayError(f"The API could not listen on {self.address}:{self.requested_port} "
-                                   f"(is the port in use? choose another with --api-port or gateway.port)")
+                raise GatewayError(f"The API could not listen on {self.address}:{self.requested_port} (is the port "
+                                   "in use? choose another: `make run API_PORT=N`, `serve --api-port N` or "
+                                   "gateway.port; 0 switches the API off)")
             time.sleep(0.02)
         return self
 
