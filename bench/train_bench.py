@@ -279,7 +279,7 @@ def main() -> None:
         epoch_s = 1000 * mean_tokens / results["ours"]["tokens_per_s"]
         lines += ["", f"One epoch over 1,000 rated interactions of this length mix with the shipped trainer: "
                       f"≈ {1000 * mean_tokens:,.0f} tokens / {results['ours']['tokens_per_s']:.0f} tok/s ≈ {epoch_s / 60:.1f} min."]
-    lines.append(f"Per-step rates: " + "; ".join(f"{n}: {', '.join(f'{x:.0f}' for x in r['rates'])}" for n, r in results.items()))
+    lines.append("Per-step rates: " + "; ".join(f"{n}: {', '.join(f'{x:.0f}' for x in r['rates'])}" for n, r in results.items()))
     body = "\n".join(lines)
     print(body)
     print(f"(bench took {time.perf_counter() - started:.0f} s)")

@@ -7,10 +7,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
-from dmac_core.config import JudgeConfig, LeaderboardConfig, load_config
+from dmac_core.config import JudgeConfig, LeaderboardConfig
 from dmac_core.logs.records import RecordError
 from dmac_core.logs.store import LearningStore
 from dmac_core.privacy.deletion import delete_user_data
@@ -22,7 +21,6 @@ from dmac_core.signals.judge import answers_to_judge, judge_answers, parse_score
 from dmac_core.signals.judge_agreement import judge_agreement, qualified_labels
 from dmac_core.signals.leaderboard import build_leaderboard, routing_strengths, vote_sides
 from dmac_core.training.dataset import build_dataset
-from tests.conftest import write_config
 from tests.test_router import ScriptedBackend, api_config
 
 

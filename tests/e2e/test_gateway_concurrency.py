@@ -16,7 +16,7 @@ import pytest
 
 from dmac_core.logs.store import LearningStore
 from tests.conftest import tiny_config_dict
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, screenshot, start_app, stop_app
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_app, stop_app
 
 pytestmark = pytest.mark.e2e
 
