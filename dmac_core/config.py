@@ -336,6 +336,7 @@ class GatewayConfig(_Strict):
     max_body_bytes: int = Field(1_000_000, ge=1_000)  # a larger request body is refused with 413
     requests_per_minute_per_key: int | None = Field(60, ge=1)  # per API key; a key may set its own
     max_stream_wait_s: float = Field(600, gt=0)  # longest wait for the next piece of a streamed answer
+    max_parallel_answers: int = Field(64, ge=1)  # whole (non-streamed) answers waited on at once; more queue
 
 
 class Config(_Strict):

@@ -28,7 +28,7 @@ def _system(tmp_path: Path, tiny_model_dir: Path, fake: FakeServer | None = None
     data = tiny_config_dict(tmp_path / "data", tiny_model_dir)
     if fake is not None:
         data["models"]["deepseek_api"] = {"kind": "openai_compat", "base_url": fake.openai_base_url,
-                                          "api_key_env": "TEST_GATEWAY_KEY", "timeout_s": 2.0, "max_retries": 0}
+                                          "api_key_env": "TEST_GATEWAY_KEY", "timeout_s": 10.0, "max_retries": 0}
         data["routing"]["order"] = ["deepseek_api", "deepseek"]
     data.update(extra)
     return LearningSystem(load_config(write_config(tmp_path / "config.yaml", data)))
@@ -341,3 +341,26 @@ def test_the_gateway_refuses_a_taken_port(tmp_path: Path, tiny_model_dir: Path) 
 
         with pytest.raises(GatewayError, match="in use"):
             start_gateway(system, "127.0.0.1", port)
+
+
+def test_whole_answers_of_many_clients_wait_on_their_model_together(served: Any) -> None:
+    """Twelve clients asking a slow API model at once are all in flight at once: none waits for
+    a free thread behind the others (the event loop's own pool has only a handful)."""
+    import threading
+
+    system, server, fake = served
+    fake.enqueue(*[Reply(text="slow answer", delay=3.0)] * 12)
+    client = _client(server)
+    threads = [threading.Thread(target=client.chat.completions.create,
+                                kwargs={"model": "deepseek_api", "messages": QUESTION}) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 2.5
+    while len(fake.requests) < 12 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    in_flight = len(fake.requests)
+    for thread in threads:
+        thread.join(30)
+    assert in_flight == 12
+    records = _interactions(system)
+    assert len(records) == 12 and {r["response"] for r in records} == {"slow answer"}

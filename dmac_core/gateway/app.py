@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -88,6 +89,11 @@ class Gateway:
         self.system = system
         self.settings = system.config.gateway
         self.limiter = KeyRateLimiter()
+        # Whole answers wait on their model in these threads (an API model for seconds): the
+        # event loop's default pool has only a handful, which would queue the 7th client's call
+        # behind others' even when its model is idle. Streamed answers have a thread each.
+        self.answer_threads = ThreadPoolExecutor(max_workers=self.settings.max_parallel_answers,
+                                                 thread_name_prefix="gateway-answer")
 
     # -- who, and how much ----------------------------------------------------------------
     def caller(self, request: Request) -> Caller:
@@ -191,7 +197,8 @@ class Gateway:
             # the whole answer in a pooled thread; a client gone meanwhile changes nothing: the
             # answer completes and is recorded like any other
             try:
-                result = await asyncio.to_thread(self._whole_answer, caller, chat, record_id)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.answer_threads, self._whole_answer, caller, chat, record_id)
             except Exception as exc:  # noqa: BLE001 - each failure becomes its HTTP error
                 raise routing_failure(exc) from None
             headers["X-DMac-Route-Reason"] = header_text(result.route_reason)
