@@ -228,8 +228,8 @@ def modelfile_text(gguf_name: str, tokenizer: Any, eos_ids: list[int], decoding:
     ]
     lines += [f"PARAMETER stop {_quoted(token)}" for token in stop_tokens(tokenizer, shape, eos_ids)]
     lines += [
-        "# The workbench's decoding (models.deepseek): temperature 0 is greedy; its repetition penalty",
-        "# looks back on the answer's last tokens (repeat_last_n); it samples with top-p and no top-k.",
+        "# The workbench's decoding (models.deepseek): temperature 0 is greedy, top-p without top-k, and a",
+        "# repetition penalty over the answer's last penalty_window tokens (Ollama's window counts the prompt too).",
         f"PARAMETER temperature {decoding.temperature:g}",
         f"PARAMETER top_p {decoding.top_p:g}",
         "PARAMETER top_k 0",

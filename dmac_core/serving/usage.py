@@ -102,6 +102,7 @@ class UsageCounter:
         self._purposes.clear()
         self._recent.clear()
         self._rows_since_save = 0
+        self._saved_offset = -1  # a recount is saved once done, whatever the last checkpoint said
 
     # -- the checkpoint ------------------------------------------------------------------
     def _restore(self, fd: int, stat: os.stat_result, now: datetime) -> None:
