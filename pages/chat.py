@@ -70,7 +70,12 @@ if st.radio("Mode", ["Chat", "Compare"], horizontal=True, key="chat_mode",
     st.stop()
 
 
+# A fragment: a star, a note or "Save rating" reruns only these controls, not the whole chat
+# page (its history, model status and usage panel), so the confirmation comes back at once
+# even when many sessions share the server.
+@st.fragment
 def rating_controls(message: dict) -> None:
+    """Stars, a note and "Save rating" for one answer, with the saved rating once there is one."""
     interaction_id = message["interaction_id"]
     saved = st.session_state.chat_saved.get(interaction_id)
     stars = st.feedback("stars", key=f"chat_stars_{interaction_id}")

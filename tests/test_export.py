@@ -146,6 +146,12 @@ def test_export_writes_the_gguf_llama_cpp_serves(make_config: Callable[..., Conf
                           merged["model.layers.0.self_attn.v_proj.weight"].float(), atol=1e-3)
     assert json.loads((out / "export.json").read_text(encoding="utf-8"))["gguf"] == "model.f16.gguf"
     assert "FROM ./model.f16.gguf" in (out / "README.md").read_text(encoding="utf-8")
+    # the Ollama Modelfile next to it, with the config's decoding (the test config's defaults)
+    modelfile = (out / "Modelfile").read_text(encoding="utf-8").splitlines()
+    assert modelfile[1] == "FROM ./model.f16.gguf" and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert f"PARAMETER repeat_penalty {config.learner.repeat_penalty:g}" in modelfile
+    assert f"PARAMETER num_predict {config.learner.max_new_tokens}" in modelfile
+    assert json.loads((out / "export.json").read_text(encoding="utf-8"))["modelfile"] == "Modelfile"
     # the tiny model's rows (16 values) cannot be q8_0 blocks: refused, nothing left behind
     assert main(["--config", config.source, vid, "--out", str(tmp_path / "q8"), "--gguf", "q8_0"]) == 2
     assert "multiple of 32" in capsys.readouterr().err

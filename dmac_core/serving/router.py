@@ -109,7 +109,8 @@ class ModelManager:
         self.config = config
         self.store = store
         self.backends = backends
-        self.usage = UsageCounter(store)
+        # The checkpoint spares a restarted process a recount of the month's log before it routes.
+        self.usage = UsageCounter(store, checkpoint_path=store.data_dir / "usage" / "counter.json")
         self.reservations = ReservationBook(self.usage, store.data_dir / "usage")
         self._rng = rng or random.Random()
         self._cooldown_until: dict[str, float] = {}

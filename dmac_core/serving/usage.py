@@ -10,17 +10,23 @@ through the store's DataFrame cache would cost an Arrow parse per new record).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 from ..config import CapsConfig
 from ..logs.parsing import parse_lines
 from ..logs.records import parse_ts, utc_now
 from ..logs.store import REQUIRED_FIELDS, LearningStore
+from .usage_checkpoint import UsageCheckpoint, checkpoint_matches, fingerprint, read_checkpoint, write_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,11 +66,21 @@ def _tokens(row: dict[str, Any]) -> int:
 
 
 class UsageCounter:
-    """Per-model usage of the current UTC day, kept up to date from the interaction log."""
+    """Per-model usage of the current UTC day, kept up to date from the interaction log.
 
-    def __init__(self, store: LearningStore, clock: Callable[[], datetime] = utc_now) -> None:
+    With a ``checkpoint_path`` the counter saves its state there (after a catch-up from scratch,
+    then every ``checkpoint_every_rows`` new records or ``checkpoint_every_s`` seconds with new
+    records) and a new counter, e.g. after a restart, starts from it when it still describes
+    the log (see :mod:`.usage_checkpoint`) instead of recounting the whole month."""
+
+    def __init__(self, store: LearningStore, clock: Callable[[], datetime] = utc_now,
+                 checkpoint_path: Path | None = None, checkpoint_every_s: float = 5.0,
+                 checkpoint_every_rows: int = 1000) -> None:
         self.store = store
         self.clock = clock
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every_s = checkpoint_every_s
+        self.checkpoint_every_rows = checkpoint_every_rows
         self._lock = threading.Lock()
         self._day = ""
         self._month = ""
@@ -74,6 +90,9 @@ class UsageCounter:
         self._tokens: dict[str, int] = defaultdict(int)
         self._purposes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self._recent: dict[str, deque[tuple[datetime, int]]] = defaultdict(deque)
+        self._saved_offset = 0  # the offset of the last checkpoint written or restored
+        self._saved_at = -1e18  # time.monotonic() of that checkpoint
+        self._rows_since_save = 0
 
     def _reset(self) -> None:
         self._offset = 0
@@ -82,35 +101,48 @@ class UsageCounter:
         self._tokens.clear()
         self._purposes.clear()
         self._recent.clear()
+        self._rows_since_save = 0
+        self._saved_offset = -1  # a recount is saved once done, whatever the last checkpoint said
 
-    def _new_rows(self, month: str) -> list[dict]:
-        """Complete lines appended to this month's interaction file since the last look."""
-        path = self.store.kind_dir("interactions") / f"{month}.jsonl"
-        try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if stat.st_ino != self._inode or stat.st_size < self._offset:  # new or rewritten file
-                    self._reset()
-                    self._inode = stat.st_ino
-                handle.seek(self._offset)
-                chunk = handle.read(stat.st_size - self._offset)
-        except FileNotFoundError:
-            return []
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return []  # only a line still being written
-        self._offset += end + 1
-        # The store's own line parser: torn fragments and non-records are skipped (and counted
-        # by the store's readers), exactly as everywhere else the logs are read.
-        return parse_lines(chunk[: end + 1], REQUIRED_FIELDS["interactions"])[0]
-
-    def _catch_up(self, now: datetime) -> None:
-        day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
-        if day != self._day or month != self._month:
-            self._day, self._month = day, month
-            self._reset()
+    # -- the checkpoint ------------------------------------------------------------------
+    def _restore(self, fd: int, stat: os.stat_result, now: datetime) -> None:
+        """Start from the saved checkpoint when it describes this file today (else keep counting
+        from scratch)."""
+        checkpoint = read_checkpoint(self.checkpoint_path) if self.checkpoint_path else None
+        if checkpoint is None or not checkpoint_matches(checkpoint, fd, stat, self._day, self._month, now):
+            return
+        self._offset, self._inode = checkpoint.offset, checkpoint.inode
+        self._requests.update(checkpoint.requests)
+        self._tokens.update(checkpoint.tokens)
+        for model, purposes in checkpoint.purposes.items():
+            self._purposes[model].update(purposes)
         minute_ago = now - timedelta(minutes=1)
-        for row in self._new_rows(month):
+        for model, calls in checkpoint.recent.items():
+            # every call, not only the oldest, is checked: records are not appended in time order
+            self._recent[model].extend((ts, tokens) for ts, tokens in calls if ts >= minute_ago)
+        self._saved_offset, self._saved_at = checkpoint.offset, time.monotonic()
+
+    def _save_due(self, from_scratch: bool) -> bool:
+        if self.checkpoint_path is None or self._offset == self._saved_offset:
+            return False
+        return (from_scratch or self._rows_since_save >= self.checkpoint_every_rows
+                or time.monotonic() - self._saved_at >= self.checkpoint_every_s)
+
+    def _save(self, fd: int, now: datetime) -> None:
+        checkpoint = UsageCheckpoint(
+            day=self._day, month=self._month, saved_at=now, inode=self._inode, offset=self._offset,
+            fingerprint=fingerprint(fd, self._offset), requests=dict(self._requests), tokens=dict(self._tokens),
+            purposes={model: dict(p) for model, p in self._purposes.items() if p},
+            recent={model: list(calls) for model, calls in self._recent.items() if calls})
+        try:
+            write_checkpoint(self.checkpoint_path, checkpoint)  # type: ignore[arg-type]  # _save_due checked it
+        except OSError as exc:  # a read-only data dir: counting still works, a restart recounts
+            log.warning("could not save the usage checkpoint %s: %s", self.checkpoint_path, exc)
+        self._saved_offset, self._saved_at, self._rows_since_save = self._offset, time.monotonic(), 0
+
+    # -- counting ----------------------------------------------------------------------
+    def _count(self, rows: list[dict], day: str, minute_ago: datetime) -> None:
+        for row in rows:
             ts_text = str(row.get("ts", ""))
             if not ts_text.startswith(day) or row.get("request_sent") is False:
                 continue  # another day's, or a failed call that never reached the server
@@ -126,6 +158,40 @@ class UsageCounter:
                 self._purposes[model][purpose] += 1
             if ts >= minute_ago:
                 self._recent[model].append((ts, _tokens(row)))
+
+    def _catch_up(self, now: datetime) -> None:
+        """Count the complete lines appended to this month's interaction file since the last look."""
+        day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+        if day != self._day or month != self._month:
+            self._day, self._month = day, month
+            self._reset()
+        minute_ago = now - timedelta(minutes=1)
+        path = self.store.kind_dir("interactions") / f"{month}.jsonl"
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            handle = None
+        if handle is not None:
+            with handle:
+                fd = handle.fileno()
+                stat = os.fstat(fd)
+                if stat.st_ino != self._inode or stat.st_size < self._offset:  # new or rewritten file
+                    self._reset()
+                    self._restore(fd, stat, now)
+                    if self._inode != stat.st_ino:  # no checkpoint of this file: count it all
+                        self._inode = stat.st_ino
+                from_scratch = self._offset == 0
+                chunk = os.pread(fd, stat.st_size - self._offset, self._offset)
+                end = chunk.rfind(b"\n")  # past it: a line still being written
+                if end >= 0:
+                    self._offset += end + 1
+                    # The store's own line parser: torn fragments and non-records are skipped (and
+                    # counted by the store's readers), exactly as everywhere else the logs are read.
+                    rows = parse_lines(chunk[: end + 1], REQUIRED_FIELDS["interactions"])[0]
+                    self._rows_since_save += len(rows)
+                    self._count(rows, day, minute_ago)
+                if self._save_due(from_scratch):
+                    self._save(fd, now)
         for window in self._recent.values():
             while window and window[0][0] < minute_ago:
                 window.popleft()

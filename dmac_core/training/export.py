@@ -4,7 +4,9 @@ The result is what vLLM, TGI, llama.cpp's converter or Ollama's ``FROM`` import 
 Hugging Face model: ``config.json``, ``generation_config.json``, ``model.safetensors`` (the
 base with the version's LoRA adapter merged in, so no PEFT is needed to serve it), the
 tokenizer with its chat template, a ``README.md`` model card with the version's lineage, and
-``export.json`` (the same facts, machine-readable).
+``export.json`` (the same facts, machine-readable). With a GGUF it also writes an Ollama
+``Modelfile`` next to it (:mod:`dmac_core.learner.ollama_modelfile`), so
+``ollama create NAME -f Modelfile`` takes the export as it is.
 
 The model is loaded exactly as the workbench serves it (:func:`~dmac_core.backends.local.load_model`,
 which merges the adapter with ``merge_and_unload``), so the exported model answers exactly
@@ -26,9 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from ..cli.common import config_parser, dispatch
+from ..config import LocalModelConfig
 from ..fsio import fsync_path
 from ..learner.base_model import bundled_gguf_path
+from ..learner.decoding import Decoding
 from ..learner.gguf_export import QUANT_TYPES, GGUFExportError, write_gguf
+from ..learner.ollama_modelfile import ModelfileError, modelfile_text
 from ..learner.registry import ModelRegistry, ModelVersion, RegistryError
 from ..logs.records import format_ts, utc_now
 
@@ -47,14 +52,20 @@ def export_version(
     dtype: str = "float32",
     overwrite: bool = False,
     gguf: str | None = None,
+    learner: LocalModelConfig | None = None,
+    system_prompt: str = "",
 ) -> Path:
     """Write ``version_id`` (``"base"``, ``"v0003"``...) as merged safetensors to ``out_dir``.
 
     ``dtype`` is the dtype of the saved weights (fp32 by default: merging in fp32 and saving
     it loses nothing; ``bfloat16`` halves the size for GPU servers). ``gguf`` ("q8_0", "f16",
     "q4_1") also writes ``model.<gguf>.gguf`` for llama.cpp / Ollama (the workbench itself serves
-    the ``gguf_weights`` format, f16 by default). An existing non-empty ``out_dir`` is refused unless ``overwrite``. Returns ``out_dir``. Raises
-    :class:`ExportError` or the registry's ``RegistryError`` for an unknown version.
+    the ``gguf_weights`` format, f16 by default) and an Ollama ``Modelfile`` for it with the
+    decoding of ``learner`` (the learner's config, ``models.deepseek``; its defaults when None)
+    and ``system_prompt`` (``routing.system_prompt``). An existing non-empty ``out_dir`` is
+    refused unless ``overwrite``. Returns ``out_dir``. Raises :class:`ExportError` (also for a
+    chat template an Ollama template cannot express) or the registry's ``RegistryError`` for an
+    unknown version.
     """
     # here, for start-up time: `python -m dmac_core --help` registers this command without torch
     import torch
@@ -83,8 +94,10 @@ def export_version(
                            name=f"dmac-learner {version.id}")
             except GGUFExportError as exc:
                 raise ExportError(f"no GGUF: {exc}") from exc
+            _write_modelfile(staging, f"model.{gguf}.gguf", loaded, learner or LocalModelConfig(), system_prompt)
         info = _export_info(version, Path(base_path), dtype)
         info["gguf"] = f"model.{gguf}.gguf" if gguf else None
+        info["modelfile"] = "Modelfile" if gguf else None
         (staging / "export.json").write_text(json.dumps(info, indent=2, default=str), encoding="utf-8")
         (staging / "README.md").write_text(model_card(info), encoding="utf-8")
         _fsync_tree(staging)
@@ -100,6 +113,18 @@ def export_version(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _write_modelfile(directory: Path, gguf_name: str, loaded: Any, learner: LocalModelConfig,
+                     system_prompt: str) -> None:
+    """The Ollama ``Modelfile`` next to the GGUF: the chat template, stop tokens, decoding and
+    system prompt the workbench serves the learner with."""
+    try:
+        text = modelfile_text(gguf_name, loaded.tokenizer, loaded.eos_ids, Decoding.from_config(learner),
+                              learner.max_new_tokens, system_prompt)
+    except ModelfileError as exc:
+        raise ExportError(f"no Ollama Modelfile: {exc}") from exc
+    (directory / "Modelfile").write_text(text, encoding="utf-8")
 
 
 def _export_info(version: ModelVersion, base_path: Path, dtype: str) -> dict[str, Any]:
@@ -145,7 +170,9 @@ def model_card(info: dict[str, Any]) -> str:
         "",
         f"Exported {info['exported']} as merged {info['dtype']} safetensors; loads with "
         "`AutoModelForCausalLM.from_pretrained(<this dir>)` and needs no PEFT.",
-        *([f"`{info['gguf']}` is the same model for llama.cpp (e.g. Ollama: `FROM ./{info['gguf']}`)."]
+        *([f"`{info['gguf']}` is the same model for llama.cpp; `Modelfile` (`FROM ./{info['gguf']}`, the chat "
+           "template, stop tokens, decoding and system prompt the workbench serves it with) imports it into "
+           "Ollama as it is: `ollama create NAME -f Modelfile` in this directory."]
           if info.get("gguf") else []),
         "",
         "## Lineage",
@@ -206,7 +233,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=_DTYPES, default="float32", help="dtype of the saved weights")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     parser.add_argument("--gguf", choices=QUANT_TYPES, default=None,
-                        help="also write model.<format>.gguf for llama.cpp / Ollama (f16 answers like the fp32 model: what the workbench serves by default)")
+                        help="also write model.<format>.gguf for llama.cpp and an Ollama Modelfile for it (f16 answers like the fp32 model: what the workbench serves by default)")
 
 
 def export_command(args: argparse.Namespace, config: Any) -> int:
@@ -219,7 +246,8 @@ def export_command(args: argparse.Namespace, config: Any) -> int:
     version = registry.served_id() if args.version == "served" else args.version
     try:
         out = export_version(registry, version, config.base_model_path(), args.out, dtype=args.dtype,
-                             overwrite=args.overwrite, gguf=args.gguf)
+                             overwrite=args.overwrite, gguf=args.gguf, learner=config.learner,
+                             system_prompt=config.routing.system_prompt)
     except (ExportError, RegistryError) as exc:
         print(f"Not exported: {exc}", file=sys.stderr)
         return 2
