@@ -6,8 +6,9 @@ Three measurements, each against its in-process baseline in the same run, interl
   workbench is measured: routing, capture of the interaction, and for the gateway the HTTP
   round trip, JSON and the worker thread). Client: one keep-alive ``httpx2`` connection, the
   HTTP library the ``openai`` SDK uses. Reported: p50 / p99 of each and the p50 difference.
-- ``throughput``: requests per second with 1, 4 and 16 concurrent clients (threads, each with
-  its own connection) against the same instant model, through the gateway and in-process.
+- ``throughput``: requests per second with 1, 4 and 16 concurrent clients against the same
+  instant model: through the gateway, each client a program of its own with its own connection
+  (clients are other programs); in-process, each client a thread calling the router.
 - ``ttft``: time to the first piece of text of the local learner (the bundled model, greedy,
   the runtime that serves chat), streamed through the gateway vs ``LearningSystem.chat_stream``.
 
@@ -23,6 +24,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -118,16 +120,31 @@ def _rate(worker: Callable[[], None], clients: int, seconds: float) -> float:
     return sum(done) / (time.monotonic() - started)
 
 
+# One client as a program of its own (clients are other programs in real use: they must not share
+# the server's interpreter lock): as many requests as fit between START and STOP; prints the count.
+_CLIENT = """
+import sys, time
+import httpx2 as httpx
+url, start, stop = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+body = {"model": "fast", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+done = 0
+with httpx.Client(timeout=30) as client:
+    client.post(url, json=body).raise_for_status()  # connected before the clock starts
+    time.sleep(max(0.0, start - time.time()))
+    while time.time() < stop:
+        client.post(url, json=body).raise_for_status()
+        done += 1
+print(done)
+"""
+
+
 def throughput(system: LearningSystem, url: str, clients: int, seconds: float) -> dict[str, float]:
-    local = threading.local()
-    body = {"model": "fast", "messages": QUESTION}
-
-    def via_gateway() -> None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=30)
-        local.client.post(f"{url}/chat/completions", json=body).raise_for_status()
-
-    return {"gateway": _rate(via_gateway, clients, seconds),
+    start = time.time() + 2.0 + 0.1 * clients  # every client started and connected by then
+    processes = [subprocess.Popen([sys.executable, "-c", _CLIENT, f"{url}/chat/completions", str(start),
+                                   str(start + seconds)], stdout=subprocess.PIPE, text=True)
+                 for _ in range(clients)]
+    done = [int(process.communicate()[0].strip() or 0) for process in processes]
+    return {"gateway": sum(done) / seconds,
             "in-process": _rate(lambda: system.model_manager.respond(QUESTION, model="fast"), clients, seconds)}
 
 
