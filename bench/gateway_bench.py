@@ -15,7 +15,7 @@ Three measurements, each against its in-process baseline in the same run, interl
 Interactions are captured with fsync off (the disk is not what is measured). Figures are
 medians over ``--runs`` runs, with the min–max spread.
 
-    .venv/bin/python bench/gateway_bench.py [--runs 3] [--requests 400] [--seconds 4] [--ttft 8]
+    .venv/bin/python bench/gateway_bench.py [--runs 3] [--requests 400] [--seconds 4] [--ttft 8] [--quick]
 """
 
 from __future__ import annotations
@@ -188,7 +188,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per path per run (latency)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per throughput measurement")
     parser.add_argument("--ttft", type=int, default=8, help="streamed answers per path per run (ttft)")
+    parser.add_argument("--quick", action="store_true", help="one short run (make bench)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.requests, args.seconds, args.ttft = 1, 100, 2.0, 3
 
     runs: list[dict[str, Any]] = []
     for run in range(args.runs):

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["store_bench.py", "router_bench.py", "generation_bench.py", "eval_bench.py", "train_bench.py", "load_bench.py"]
+BENCHES = ["store_bench.py", "router_bench.py", "generation_bench.py", "eval_bench.py", "train_bench.py", "load_bench.py",
+           "gateway_bench.py"]
 # bench/learning_quality.py (a few minutes a setting) and bench/decoding_quality.py (about half an
 # hour) run on their own.
 
