@@ -30,35 +30,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx2 as httpx  # noqa: E402
 
-from dmac_core.backends.base import Availability, Generation  # noqa: E402
+from instant_backend import InstantBackend  # noqa: E402  (bench/, next to this script)
 from dmac_core.config import BUNDLED_BASE_MODEL_NAME, PROJECT_ROOT, Config  # noqa: E402
 from dmac_core.gateway.server import start_gateway  # noqa: E402
 from dmac_core.system import LearningSystem  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-class InstantBackend:
-    """A model that answers at once: what remains is the workbench's own cost."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def available(self) -> Availability:
-        return Availability(True)
-
-    def generate(self, messages: list[dict[str, Any]], **options: Any) -> Generation:
-        return Generation(text="Paris.", provider_model=self.name, tokens_in=8, tokens_out=2, latency_ms=0.0)
-
-    def stream(self, messages: list[dict[str, Any]], **options: Any) -> Iterator[Any]:
-        yield "Paris."
-        yield self.generate(messages)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -79,7 +62,7 @@ def build_system(data_dir: Path) -> LearningSystem:
         "storage": {"fsync": False},
     })
     system = LearningSystem(config)
-    system.backends["fast"] = InstantBackend("fast")  # the router reads this very dict
+    system.backends["fast"] = InstantBackend("fast", "Paris.")  # the router reads this very dict
     return system
 
 
@@ -157,7 +140,7 @@ def ttft(system: LearningSystem, url: str, rounds: int) -> dict[str, list[float]
         first = None
         with client.stream("POST", f"{url}/chat/completions", json=body) as response:
             for line in response.iter_lines():  # read to the end: the answer is recorded either way
-                if first is None and line.startswith("data: ") and '"content": ""' not in line:
+                if first is None and line.startswith("data: ") and '"content": "' in line and '"content": ""' not in line:
                     first = time.perf_counter() - started
         return (first or 0.0) * 1000
 
@@ -165,7 +148,7 @@ def ttft(system: LearningSystem, url: str, rounds: int) -> dict[str, list[float]
         started = time.perf_counter()
         first = None
         for item in system.chat_stream(QUESTION, model="deepseek", max_new_tokens=32):
-            if first is None and isinstance(item, str):
+            if first is None and isinstance(item, str) and item:  # text, as the gateway's clock counts it
                 first = time.perf_counter() - started
         return (first or 0.0) * 1000
 

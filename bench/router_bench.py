@@ -34,32 +34,16 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
-from dmac_core.backends.base import Availability, Generation  # noqa: E402
+from instant_backend import InstantBackend  # noqa: E402  (bench/, next to this script)
 from dmac_core.config import Config  # noqa: E402
 from dmac_core.logs.store import LearningStore  # noqa: E402
 from dmac_core.serving.router import ModelManager  # noqa: E402
 from dmac_core.serving.usage import UsageCounter  # noqa: E402
-
-
-class InstantBackend:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def available(self) -> Availability:
-        return Availability(True)
-
-    def generate(self, messages: list[dict[str, Any]], **options: Any) -> Generation:
-        return Generation(text="ok", provider_model=self.name, tokens_in=1, tokens_out=1, latency_ms=0.0)
-
-    def stream(self, messages: list[dict[str, Any]], **options: Any) -> Iterator[Any]:
-        yield "ok"
-        yield self.generate(messages)
 
 
 def make_log(directory: Path, n: int) -> None:
