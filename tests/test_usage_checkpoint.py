@@ -231,3 +231,26 @@ def test_caps_hold_across_a_restart_of_the_router(tmp_path: Path, parsed: list[i
     assert usage.requests_today == 31
     assert usage_module.cap_exceeded("gemini", usage, config.routing.caps["gemini"]) == \
         "gemini: 31/31 requests today"
+
+
+def test_a_counter_running_through_midnight_starts_the_new_day_without_rereading_the_month(
+        tmp_path: Path, parsed: list[int]) -> None:
+    before_midnight = datetime(2026, 12, 4, 23, 59, 40, tzinfo=timezone.utc)
+    store, clock = LearningStore(tmp_path, fsync=False), Clock(before_midnight)
+    _log(store, 200, now=before_midnight)
+    [log_path] = store.month_files("interactions")
+    counter = UsageCounter(store, clock, checkpoint_path=tmp_path / "usage" / "counter.json")
+    assert _usage(counter) == _from_scratch(store, clock)
+
+    clock.now = before_midnight + timedelta(seconds=30)  # 00:00:10 the next day, same month
+    size = log_path.stat().st_size
+    for i in range(7):
+        store.append_interaction(ts=_ts(clock.now - timedelta(seconds=i)), model="gemini", prompt=f"after {i}",
+                                 response="a", tokens_in=2, tokens_out=3)
+    parsed.clear()
+    after = _usage(counter)
+    assert parsed == [log_path.stat().st_size - size]  # only the new lines, not the month again
+    assert after == _from_scratch(store, clock)
+    assert after["gemini"].requests_today == 7 and after["gemini"].tokens_today == 35
+    # the last minute is a minute across midnight: calls at 23:59:40 and later still count there
+    assert after["gemini"].requests_last_minute > 7

@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict, deque
+from bisect import bisect_left, insort
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -89,7 +90,9 @@ class UsageCounter:
         self._requests: dict[str, int] = defaultdict(int)
         self._tokens: dict[str, int] = defaultdict(int)
         self._purposes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        self._recent: dict[str, deque[tuple[datetime, int]]] = defaultdict(deque)
+        # each model's calls of the last minute, kept in time order (lines are not always appended
+        # in time order: an answer is logged when it ends), so the expired ones are a prefix
+        self._recent: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
         self._saved_offset = 0  # the offset of the last checkpoint written or restored
         self._saved_at = -1e18  # time.monotonic() of that checkpoint
         self._rows_since_save = 0
@@ -119,7 +122,7 @@ class UsageCounter:
         minute_ago = now - timedelta(minutes=1)
         for model, calls in checkpoint.recent.items():
             # every call, not only the oldest, is checked: records are not appended in time order
-            self._recent[model].extend((ts, tokens) for ts, tokens in calls if ts >= minute_ago)
+            self._recent[model] = sorted((ts, tokens) for ts, tokens in calls if ts >= minute_ago)
         self._saved_offset, self._saved_at = checkpoint.offset, time.monotonic()
 
     def _save_due(self, from_scratch: bool) -> bool:
@@ -143,28 +146,39 @@ class UsageCounter:
     # -- counting ----------------------------------------------------------------------
     def _count(self, rows: list[dict], day: str, minute_ago: datetime) -> None:
         for row in rows:
+            if row.get("request_sent") is False:
+                continue  # a failed call that never reached the server
             ts_text = str(row.get("ts", ""))
-            if not ts_text.startswith(day) or row.get("request_sent") is False:
-                continue  # another day's, or a failed call that never reached the server
             try:
                 ts = parse_ts(ts_text)
             except ValueError:
                 continue
             model = str(row.get("model"))
+            if ts >= minute_ago:  # the last minute is a minute, across midnight too
+                insort(self._recent[model], (ts, _tokens(row)))
+            if not ts_text.startswith(day):
+                continue  # another day's
             self._requests[model] += 1
             self._tokens[model] += _tokens(row)
             purpose = str(row.get("purpose") or "chat")
             if purpose != "chat":
                 self._purposes[model][purpose] += 1
-            if ts >= minute_ago:
-                self._recent[model].append((ts, _tokens(row)))
 
     def _catch_up(self, now: datetime) -> None:
         """Count the complete lines appended to this month's interaction file since the last look."""
         day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
-        if day != self._day or month != self._month:
+        if month != self._month:
             self._day, self._month = day, month
             self._reset()
+        elif day != self._day:
+            # A new day in the same month: every line read so far was written before this look,
+            # so none is today's. Today's counts start at zero and reading goes on from here,
+            # instead of rereading the month (seconds with a million lines) at midnight.
+            self._day = day
+            self._requests.clear()
+            self._tokens.clear()
+            self._purposes.clear()
+            self._saved_offset = -1  # the new day's counts are checkpointed at the next look
         minute_ago = now - timedelta(minutes=1)
         path = self.store.kind_dir("interactions") / f"{month}.jsonl"
         try:
@@ -193,14 +207,13 @@ class UsageCounter:
                 if self._save_due(from_scratch):
                     self._save(fd, now)
         for window in self._recent.values():
-            while window and window[0][0] < minute_ago:
-                window.popleft()
+            del window[:bisect_left(window, (minute_ago,))]
 
     def usage(self, model: str) -> Usage:
         now = self.clock().astimezone(timezone.utc)
         with self._lock:
             self._catch_up(now)
-            recent = self._recent.get(model, deque())
+            recent = self._recent.get(model, [])
             return Usage(
                 requests_today=self._requests.get(model, 0),
                 tokens_today=self._tokens.get(model, 0),
