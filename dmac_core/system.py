@@ -222,6 +222,13 @@ class LearningSystem:
         return self.model_manager.respond_stream(conversation, model=model, user=user, session_id=session_id or "",
                                                  **options)
 
+    def chat(self, conversation: list[dict[str, Any]], model: str = AUTO, user: str = LOCAL_USER,
+             session_id: str | None = None, **options: Any) -> ChatResult:
+        """The whole answer of :meth:`chat_stream` (logged by the time it returns)."""
+        self.security.require(user, "chat")
+        return self.model_manager.respond(conversation, model=model, user=user, session_id=session_id or "",
+                                          **options)
+
     def rate(self, interaction_id: str | None, rating: int, note: str = "", user: str = LOCAL_USER,
              correction: str | None = None, prompt: str | None = None, response: str | None = None) -> Feedback:
         """Record an analyst's 1–5 rating (note, corrected answer) of a logged answer — by its id,

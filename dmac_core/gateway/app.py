@@ -19,6 +19,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -29,8 +30,7 @@ from ..logs.records import RecordError, new_id
 from ..security.api_keys import KEY_PREFIX, ApiKey, ApiKeyError
 from ..security.directory import LOCAL_USER
 from ..security.roles import PermissionDenied
-from ..serving.errors import OVER_CAP, UNKNOWN_MODEL, RoutingError
-from ..serving.router import ChatResult
+from ..serving.errors import MID_ANSWER, OVER_CAP, UNKNOWN_MODEL, RoutingError
 from ..system import LearningSystem
 from .answers import AnswerWorker, Event
 from .limits import KeyRateLimiter
@@ -71,7 +71,7 @@ def routing_failure(exc: BaseException) -> WireError:
                              "model_not_found", "model")
         if exc.kind == OVER_CAP:
             return WireError(429, str(exc), "rate_limit_error", "usage_cap_reached", retry_after=exc.retry_after)
-        if "mid-answer" in str(exc):
+        if exc.kind == MID_ANSWER:
             return WireError(502, str(exc), "api_error", "model_failed")
         return WireError(503, str(exc), "service_unavailable", "no_model_available", retry_after=exc.retry_after)
     if isinstance(exc, ValueError):  # the router's own checks: an empty or over-long conversation
@@ -197,8 +197,9 @@ class Gateway:
             # the whole answer in a pooled thread; a client gone meanwhile changes nothing: the
             # answer completes and is recorded like any other
             try:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    self.answer_threads, self._whole_answer, caller, chat, record_id)
+                result = await asyncio.get_running_loop().run_in_executor(self.answer_threads, partial(
+                    self.system.chat, chat.messages, model=chat.model, user=caller.user,
+                    session_id=caller.session_id, record_id=record_id, **chat.options))
             except Exception as exc:  # noqa: BLE001 - each failure becomes its HTTP error
                 raise routing_failure(exc) from None
             headers["X-DMac-Route-Reason"] = header_text(result.route_reason)
@@ -224,13 +225,6 @@ class Gateway:
         return StreamingResponse(self._events(worker, first, record_id, model, chat.include_usage),
                                  media_type="text/event-stream",
                                  headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    def _whole_answer(self, caller: Caller, chat: ChatRequest, record_id: str) -> ChatResult:
-        for item in self.system.chat_stream(chat.messages, model=chat.model, user=caller.user,
-                                            session_id=caller.session_id, record_id=record_id, **chat.options):
-            if isinstance(item, ChatResult):
-                return item
-        raise RuntimeError("the router ended without an answer")
 
     async def _events(self, worker: AnswerWorker, first: Event, record_id: str, model: str,
                       include_usage: bool) -> AsyncIterator[bytes]:

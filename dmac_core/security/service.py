@@ -129,7 +129,7 @@ class SecurityService:
                        via: str = "web") -> tuple[str, ApiKey]:
         """A new API key acting for ``user`` (admin only): ``(key, record)``; the key is shown this once."""
         self.require(actor, "manage_users")
-        if directory.role_of(user, self.secrets) is None:
+        if self.role_of(user) is None:
             raise ApiKeyError(f"{user!r} has no role here; add the user first (add-user, or the Admin page)"
                               + ("" if self.sign_in_required() else f"; without users, keys act for {LOCAL_USER!r}"))
         key, record = self.api_keys.create(user, label, requests_per_minute)

@@ -19,7 +19,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
 from ..backends.base import Backend, BackendError, Generation, Message, chat_messages
@@ -30,10 +29,10 @@ from ..insights.routing import TopicRouter
 from ..logs.store import LearningStore
 from ..signals.leaderboard import recent, routing_strengths, vote_sides
 from .attachments import image_support, message_images
-from .errors import OVER_CAP, UNAVAILABLE, UNKNOWN_MODEL, RoutingError
+from .errors import MID_ANSWER, OVER_CAP, UNAVAILABLE, UNKNOWN_MODEL, RoutingError
 from .reservations import Reservation, ReservationBook
 from .token_estimate import call_tokens
-from .usage import Usage, UsageCounter, cap_exceeded
+from .usage import Usage, UsageCounter, cap_exceeded, cap_wait
 
 AUTO = "auto"
 # "deepseek@v0003": the learner's version v0003, whichever version is served
@@ -148,7 +147,7 @@ class ModelManager:
             return None
         usage = self.usage_now(name)
         reason = cap_exceeded(name, usage, caps)
-        return Skip(OVER_CAP, reason, _cap_wait(caps, usage)) if reason else None
+        return Skip(OVER_CAP, reason, cap_wait(caps, usage)) if reason else None
 
     def _version_problem(self, name: str, version: str) -> Skip | None:
         """Why ``name@version`` cannot answer: only the learner has versions; an unknown one is
@@ -387,7 +386,7 @@ class ModelManager:
             backend = self.backends[name]
             reservation = self._reserve(name, messages, options)
             if isinstance(reservation, str):  # the cap was reached since the candidates were listed
-                cap_skip = Skip(OVER_CAP, reservation, _cap_wait(self.config.routing.caps[name], self.usage_now(name)))
+                cap_skip = Skip(OVER_CAP, reservation, cap_wait(self.config.routing.caps[name], self.usage_now(name)))
                 if model and model != AUTO:
                     raise RoutingError(f"{self.display_name(name)} cannot answer now — {reservation}", OVER_CAP,
                                        cap_skip.retry_after)
@@ -434,7 +433,7 @@ class ModelManager:
                 )
                 self.reservations.release(reservation)
                 if pieces:
-                    raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}") from exc
+                    raise RoutingError(f"{self.display_name(name)} failed mid-answer: {exc}", MID_ANSWER) from exc
                 notes.append(f"{name} failed ({exc.kind}{f' {exc.status}' if exc.status else ''})")
                 skips.append(Skip(UNAVAILABLE, notes[-1], exc.retry_after))
             except GeneratorExit:
@@ -447,7 +446,7 @@ class ModelManager:
                         purpose=purpose, record_id=record_id,
                         generation=Generation(
                             text="".join(pieces), provider_model=self._provider_model(name),
-                            model_version=version or _served_version(backend),
+                            model_version=version or (self.served_learner_version() if name == LEARNER else None),
                             latency_ms=(time.perf_counter() - started) * 1000, finish_reason=CUT_OFF),
                     )
                 raise
@@ -499,23 +498,6 @@ class ModelManager:
 
 # finish_reason of an answer whose reader went away before it ended (the record keeps what was said)
 CUT_OFF = "cut_off"
-
-
-def _served_version(backend: Backend) -> str | None:
-    served = getattr(backend, "served_version", None)
-    return served() if served is not None else None
-
-
-def _cap_wait(caps: Any, usage: Usage, now: datetime | None = None) -> float:
-    """Seconds until a capped model may be asked again: the next UTC day for a daily cap that is
-    used up, else the next minute."""
-    now = now or datetime.now(timezone.utc)
-    day_full = any(limit is not None and used >= limit for limit, used in (
-        (caps.requests_per_day, usage.requests_day), (caps.tokens_per_day, usage.tokens_day)))
-    if day_full:
-        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        return max(1.0, (midnight - now).total_seconds())
-    return 60.0
 
 
 def request_sent(error: BackendError) -> bool:

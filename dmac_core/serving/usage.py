@@ -243,6 +243,18 @@ def cap_exceeded(model: str, usage: Usage, caps: CapsConfig | None, tokens: int 
     return None
 
 
+def cap_wait(caps: CapsConfig, usage: Usage, now: datetime | None = None) -> float:
+    """Seconds until a capped model may be asked again: the next UTC day for a daily cap that is
+    used up, else the next minute."""
+    now = now or datetime.now(timezone.utc)
+    day_full = any(limit is not None and used >= limit for limit, used in (
+        (caps.requests_per_day, usage.requests_day), (caps.tokens_per_day, usage.tokens_day)))
+    if day_full:
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        return max(1.0, (midnight - now).total_seconds())
+    return 60.0
+
+
 def _in_flight_note(usage: Usage) -> str:
     return f" ({usage.requests_in_flight} in flight)" if usage.requests_in_flight else ""
 

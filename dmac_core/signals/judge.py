@@ -134,8 +134,25 @@ def pairs_to_judge(store: LearningStore, judge: str, rubric: str, limit: int) ->
     return out
 
 
-def _ask(respond: Respond, text: str, judge: str, user: str) -> Any:
-    return respond(text, model=judge, user=user, purpose=JUDGE_PURPOSE)
+def _judge_each(store: LearningStore, respond: Respond, judge: str, rubric: str, user: str,
+                errors: tuple[type[BaseException], ...], items: list[dict[str, Any]],
+                question: Callable[[dict[str, Any]], str],
+                label: Callable[[dict[str, Any], str], dict[str, Any]]) -> JudgeRun:
+    """Ask the judge ``question(item)`` for each item through the router and store the judgment
+    ``label(item, reply)`` gives (its kind, what it judged, the parsed verdict). An error in
+    ``errors`` stops the run; the judgments written until then stay."""
+    run = JudgeRun()
+    rid = rubric_id(rubric)
+    for item in items:
+        try:
+            result = respond(question(item), model=judge, user=user, purpose=JUDGE_PURPOSE)
+        except errors as exc:
+            run.stopped = str(exc)
+            break
+        run.judgments.append(store.append_judgment(
+            user=user, judge=judge, judge_version=result.model_version, rubric_id=rid, rubric=rubric,
+            reply=result.text[:REPLY_CHARS], judge_interaction_id=result.interaction_id, **label(item, result.text)))
+    return run
 
 
 def judge_answers(store: LearningStore, respond: Respond, judge: str, rubric: str, items: list[dict[str, Any]],
@@ -144,40 +161,24 @@ def judge_answers(store: LearningStore, respond: Respond, judge: str, rubric: st
 
     An error in ``errors`` (the router's: a cap reached, the judge unavailable) stops the run;
     the labels written until then stay, and ``stopped`` says why."""
-    run = JudgeRun()
-    rid = rubric_id(rubric)
-    for item in items:
-        try:
-            result = _ask(respond, score_prompt(rubric, item["prompt"], item["response"]), judge, user)
-        except errors as exc:
-            run.stopped = str(exc)
-            break
-        score = parse_score(result.text)
-        run.judgments.append(store.append_judgment(
-            user=user, judge=judge, judge_version=result.model_version, rubric_id=rid, rubric=rubric, kind="score",
-            interaction_id=item["id"], score=score, parsed=score is not None, reply=result.text[:REPLY_CHARS],
-            judge_interaction_id=result.interaction_id))
-    return run
+    def label(item: dict[str, Any], reply: str) -> dict[str, Any]:
+        score = parse_score(reply)
+        return {"kind": "score", "interaction_id": item["id"], "score": score, "parsed": score is not None}
+
+    return _judge_each(store, respond, judge, rubric, user, errors, items,
+                       lambda item: score_prompt(rubric, item["prompt"], item["response"]), label)
 
 
 def judge_pairs(store: LearningStore, respond: Respond, judge: str, rubric: str, items: list[dict[str, Any]],
                 user: str, errors: tuple[type[BaseException], ...] = ()) -> JudgeRun:
     """Compare each pair (see :func:`pairs_to_judge`) through the router and store the verdicts."""
-    run = JudgeRun()
-    rid = rubric_id(rubric)
-    for item in items:
-        text = pair_prompt(rubric, item["prompt"], item["response_a"], item["response_b"])
-        try:
-            result = _ask(respond, text, judge, user)
-        except errors as exc:
-            run.stopped = str(exc)
-            break
-        choice = parse_choice(result.text)
-        run.judgments.append(store.append_judgment(
-            user=user, judge=judge, judge_version=result.model_version, rubric_id=rid, rubric=rubric, kind="pair",
-            interaction_a=item["interaction_a"], interaction_b=item["interaction_b"], choice=choice,
-            parsed=choice is not None, reply=result.text[:REPLY_CHARS], judge_interaction_id=result.interaction_id))
-    return run
+    def label(item: dict[str, Any], reply: str) -> dict[str, Any]:
+        choice = parse_choice(reply)
+        return {"kind": "pair", "interaction_a": item["interaction_a"], "interaction_b": item["interaction_b"],
+                "choice": choice, "parsed": choice is not None}
+
+    return _judge_each(store, respond, judge, rubric, user, errors, items,
+                       lambda item: pair_prompt(rubric, item["prompt"], item["response_a"], item["response_b"]), label)
 
 
 def latest_scores(judgments: pd.DataFrame) -> pd.DataFrame:
