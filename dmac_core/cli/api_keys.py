@@ -11,6 +11,7 @@ from typing import Any
 from ..config import Config
 from ..security.api_keys import ApiKeyError
 from ..security.service import SecurityService
+from .common import report_change
 
 
 def _when(ts: float | None) -> str:
@@ -33,13 +34,11 @@ def _cmd_create(args: argparse.Namespace, config: Config) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace, config: Config) -> int:
-    try:
+    def revoke() -> str:
         record = SecurityService(config).revoke_api_key(args.acting_user, args.key_id, via="cli")
-    except ApiKeyError as exc:
-        print(f"{exc}; nothing changed.", file=sys.stderr)
-        return 2
-    print(f"API key {record.id} of {record.user} is revoked: it is refused from the next request on.")
-    return 0
+        return f"API key {record.id} of {record.user} is revoked: it is refused from the next request on."
+
+    return report_change(revoke)
 
 
 def _cmd_list(args: argparse.Namespace, config: Config) -> int:

@@ -70,3 +70,14 @@ def run_subcommands(prog: str, registrars: list[Registrar], argv: list[str] | No
     for register in registrars:
         register(sub)
     return dispatch(parser, argv)
+
+
+def report_change(change: Callable[[], str]) -> int:
+    """Run one change (of users, roles, keys); print what it did, or why nothing changed (exit 2)."""
+    try:
+        done = change()
+    except ValueError as exc:
+        print(f"{exc}; nothing changed.", file=sys.stderr)
+        return 2
+    print(done)
+    return 0

@@ -15,23 +15,12 @@ import json
 import os
 import sys
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from ..config import Config
 from ..security.roles import ROLE_NAMES, Role
 from ..security.service import SecurityService
-from .common import authorize
-
-
-def _change(change: Callable[[], str]) -> int:
-    """Run one change of the user directory; print what it did, or why nothing changed (exit 2)."""
-    try:
-        done = change()
-    except ValueError as exc:
-        print(f"{exc}; nothing changed.", file=sys.stderr)
-        return 2
-    print(done)
-    return 0
+from .common import authorize, report_change
 
 
 def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
@@ -45,16 +34,16 @@ def _cmd_add_user(args: argparse.Namespace, config: Config) -> int:
         granted = SecurityService(config).add_user(args.acting_user, args.name, password, role, via="cli")
         return f"User {args.name!r} can sign in now, as {granted.label}."
 
-    return _change(add)
+    return report_change(add)
 
 
 def _cmd_set_role(args: argparse.Namespace, config: Config) -> int:
-    return _change(lambda: SecurityService(config).set_role(args.acting_user, args.name, args.role, via="cli")
+    return report_change(lambda: SecurityService(config).set_role(args.acting_user, args.name, args.role, via="cli")
                    or f"{args.name} is now {args.role}.")
 
 
 def _cmd_remove_user(args: argparse.Namespace, config: Config) -> int:
-    return _change(lambda: SecurityService(config).remove_user(args.acting_user, args.name, via="cli")
+    return report_change(lambda: SecurityService(config).remove_user(args.acting_user, args.name, via="cli")
                    or f"{args.name} can no longer sign in (their logged data stays: see delete-user).")
 
 
